@@ -1,0 +1,4 @@
+//! xenith's actors. Each folder is one actor (or family): its state, its
+//! messages, its handlers, and a small typed handle that hides its `Addr`.
+
+pub mod supervisor;
