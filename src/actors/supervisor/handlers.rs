@@ -23,7 +23,7 @@ impl Actor for Supervisor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         // A supervisor of 10,000 VMs gets many requests at once.
-        ctx.set_mailbox_capacity(usize::MAX);
+        ctx.set_mailbox_capacity(0); // 0: unbounded
         self.start_initial(ctx);
     }
 
@@ -93,8 +93,7 @@ impl Handler<RemoveChild> for Supervisor {
         };
         match child.state {
             ChildState::Running(started) => {
-                let ticket =
-                    StopTicket { ctl: started.ctl, exit: started.exit, shutdown: child.spec.shutdown };
+                let ticket = StopTicket { started, shutdown: child.spec.shutdown };
                 Box::pin(async move {
                     stop_child(ticket).await;
                     Ok(())

@@ -156,21 +156,28 @@ pub(crate) async fn wait_exit(mut rx: watch::Receiver<Option<ExitReason>>) -> Ex
 /// What a supervisor keeps to stop one running child.
 #[derive(Debug)]
 pub(crate) struct StopTicket {
-    pub(crate) ctl: mpsc::UnboundedSender<Ctl>,
-    pub(crate) exit: watch::Receiver<Option<ExitReason>>,
+    pub(crate) started: Started,
     pub(crate) shutdown: Shutdown,
 }
 
 /// Stops one child: asked politely within its timeout, then dropped by force.
+///
+/// The ticket keeps the child's address until it has exited: an actor whose
+/// last address goes away stops by itself, which would read as a normal exit.
 pub(crate) async fn stop_child(ticket: StopTicket) -> ExitReason {
-    if let Shutdown::Timeout(limit) = ticket.shutdown {
-        let _ = ticket.ctl.send(Ctl::Stop);
-        if let Ok(reason) = tokio::time::timeout(limit, wait_exit(ticket.exit.clone())).await {
+    let StopTicket { started, shutdown } = ticket;
+    if tokio::runtime::Handle::try_current().is_err() {
+        // The runtime is being torn down: no timers; dropping kills the child.
+        return ExitReason::Killed;
+    }
+    if let Shutdown::Timeout(limit) = shutdown {
+        let _ = started.ctl.send(Ctl::Stop);
+        if let Ok(reason) = tokio::time::timeout(limit, wait_exit(started.exit.clone())).await {
             return reason;
         }
     }
-    let _ = ticket.ctl.send(Ctl::Kill);
-    match tokio::time::timeout(KILL_GRACE, wait_exit(ticket.exit)).await {
+    let _ = started.ctl.send(Ctl::Kill);
+    match tokio::time::timeout(KILL_GRACE, wait_exit(started.exit.clone())).await {
         // It may have stopped just before the kill arrived.
         Ok(reason) => reason,
         Err(_) => ExitReason::Killed,

@@ -326,7 +326,7 @@ impl Supervisor {
             };
             for (s, st) in started.into_iter().rev() {
                 let shutdown = shutdowns.get(&s).copied().unwrap_or(Shutdown::Brutal);
-                stop_child(StopTicket { ctl: st.ctl, exit: st.exit, shutdown }).await;
+                stop_child(StopTicket { started: st, shutdown }).await;
             }
             Err((seq, error))
         };
@@ -385,7 +385,7 @@ impl Supervisor {
 }
 
 fn ticket(started: Started, spec: &ChildSpec) -> StopTicket {
-    StopTicket { ctl: started.ctl, exit: started.exit, shutdown: spec.shutdown }
+    StopTicket { started, shutdown: spec.shutdown }
 }
 
 /// What went wrong in a sequence of starts: the child, the error, and the
