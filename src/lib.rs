@@ -6,3 +6,9 @@
 
 pub mod actors;
 pub mod error;
+pub mod config;
+pub mod paths;
+pub mod drivers;
+pub mod api;
+pub mod proto;
+pub mod daemon;

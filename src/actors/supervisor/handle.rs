@@ -56,6 +56,11 @@ impl SupervisorHandle {
         Ok(self.addr.send(CountChildren).await?)
     }
 
+    /// Makes this supervisor the current one in `slot`.
+    pub fn publish(&self, slot: &crate::actors::slot::AddrSlot<Supervisor>) {
+        slot.publish(self.addr.clone());
+    }
+
     /// Whether the supervisor still runs.
     pub fn is_alive(&self) -> bool {
         self.addr.connected()
@@ -125,5 +130,11 @@ pub(crate) async fn start_supervisor(
             let reason = wait_exit(started.exit.clone()).await;
             Err(StartError(format!("supervisor {name} ended during its start: {reason}")))
         }
+    }
+}
+
+impl From<Addr<Supervisor>> for SupervisorHandle {
+    fn from(addr: Addr<Supervisor>) -> Self {
+        Self::new(addr)
     }
 }

@@ -152,7 +152,7 @@ impl SupervisorFlags {
 }
 
 /// Whether a node of the tree is a worker or a supervisor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChildKind {
     Worker,

@@ -1,11 +1,11 @@
 //! A snapshot of the supervision tree, for `supervisor.tree` and the shell.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::spec::ChildKind;
 
 /// One node of the tree: a supervisor or a worker.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TreeNode {
     pub id: String,
     pub kind: ChildKind,

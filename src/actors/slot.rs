@@ -1,0 +1,53 @@
+//! Where a restartable actor's current address is found.
+//!
+//! A supervised actor gets a new `Addr` at each restart. Its start function
+//! (or `started()`) publishes the new address in its slot; the typed handle
+//! other actors hold reads the slot, so it always reaches the current
+//! incarnation. Slots are created by whoever builds the tree and passed
+//! explicitly: there is no global registry.
+
+use std::fmt;
+use std::sync::Arc;
+
+use actix::{Actor, Addr};
+use tokio::sync::watch;
+
+/// The current address of one (restartable) actor.
+pub struct AddrSlot<A: Actor> {
+    tx: Arc<watch::Sender<Option<Addr<A>>>>,
+}
+
+impl<A: Actor> Clone for AddrSlot<A> {
+    fn clone(&self) -> Self {
+        Self { tx: self.tx.clone() }
+    }
+}
+
+impl<A: Actor> fmt::Debug for AddrSlot<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AddrSlot").field("filled", &self.tx.borrow().is_some()).finish()
+    }
+}
+
+impl<A: Actor> Default for AddrSlot<A> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<A: Actor> AddrSlot<A> {
+    pub fn new() -> Self {
+        Self { tx: Arc::new(watch::Sender::new(None)) }
+    }
+
+    /// Makes `addr` the current incarnation.
+    pub fn publish(&self, addr: Addr<A>) {
+        self.tx.send_replace(Some(addr));
+    }
+
+    /// The current address, if the actor has started and not been replaced
+    /// by nothing (it may have stopped: sends then fail with a mailbox error).
+    pub fn get(&self) -> Option<Addr<A>> {
+        self.tx.borrow().clone()
+    }
+}

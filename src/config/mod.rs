@@ -1,0 +1,140 @@
+//! xenithd's configuration: a TOML file read into DTOs that refuse unknown
+//! keys, then validated into the runtime [`Config`]. Flags override the file;
+//! the file overrides the built-in defaults. config/xenith.toml shows every
+//! key at its default.
+
+mod file;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use file::ConfigFile;
+
+/// A configuration error: names the file and the key, on one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {}{message}", file.display(), key.as_ref().map(|k| format!("key {k}: ")).unwrap_or_default())]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn key(file: &Path, key: &str, message: impl Into<String>) -> Self {
+        Self { file: file.to_owned(), key: Some(key.to_owned()), message: message.into() }
+    }
+}
+
+/// Which hypervisor backend to drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HypervisorChoice {
+    /// Xen when /dev/xen/privcmd exists, the simulated hypervisor otherwise.
+    Auto,
+    /// The simulated hypervisor.
+    Sim,
+    /// Real Xen.
+    Xen,
+}
+
+/// Which xenstored to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum XenstoreChoice {
+    /// The host's xenstored when its socket exists, the embedded one otherwise.
+    Auto,
+    Embedded,
+    /// The socket of an existing xenstored.
+    Socket(PathBuf),
+}
+
+impl std::str::FromStr for XenstoreChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "embedded" => Ok(Self::Embedded),
+            p if p.starts_with('/') => Ok(Self::Socket(PathBuf::from(p))),
+            other => Err(format!("{other:?} is not auto, embedded or an absolute socket path")),
+        }
+    }
+}
+
+/// How logs are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The RPC server's limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcConfig {
+    /// Owner-only (0600) unless a group is named, then 0660 with that group.
+    pub socket_group: Option<nix::unistd::Gid>,
+    pub max_frame_bytes: usize,
+    pub max_in_flight: usize,
+}
+
+/// The root supervisor's restart intensity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntensityConfig {
+    pub max_restarts: u32,
+    pub period: Duration,
+}
+
+/// The simulated host's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimConfig {
+    pub total_mib: u64,
+    pub dom0_mib: u64,
+    pub cpus: u32,
+}
+
+/// The validated configuration xenithd runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file it came from, if any.
+    pub source: Option<PathBuf>,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub hypervisor: HypervisorChoice,
+    pub xenstore: XenstoreChoice,
+    pub allow_fault_injection: bool,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+    pub rpc: RpcConfig,
+    pub supervisor: IntensityConfig,
+    pub sim: SimConfig,
+}
+
+/// What the command line can override (CONTRACT.md flags).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub socket: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub hypervisor: Option<HypervisorChoice>,
+    pub xenstore: Option<XenstoreChoice>,
+    pub allow_fault_injection: bool,
+    pub log_format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Reads `path` (or, without one, /etc/xenith/xenith.toml if it exists,
+    /// else nothing) and applies the overrides.
+    pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
+        let system = Path::new(crate::paths::SYSTEM_CONFIG);
+        let path = path.or_else(|| system.exists().then_some(system));
+        let file = match path {
+            Some(p) => ConfigFile::read(p)?,
+            None => ConfigFile::default(),
+        };
+        file.validate(path, overrides)
+    }
+
+    /// The built-in defaults with these overrides (no file).
+    pub fn defaults(overrides: Overrides) -> Result<Self, ConfigError> {
+        ConfigFile::default().validate(None, overrides)
+    }
+}

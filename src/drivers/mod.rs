@@ -1,0 +1,7 @@
+//! Drivers: what xenith's actors use to reach the host (the hypervisor,
+//! xenstored, processes). Each is a trait with backends chosen at run time.
+
+pub mod hypervisor;
+pub mod sim;
+
+pub use hypervisor::{select, Hypervisor, HypervisorError, HypervisorKind, PhysInfo};

@@ -1,0 +1,151 @@
+//! A pipelined MessagePack-RPC client: many calls in flight on one
+//! connection, replies matched by msgid. One task owns the connection; calls
+//! reach it by message.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+
+use futures_util::{SinkExt, StreamExt};
+use rmpv::Value;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use super::codec::{CodecError, MsgpackCodec};
+
+/// The largest reply the client accepts.
+const MAX_REPLY: usize = 64 << 20;
+
+/// An error the daemon answered with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct RemoteError {
+    pub code: String,
+    pub message: String,
+    #[serde(default)]
+    pub details: Vec<String>,
+}
+
+/// What a call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {0}")]
+    Connect(String, #[source] io::Error),
+    #[error("the connection closed")]
+    Closed,
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error("the reply did not decode")]
+    Decode(#[source] rmpv::ext::Error),
+    #[error("the parameters did not encode")]
+    Encode(#[source] rmpv::ext::Error),
+}
+
+type Reply = Result<Value, RemoteError>;
+
+struct Pending {
+    method: String,
+    params: Value,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// A connection to xenithd. Cheap to clone; clones share the connection.
+#[derive(Debug, Clone)]
+pub struct RpcClient {
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+impl RpcClient {
+    /// Connects to the daemon's Unix socket.
+    pub async fn connect(path: &Path) -> Result<Self, ClientError> {
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|e| ClientError::Connect(path.display().to_string(), e))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(drive(stream, rx));
+        Ok(Self { tx })
+    }
+
+    /// Calls `method` with named arguments (a serialisable map or struct;
+    /// `()` for none) and returns the raw result.
+    pub async fn call_value<P: Serialize>(&self, method: &str, params: P) -> Result<Value, ClientError> {
+        let params = rmpv::ext::to_value(params).map_err(ClientError::Encode)?;
+        let params = if params.is_nil() { Value::Array(vec![]) } else { Value::Array(vec![params]) };
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Pending { method: method.to_owned(), params, reply })
+            .map_err(|_| ClientError::Closed)?;
+        Ok(rx.await.map_err(|_| ClientError::Closed)??)
+    }
+
+    /// Calls `method` and decodes its result as `T`.
+    pub async fn call<P: Serialize, T: DeserializeOwned>(&self, method: &str, params: P) -> Result<T, ClientError> {
+        let value = self.call_value(method, params).await?;
+        rmpv::ext::from_value(value).map_err(ClientError::Decode)
+    }
+}
+
+async fn drive(stream: UnixStream, mut calls: mpsc::UnboundedReceiver<Pending>) {
+    let (rd, wr) = stream.into_split();
+    let mut reader = FramedRead::new(rd, MsgpackCodec::new(MAX_REPLY));
+    let mut writer = FramedWrite::new(wr, MsgpackCodec::new(usize::MAX));
+    let mut waiting: HashMap<u32, oneshot::Sender<Reply>> = HashMap::new();
+    let mut next_id: u32 = 0;
+    let mut accepting = true;
+    loop {
+        tokio::select! {
+            call = calls.recv(), if accepting => match call {
+                Some(Pending { method, params, reply }) => {
+                    next_id = next_id.wrapping_add(1);
+                    let frame = Value::Array(vec![0.into(), next_id.into(), method.into(), params]);
+                    waiting.insert(next_id, reply);
+                    if writer.send(frame).await.is_err() {
+                        break;
+                    }
+                }
+                None => {
+                    accepting = false;
+                    if waiting.is_empty() {
+                        break;
+                    }
+                }
+            },
+            frame = reader.next() => match frame {
+                Some(Ok(frame)) => {
+                    if let Some((id, reply)) = parse_response(frame) {
+                        if let Some(tx) = waiting.remove(&id) {
+                            let _ = tx.send(reply);
+                        }
+                    }
+                    if !accepting && waiting.is_empty() {
+                        break;
+                    }
+                }
+                Some(Err(CodecError::TooLarge(_) | CodecError::Malformed(_) | CodecError::Io(_))) | None => break,
+            },
+        }
+    }
+    // Dropping `waiting` tells every caller still waiting that the connection closed.
+}
+
+fn parse_response(frame: Value) -> Option<(u32, Reply)> {
+    let Value::Array(mut items) = frame else { return None };
+    if items.len() != 4 || items[0].as_u64() != Some(1) {
+        return None; // notifications are for subscribers (not handled here yet)
+    }
+    let id = u32::try_from(items[1].as_u64()?).ok()?;
+    let result = items.pop()?;
+    let error = items.pop()?;
+    if error.is_nil() {
+        return Some((id, Ok(result)));
+    }
+    let remote = rmpv::ext::from_value::<RemoteError>(error).unwrap_or_else(|e| RemoteError {
+        code: "INTERNAL_ERROR".into(),
+        message: format!("undecodable error reply: {e}"),
+        details: vec![],
+    });
+    Some((id, Err(remote)))
+}

@@ -1,0 +1,114 @@
+//! MessagePack-RPC messages: parsing incoming frames, building replies.
+
+use rmpv::Value;
+
+use crate::api::{ApiError, ErrorCode};
+
+/// A well-formed incoming message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    Request { id: u32, method: String, params: Value },
+    Notification { method: String, params: Value },
+}
+
+/// A frame that is MessagePack but not a valid message: the error to send
+/// back, with the request's msgid when it could be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invalid {
+    pub id: Option<u32>,
+    pub error: ApiError,
+}
+
+fn invalid(id: Option<u32>, message: impl Into<String>) -> Invalid {
+    Invalid { id, error: ApiError::new(ErrorCode::InvalidParams, message) }
+}
+
+/// Parses one frame. `params` comes back as the single map of named
+/// arguments (`Nil` when the array was empty).
+pub fn parse(frame: Value) -> Result<Incoming, Invalid> {
+    let Value::Array(items) = frame else {
+        return Err(invalid(None, "a message must be an array"));
+    };
+    let kind = items.first().and_then(Value::as_u64);
+    match (kind, items.len()) {
+        (Some(0), 4) => {
+            let id = items[1]
+                .as_u64()
+                .and_then(|i| u32::try_from(i).ok())
+                .ok_or_else(|| invalid(None, "msgid must be an unsigned 32-bit integer"))?;
+            let method = method_name(&items[2]).map_err(|m| invalid(Some(id), m))?;
+            let params = single_map(&items[3]).map_err(|m| invalid(Some(id), m))?;
+            Ok(Incoming::Request { id, method, params })
+        }
+        (Some(2), 3) => {
+            let method = method_name(&items[1]).map_err(|m| invalid(None, m))?;
+            let params = single_map(&items[2]).map_err(|m| invalid(None, m))?;
+            Ok(Incoming::Notification { method, params })
+        }
+        (Some(0), n) => Err(invalid(
+            items.get(1).and_then(Value::as_u64).and_then(|i| u32::try_from(i).ok()),
+            format!("a request has 4 elements, not {n}"),
+        )),
+        (Some(2), n) => Err(invalid(None, format!("a notification has 3 elements, not {n}"))),
+        _ => Err(invalid(None, "message type must be 0 (request) or 2 (notification)")),
+    }
+}
+
+fn method_name(v: &Value) -> Result<String, String> {
+    v.as_str().map(str::to_owned).ok_or_else(|| "method must be a string".to_owned())
+}
+
+fn single_map(v: &Value) -> Result<Value, String> {
+    match v {
+        Value::Array(a) if a.is_empty() => Ok(Value::Nil),
+        Value::Array(a) if a.len() == 1 && (a[0].is_map() || a[0].is_nil()) => Ok(a[0].clone()),
+        _ => Err("params must be an array holding one map of named arguments, or empty".to_owned()),
+    }
+}
+
+/// `[1, msgid, nil, result]`.
+pub fn response_ok(id: u32, result: Value) -> Value {
+    Value::Array(vec![1.into(), id.into(), Value::Nil, result])
+}
+
+/// `[1, msgid, {code, message, details}, nil]`; `msgid` is nil when the
+/// offending frame had none.
+pub fn response_err(id: Option<u32>, error: &ApiError) -> Value {
+    let details = error.details.iter().map(|d| Value::from(d.as_str())).collect();
+    let err = Value::Map(vec![
+        ("code".into(), error.code.as_str().into()),
+        ("message".into(), error.message.as_str().into()),
+        ("details".into(), Value::Array(details)),
+    ]);
+    Value::Array(vec![1.into(), id.map_or(Value::Nil, Value::from), err, Value::Nil])
+}
+
+/// `[2, method, [params]]`.
+pub fn notification(method: &str, params: Value) -> Value {
+    Value::Array(vec![2.into(), method.into(), Value::Array(vec![params])])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(items: Vec<Value>) -> Value {
+        Value::Array(items)
+    }
+
+    #[test]
+    fn requests_parse_and_bad_ones_say_why() {
+        let ok = parse(req(vec![0.into(), 9.into(), "host.info".into(), Value::Array(vec![])]));
+        assert_eq!(
+            ok,
+            Ok(Incoming::Request { id: 9, method: "host.info".into(), params: Value::Nil })
+        );
+        let bad = parse(req(vec![0.into(), 9.into(), 5.into(), Value::Array(vec![])])).unwrap_err();
+        assert_eq!(bad.id, Some(9));
+        assert_eq!(bad.error.message, "method must be a string");
+        let bad = parse(req(vec![0.into(), 9.into(), "x".into(), 3.into()])).unwrap_err();
+        assert!(bad.error.message.starts_with("params must be"));
+        assert_eq!(parse(Value::from(3)).unwrap_err().id, None);
+        assert_eq!(parse(req(vec![0.into(), (-1).into(), "x".into(), Value::Nil])).unwrap_err().id, None);
+    }
+}
