@@ -103,7 +103,8 @@ async fn run(args: Args) -> Result<(), String> {
             if args.json {
                 print(&serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?);
             } else {
-                let tree: TreeNode = rmpv::ext::from_value(value).map_err(|e| e.to_string())?;
+                let tree: TreeNode = xenith::proto::rpc::wire::from_named_value(&value)
+                    .map_err(|e| e.to_string())?;
                 print(&render_tree(&tree));
             }
         }

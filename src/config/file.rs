@@ -106,15 +106,14 @@ impl ConfigFile {
             let inner = e.into_inner();
             let message = inner.message().trim().to_owned();
             // "unknown field `x`, expected ..." is reported at the parent: name the key itself.
-            let unknown = message
-                .strip_prefix("unknown field `")
-                .and_then(|rest| rest.split('`').next())
-                .map(str::to_owned);
-            let key = match (unknown, at.as_str()) {
-                (Some(field), ".") => Some(field),
-                (Some(field), parent) => Some(format!("{parent}.{field}")),
-                (None, ".") => None,
-                (None, path) => Some(path.to_owned()),
+            // The path names the key, an unknown one included; at the top
+            // level ("."), an unknown table is named only in the message.
+            let key = match at.as_str() {
+                "." => message
+                    .strip_prefix("unknown field `")
+                    .and_then(|rest| rest.split('`').next())
+                    .map(str::to_owned),
+                path => Some(path.to_owned()),
             };
             let message = match (&key, inner.span()) {
                 (None, Some(span)) => {

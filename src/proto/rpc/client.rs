@@ -39,9 +39,9 @@ pub enum ClientError {
     #[error(transparent)]
     Remote(#[from] RemoteError),
     #[error("the reply did not decode")]
-    Decode(#[source] rmpv::ext::Error),
+    Decode(#[source] rmp_serde::decode::Error),
     #[error("the parameters did not encode")]
-    Encode(#[source] rmpv::ext::Error),
+    Encode(#[source] crate::api::ApiError),
 }
 
 type Reply = Result<Value, RemoteError>;
@@ -72,7 +72,7 @@ impl RpcClient {
     /// Calls `method` with named arguments (a serialisable map or struct;
     /// `()` for none) and returns the raw result.
     pub async fn call_value<P: Serialize>(&self, method: &str, params: P) -> Result<Value, ClientError> {
-        let params = rmpv::ext::to_value(params).map_err(ClientError::Encode)?;
+        let params = super::wire::to_named_value(&params).map_err(ClientError::Encode)?;
         let params = if params.is_nil() { Value::Array(vec![]) } else { Value::Array(vec![params]) };
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -84,7 +84,7 @@ impl RpcClient {
     /// Calls `method` and decodes its result as `T`.
     pub async fn call<P: Serialize, T: DeserializeOwned>(&self, method: &str, params: P) -> Result<T, ClientError> {
         let value = self.call_value(method, params).await?;
-        rmpv::ext::from_value(value).map_err(ClientError::Decode)
+        super::wire::from_named_value(&value).map_err(ClientError::Decode)
     }
 }
 
@@ -142,7 +142,7 @@ fn parse_response(frame: Value) -> Option<(u32, Reply)> {
     if error.is_nil() {
         return Some((id, Ok(result)));
     }
-    let remote = rmpv::ext::from_value::<RemoteError>(error).unwrap_or_else(|e| RemoteError {
+    let remote = super::wire::from_named_value::<RemoteError>(&error).unwrap_or_else(|e| RemoteError {
         code: "INTERNAL_ERROR".into(),
         message: format!("undecodable error reply: {e}"),
         details: vec![],

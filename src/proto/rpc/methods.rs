@@ -46,7 +46,7 @@ struct NoParams {}
 
 fn params<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, ApiError> {
     let params = if params.is_nil() { Value::Map(Vec::new()) } else { params };
-    rmpv::ext::from_value(params).map_err(|e| {
+    super::wire::from_named_value(&params).map_err(|e| {
         ApiError::new(ErrorCode::InvalidParams, format!("{method}: {e}"))
     })
 }

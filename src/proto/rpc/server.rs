@@ -20,7 +20,7 @@ use super::codec::MsgpackCodec;
 use super::methods::parse_call;
 use super::wire::{self, Incoming};
 use crate::actors::supervisor::{ChildSpec, ExitSlot, StartError};
-use crate::api::{Api, ApiError};
+use crate::api::Api;
 use crate::config::RpcConfig;
 
 /// Why the socket could not be served.
@@ -194,13 +194,13 @@ async fn serve(stream: UnixStream, api: Api, config: RpcConfig, cancel: Cancella
     }
 }
 
-async fn answer(api: Api, id: u32, method: String, params: Value) -> Value {
+async fn answer(api: Api, id: u32, method: String, params: Value) -> Vec<u8> {
     let result = match parse_call(&method, params) {
         Ok(call) => api.execute(call).await,
         Err(e) => Err(e),
     };
-    match result.and_then(|reply| rmpv::ext::to_value(&reply).map_err(ApiError::internal)) {
-        Ok(value) => wire::response_ok(id, value),
+    match result.and_then(|reply| wire::response_ok(id, &reply)) {
+        Ok(frame) => frame,
         Err(error) => wire::response_err(Some(id), &error),
     }
 }

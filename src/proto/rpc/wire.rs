@@ -66,14 +66,45 @@ fn single_map(v: &Value) -> Result<Value, String> {
     }
 }
 
-/// `[1, msgid, nil, result]`.
-pub fn response_ok(id: u32, result: Value) -> Value {
-    Value::Array(vec![1.into(), id.into(), Value::Nil, result])
+/// `[1, msgid, nil, result]`, with the result serialised with field names
+/// (structs as maps, unit enum variants as their names).
+pub fn response_ok<T: serde::Serialize>(id: u32, result: &T) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::with_capacity(128);
+    // Writing into a Vec cannot fail.
+    let _ = rmp::encode::write_array_len(&mut out, 4);
+    let _ = rmp::encode::write_uint(&mut out, 1);
+    let _ = rmp::encode::write_uint(&mut out, u64::from(id));
+    let _ = rmp::encode::write_nil(&mut out);
+    rmp_serde::encode::write_named(&mut out, result).map_err(ApiError::internal)?;
+    Ok(out)
+}
+
+/// Serialises a value with field names, as [`response_ok`] does, into a
+/// [`Value`] (for building notifications and requests).
+pub fn to_named_value<T: serde::Serialize>(value: &T) -> Result<Value, ApiError> {
+    let bytes = rmp_serde::to_vec_named(value).map_err(ApiError::internal)?;
+    rmpv::decode::read_value(&mut bytes.as_slice()).map_err(ApiError::internal)
+}
+
+/// Decodes a value into `T` the way [`to_named_value`] encodes it (structs
+/// from maps, unit enum variants from their names).
+pub fn from_named_value<T: serde::de::DeserializeOwned>(
+    value: &Value,
+) -> Result<T, rmp_serde::decode::Error> {
+    let mut bytes = Vec::with_capacity(64);
+    rmpv::encode::write_value(&mut bytes, value).map_err(|e| rmp_serde::decode::Error::Uncategorized(e.to_string()))?;
+    rmp_serde::from_slice(&bytes)
 }
 
 /// `[1, msgid, {code, message, details}, nil]`; `msgid` is nil when the
 /// offending frame had none.
-pub fn response_err(id: Option<u32>, error: &ApiError) -> Value {
+pub fn response_err(id: Option<u32>, error: &ApiError) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    let _ = rmpv::encode::write_value(&mut out, &error_frame(id, error));
+    out
+}
+
+fn error_frame(id: Option<u32>, error: &ApiError) -> Value {
     let details = error.details.iter().map(|d| Value::from(d.as_str())).collect();
     let err = Value::Map(vec![
         ("code".into(), error.code.as_str().into()),
