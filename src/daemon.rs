@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use crate::actors::host::{HostActor, HostHandle};
 use crate::actors::slot::AddrSlot;
-use crate::actors::supervisor::{ExitReason, RootSupervisor, Strategy, SupervisorError, SupervisorFlags};
+use crate::actors::supervisor::{
+    ExitReason, RootSupervisor, Strategy, SupervisorError, SupervisorFlags,
+};
 use crate::api::Api;
 use crate::config::{Config, XenstoreChoice};
 use crate::drivers::{self, HypervisorError};
@@ -41,10 +43,20 @@ pub enum DaemonError {
 pub fn resolve_xenstore(choice: &XenstoreChoice, rpc_socket: &Path) -> (&'static str, PathBuf) {
     match choice {
         XenstoreChoice::Socket(p) => ("host", p.clone()),
-        XenstoreChoice::Embedded => ("embedded", crate::paths::embedded_xenstored_socket(rpc_socket)),
-        XenstoreChoice::Auto => match HOST_XENSTORED_SOCKETS.iter().map(Path::new).find(|p| p.exists()) {
+        XenstoreChoice::Embedded => (
+            "embedded",
+            crate::paths::embedded_xenstored_socket(rpc_socket),
+        ),
+        XenstoreChoice::Auto => match HOST_XENSTORED_SOCKETS
+            .iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+        {
             Some(p) => ("host", p.to_owned()),
-            None => ("embedded", crate::paths::embedded_xenstored_socket(rpc_socket)),
+            None => (
+                "embedded",
+                crate::paths::embedded_xenstored_socket(rpc_socket),
+            ),
         },
     }
 }

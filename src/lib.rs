@@ -5,10 +5,10 @@
 //! `drivers` (hypervisor, xenstore, processes).
 
 pub mod actors;
-pub mod error;
-pub mod config;
-pub mod paths;
-pub mod drivers;
 pub mod api;
-pub mod proto;
+pub mod config;
 pub mod daemon;
+pub mod drivers;
+pub mod error;
+pub mod paths;
+pub mod proto;

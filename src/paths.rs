@@ -9,7 +9,9 @@ use nix::unistd::Uid;
 pub const XENSTORED_SOCKET_NAME: &str = "xenstored.sock";
 
 fn env_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from)
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 /// The RPC socket: `$XENITH_SOCKET`, else `/run/xenith/xenith.sock` for
@@ -47,7 +49,10 @@ pub fn default_state_dir() -> PathBuf {
 
 /// The embedded xenstored's socket: `xenstored.sock` beside the RPC socket.
 pub fn embedded_xenstored_socket(rpc_socket: &Path) -> PathBuf {
-    rpc_socket.parent().unwrap_or(Path::new("/")).join(XENSTORED_SOCKET_NAME)
+    rpc_socket
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .join(XENSTORED_SOCKET_NAME)
 }
 
 /// The configuration file read when `--config` is not given, if it exists.

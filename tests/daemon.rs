@@ -25,10 +25,20 @@ impl Daemon {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("run/xenith.sock");
         let mut cmd = Command::new(XENITHD);
-        cmd.arg("--socket").arg(&socket).arg("--state-dir").arg(dir.path().join("state"));
-        cmd.args(extra).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"));
+        cmd.args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let child = cmd.spawn().unwrap();
-        let d = Daemon { child, socket, _dir: dir };
+        let d = Daemon {
+            child,
+            socket,
+            _dir: dir,
+        };
         d.wait_ready();
         d
     }
@@ -36,7 +46,10 @@ impl Daemon {
     fn wait_ready(&self) {
         let t0 = Instant::now();
         while UnixStream::connect(&self.socket).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(10), "xenithd did not come up");
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "xenithd did not come up"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -49,12 +62,22 @@ impl Daemon {
         self.signal(nix::sys::signal::Signal::SIGTERM);
         let status = self.child.wait().unwrap();
         let mut err = String::new();
-        self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
         (status, err)
     }
 
     fn shell(&self, args: &[&str]) -> Output {
-        Command::new(XENITH).arg("--socket").arg(&self.socket).args(args).output().unwrap()
+        Command::new(XENITH)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap()
     }
 }
 
@@ -72,7 +95,12 @@ fn encode(v: &Value) -> Vec<u8> {
 }
 
 fn request(id: u32, method: &str, params: Value) -> Vec<u8> {
-    encode(&Value::Array(vec![0.into(), id.into(), method.into(), Value::Array(vec![params])]))
+    encode(&Value::Array(vec![
+        0.into(),
+        id.into(),
+        method.into(),
+        Value::Array(vec![params]),
+    ]))
 }
 
 fn read_frame(s: &mut UnixStream) -> Value {
@@ -81,7 +109,12 @@ fn read_frame(s: &mut UnixStream) -> Value {
 }
 
 fn field<'a>(v: &'a Value, key: &str) -> &'a Value {
-    v.as_map().unwrap().iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v).unwrap()
+    v.as_map()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.as_str() == Some(key))
+        .map(|(_, v)| v)
+        .unwrap()
 }
 
 #[test]
@@ -90,7 +123,8 @@ fn serves_host_info_and_the_tree_and_stops_in_order_on_sigterm() {
     let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let mut s = UnixStream::connect(&d.socket).unwrap();
-    s.write_all(&request(1, "host.info", Value::Map(vec![]))).unwrap();
+    s.write_all(&request(1, "host.info", Value::Map(vec![])))
+        .unwrap();
     let reply = read_frame(&mut s);
     let items = reply.as_array().unwrap();
     assert_eq!((items[0].as_u64(), items[1].as_u64()), (Some(1), Some(1)));
@@ -102,7 +136,12 @@ fn serves_host_info_and_the_tree_and_stops_in_order_on_sigterm() {
     let out = d.shell(&["--json", "tree"]);
     assert!(out.status.success());
     let tree: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let ids: Vec<&str> = tree["children"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = tree["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["host", "rpc"]);
     assert_eq!(tree["children"][0]["restarts"], 0);
 
@@ -125,7 +164,12 @@ impl Daemon {
     fn stop_after_signal(mut self) -> (std::process::ExitStatus, String) {
         let status = self.child.wait().unwrap();
         let mut err = String::new();
-        self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
         (status, err)
     }
 }
@@ -136,7 +180,11 @@ fn many_requests_in_flight_on_one_connection_all_answered() {
     let mut s = UnixStream::connect(&d.socket).unwrap();
     let mut batch = Vec::new();
     for id in 0..500u32 {
-        let method = if id % 2 == 0 { "host.info" } else { "supervisor.tree" };
+        let method = if id % 2 == 0 {
+            "host.info"
+        } else {
+            "supervisor.tree"
+        };
         batch.extend(request(id, method, Value::Map(vec![])));
     }
     s.write_all(&batch).unwrap();
@@ -156,23 +204,47 @@ fn bad_requests_get_errors_and_an_undecodable_stream_closes_only_its_connection(
     let mut good = UnixStream::connect(&d.socket).unwrap();
     let mut s = UnixStream::connect(&d.socket).unwrap();
     // Unknown method, a contract method not served yet, bad params, a non-request frame.
-    s.write_all(&request(1, "no.such", Value::Map(vec![]))).unwrap();
-    s.write_all(&request(2, "vm.create", Value::Map(vec![]))).unwrap();
-    s.write_all(&request(3, "host.info", Value::Map(vec![("bogus".into(), 1.into())]))).unwrap();
+    s.write_all(&request(1, "no.such", Value::Map(vec![])))
+        .unwrap();
+    s.write_all(&request(2, "vm.create", Value::Map(vec![])))
+        .unwrap();
+    s.write_all(&request(
+        3,
+        "host.info",
+        Value::Map(vec![("bogus".into(), 1.into())]),
+    ))
+    .unwrap();
     s.write_all(&encode(&Value::from("hello"))).unwrap();
     let mut errors = Vec::new();
     for _ in 0..4 {
         let r = read_frame(&mut s);
         let items = r.as_array().unwrap().clone();
-        errors.push((items[1].as_u64(), field(&items[2], "code").as_str().unwrap().to_owned(), field(&items[2], "message").as_str().unwrap().to_owned()));
+        errors.push((
+            items[1].as_u64(),
+            field(&items[2], "code").as_str().unwrap().to_owned(),
+            field(&items[2], "message").as_str().unwrap().to_owned(),
+        ));
     }
     errors.sort();
     assert_eq!(errors[0].0, None);
     assert_eq!(errors[0].1, "INVALID_PARAMS");
-    assert_eq!((errors[1].0, errors[1].1.as_str()), (Some(1), "UNKNOWN_METHOD"));
-    assert_eq!((errors[2].0, errors[2].1.as_str()), (Some(2), "UNKNOWN_METHOD"));
-    assert!(errors[2].2.contains("does not serve it yet"), "{}", errors[2].2);
-    assert_eq!((errors[3].0, errors[3].1.as_str()), (Some(3), "INVALID_PARAMS"));
+    assert_eq!(
+        (errors[1].0, errors[1].1.as_str()),
+        (Some(1), "UNKNOWN_METHOD")
+    );
+    assert_eq!(
+        (errors[2].0, errors[2].1.as_str()),
+        (Some(2), "UNKNOWN_METHOD")
+    );
+    assert!(
+        errors[2].2.contains("does not serve it yet"),
+        "{}",
+        errors[2].2
+    );
+    assert_eq!(
+        (errors[3].0, errors[3].1.as_str()),
+        (Some(3), "INVALID_PARAMS")
+    );
     assert!(errors[3].2.contains("bogus"), "{}", errors[3].2);
     // Bytes that are not MessagePack: this connection is closed...
     s.write_all(&[0xc1, 0xc1, 0xc1]).unwrap();
@@ -180,7 +252,8 @@ fn bad_requests_get_errors_and_an_undecodable_stream_closes_only_its_connection(
     let mut buf = [0u8; 16];
     assert_eq!(s.read(&mut buf).unwrap(), 0, "connection closed");
     // ...and the other one still works, as does a new one.
-    good.write_all(&request(7, "host.info", Value::Map(vec![]))).unwrap();
+    good.write_all(&request(7, "host.info", Value::Map(vec![])))
+        .unwrap();
     assert!(read_frame(&mut good).as_array().unwrap()[2].is_nil());
     let out = d.shell(&["host", "info"]);
     assert!(out.status.success());
@@ -204,7 +277,11 @@ fn an_oversized_frame_closes_its_connection() {
 #[test]
 fn a_second_daemon_is_refused_and_a_stale_socket_is_replaced() {
     let d = Daemon::start(&[]);
-    let out = Command::new(XENITHD).arg("--socket").arg(&d.socket).output().unwrap();
+    let out = Command::new(XENITHD)
+        .arg("--socket")
+        .arg(&d.socket)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("another xenithd is serving"));
     // The refused daemon did not remove the live one's socket.
@@ -216,14 +293,33 @@ fn a_second_daemon_is_refused_and_a_stale_socket_is_replaced() {
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
     assert!(stale.exists());
     let mut child = Command::new(XENITHD)
-        .arg("--socket").arg(&stale).arg("--state-dir").arg(dir.path().join("s"))
-        .stderr(Stdio::piped()).spawn().unwrap();
+        .arg("--socket")
+        .arg(&stale)
+        .arg("--state-dir")
+        .arg(dir.path().join("s"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let t0 = Instant::now();
-    while Command::new(XENITH).arg("--socket").arg(&stale).args(["host", "info"]).output().map(|o| !o.status.success()).unwrap_or(true) {
-        assert!(t0.elapsed() < Duration::from_secs(10), "did not take over the stale socket");
+    while Command::new(XENITH)
+        .arg("--socket")
+        .arg(&stale)
+        .args(["host", "info"])
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "did not take over the stale socket"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
 
@@ -243,26 +339,57 @@ fn run_with_config(text: &str) -> (Option<i32>, String) {
 #[test]
 fn config_errors_are_one_line_naming_file_and_key_with_exit_2() {
     let cases = [
-        ("[daemon]\nbogus = 1\n", "xenithd: FILE: key daemon.bogus: unknown field `bogus`"),
+        (
+            "[daemon]\nbogus = 1\n",
+            "xenithd: FILE: key daemon.bogus: unknown field `bogus`",
+        ),
         ("[nope]\n", "xenithd: FILE: key nope: unknown field `nope`"),
-        ("[daemon]\nlog_format = \"xml\"\n", "xenithd: FILE: key daemon.log_format: unknown variant `xml`"),
-        ("[rpc]\nmax_frame_bytes = 10\n", "xenithd: FILE: key rpc.max_frame_bytes: 10 is outside 4096..=67108864"),
-        ("[daemon]\nhypervisor = 3\n", "xenithd: FILE: key daemon.hypervisor: wanted string"),
-        ("[daemon]\nstate_dir = \"relative\"\n", "xenithd: FILE: key daemon.state_dir: \"relative\" is not an absolute path"),
-        ("[daemon]\nxenstore = \"maybe\"\n", "xenithd: FILE: key daemon.xenstore: \"maybe\" is not auto"),
-        ("[rpc]\nsocket_group = \"no-such-group-xyz\"\n", "xenithd: FILE: key rpc.socket_group: no group named"),
-        ("[sim]\ndom0_mib = 70000\n", "xenithd: FILE: key sim.dom0_mib: 70000 is not below sim.total_mib"),
+        (
+            "[daemon]\nlog_format = \"xml\"\n",
+            "xenithd: FILE: key daemon.log_format: unknown variant `xml`",
+        ),
+        (
+            "[rpc]\nmax_frame_bytes = 10\n",
+            "xenithd: FILE: key rpc.max_frame_bytes: 10 is outside 4096..=67108864",
+        ),
+        (
+            "[daemon]\nhypervisor = 3\n",
+            "xenithd: FILE: key daemon.hypervisor: wanted string",
+        ),
+        (
+            "[daemon]\nstate_dir = \"relative\"\n",
+            "xenithd: FILE: key daemon.state_dir: \"relative\" is not an absolute path",
+        ),
+        (
+            "[daemon]\nxenstore = \"maybe\"\n",
+            "xenithd: FILE: key daemon.xenstore: \"maybe\" is not auto",
+        ),
+        (
+            "[rpc]\nsocket_group = \"no-such-group-xyz\"\n",
+            "xenithd: FILE: key rpc.socket_group: no group named",
+        ),
+        (
+            "[sim]\ndom0_mib = 70000\n",
+            "xenithd: FILE: key sim.dom0_mib: 70000 is not below sim.total_mib",
+        ),
         ("[daemon\n", "xenithd: FILE: line 1:"),
     ];
     for (text, want) in cases {
         let (code, err) = run_with_config(text);
         assert_eq!(code, Some(2), "{text:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{text:?}: one line, got {err:?}");
-        assert!(err.starts_with(want), "{text:?}: got {err:?}, want {want:?}");
+        assert!(
+            err.starts_with(want),
+            "{text:?}: got {err:?}, want {want:?}"
+        );
     }
-    let out = Command::new(XENITHD).args(["--config", "/nonexistent/x.toml"]).output().unwrap();
+    let out = Command::new(XENITHD)
+        .args(["--config", "/nonexistent/x.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).starts_with("xenithd: /nonexistent/x.toml: cannot read"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .starts_with("xenithd: /nonexistent/x.toml: cannot read"));
 }
 
 #[test]
@@ -270,7 +397,13 @@ fn the_shipped_config_is_the_defaults() {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/xenith.toml");
     let loaded = xenith::config::Config::load(Some(&shipped), Default::default()).unwrap();
     let defaults = xenith::config::Config::defaults(Default::default()).unwrap();
-    assert_eq!(xenith::config::Config { source: None, ..loaded }, defaults);
+    assert_eq!(
+        xenith::config::Config {
+            source: None,
+            ..loaded
+        },
+        defaults
+    );
     let file = xenith::config::ConfigFile::read(&shipped).unwrap();
     assert_eq!(file, xenith::config::ConfigFile::default());
 }
@@ -279,7 +412,11 @@ fn the_shipped_config_is_the_defaults() {
 fn flags_override_the_config_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.toml");
-    std::fs::write(&path, "[daemon]\nsocket = \"/file/sock\"\nlog_format = \"json\"\nhypervisor = \"xen\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "[daemon]\nsocket = \"/file/sock\"\nlog_format = \"json\"\nhypervisor = \"xen\"\n",
+    )
+    .unwrap();
     let overrides = xenith::config::Overrides {
         socket: Some("/flag/sock".into()),
         hypervisor: Some(xenith::config::HypervisorChoice::Sim),
@@ -293,7 +430,14 @@ fn flags_override_the_config_file() {
 
 #[test]
 fn json_logs_and_the_chosen_backends_are_logged() {
-    let d = Daemon::start(&["--log-format", "json", "--hypervisor", "sim", "--xenstore", "embedded"]);
+    let d = Daemon::start(&[
+        "--log-format",
+        "json",
+        "--hypervisor",
+        "sim",
+        "--xenstore",
+        "embedded",
+    ]);
     let (status, log) = d.stop();
     assert_eq!(status.code(), Some(0));
     let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
@@ -325,7 +469,11 @@ fn the_shell_exits_0_on_success_and_1_on_error() {
     let out = d.shell(&["host", "info"]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.lines().any(|l| l.starts_with("hypervisor") && l.ends_with("sim")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("hypervisor") && l.ends_with("sim")),
+        "{text}"
+    );
     let out = d.shell(&["--json", "host", "info"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["cpus"], 16);
@@ -335,9 +483,13 @@ fn the_shell_exits_0_on_success_and_1_on_error() {
     assert!(text.contains("└── rpc (worker) running"), "{text}");
     assert_eq!(d.shell(&["bogus"]).status.code(), Some(1));
     assert_eq!(d.shell(&["--help"]).status.code(), Some(0));
-    let out = Command::new(XENITH).args(["--socket", "/nonexistent.sock", "host", "info"]).output().unwrap();
+    let out = Command::new(XENITH)
+        .args(["--socket", "/nonexistent.sock", "host", "info"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).starts_with("xenith: cannot connect to /nonexistent.sock"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .starts_with("xenith: cannot connect to /nonexistent.sock"));
 }
 
 #[test]
@@ -349,5 +501,8 @@ fn socket_and_state_dir_resolve_as_the_contract_says() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("/tmp/xenith-env-test.sock"));
-    assert_eq!(xenith::paths::embedded_xenstored_socket(Path::new("/run/xenith/xenith.sock")), Path::new("/run/xenith/xenstored.sock"));
+    assert_eq!(
+        xenith::paths::embedded_xenstored_socket(Path::new("/run/xenith/xenith.sock")),
+        Path::new("/run/xenith/xenstored.sock")
+    );
 }

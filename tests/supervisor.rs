@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use actix::Arbiter;
 use common::*;
 use xenith::actors::supervisor::{
-    ChildKind, ChildSpec, ExitReason, Restart, RootSupervisor, Shutdown, Strategy,
-    SupervisorError, SupervisorFlags,
+    ChildKind, ChildSpec, ExitReason, Restart, RootSupervisor, Shutdown, Strategy, SupervisorError,
+    SupervisorFlags,
 };
 
 fn flags(strategy: Strategy, max: u32) -> SupervisorFlags {
@@ -31,7 +31,11 @@ async fn three(strategy: Strategy, log: &Log) -> RootSupervisor {
 
 async fn instances(root: &RootSupervisor) -> [u64; 3] {
     let h = root.handle();
-    [instance(&h, "a").await, instance(&h, "b").await, instance(&h, "c").await]
+    [
+        instance(&h, "a").await,
+        instance(&h, "b").await,
+        instance(&h, "c").await,
+    ]
 }
 
 async fn panic_child(root: &RootSupervisor, id: &str) {
@@ -47,7 +51,10 @@ async fn one_for_one_restarts_only_the_failed_child() {
     let root = three(Strategy::OneForOne, &log).await;
     let before = instances(&root).await;
     panic_child(&root, "b").await;
-    let tree = eventually(&root.handle(), "b restarted", |t| t.find(&["b"]).unwrap().restarts == 1).await;
+    let tree = eventually(&root.handle(), "b restarted", |t| {
+        t.find(&["b"]).unwrap().restarts == 1
+    })
+    .await;
     let after = instances(&root).await;
     assert_eq!(after[0], before[0]);
     assert_ne!(after[1], before[1]);
@@ -71,7 +78,9 @@ async fn one_for_all_restarts_every_child_in_order() {
     log.lock().unwrap().clear();
     panic_child(&root, "b").await;
     let tree = eventually(&root.handle(), "all restarted", |t| {
-        t.children.iter().all(|c| c.restarts == 1 && c.state == "running")
+        t.children
+            .iter()
+            .all(|c| c.restarts == 1 && c.state == "running")
     })
     .await;
     let after = instances(&root).await;
@@ -79,8 +88,14 @@ async fn one_for_all_restarts_every_child_in_order() {
         assert_ne!(after[i], before[i], "child {i} not restarted");
     }
     // b died; the others were stopped in reverse order, then all started in order.
-    assert_eq!(entries(&log), ["stop b", "stop c", "stop a", "start a", "start b", "start c"]);
-    assert_eq!(tree.find(&["a"]).unwrap().last_exit.as_deref(), Some("shutdown"));
+    assert_eq!(
+        entries(&log),
+        ["stop b", "stop c", "stop a", "start a", "start b", "start c"]
+    );
+    assert_eq!(
+        tree.find(&["a"]).unwrap().last_exit.as_deref(),
+        Some("shutdown")
+    );
     root.shutdown().await;
 }
 
@@ -122,18 +137,30 @@ async fn restart_types_decide_after_normal_and_abnormal_exits() {
     .unwrap();
     let h = root.handle();
     addr_of(&h, "perm").await.send(Exit(None)).await.unwrap();
-    addr_of(&h, "trans-normal").await.send(Exit(None)).await.unwrap();
-    addr_of(&h, "trans-error").await.send(Exit(Some("disk gone".into()))).await.unwrap();
+    addr_of(&h, "trans-normal")
+        .await
+        .send(Exit(None))
+        .await
+        .unwrap();
+    addr_of(&h, "trans-error")
+        .await
+        .send(Exit(Some("disk gone".into())))
+        .await
+        .unwrap();
     assert!(addr_of(&h, "temp").await.send(Panic).await.is_err());
     let tree = eventually(&h, "exits handled", |t| {
         t.find(&["perm"]).is_some_and(|c| c.restarts == 1)
             && t.find(&["trans-error"]).is_some_and(|c| c.restarts == 1)
-            && t.find(&["trans-normal"]).is_some_and(|c| c.state == "stopped")
+            && t.find(&["trans-normal"])
+                .is_some_and(|c| c.state == "stopped")
             && t.find(&["temp"]).is_none()
     })
     .await;
     // Permanent: restarted after a normal exit.
-    assert_eq!(tree.find(&["perm"]).unwrap().last_exit.as_deref(), Some("normal"));
+    assert_eq!(
+        tree.find(&["perm"]).unwrap().last_exit.as_deref(),
+        Some("normal")
+    );
     // Transient: not restarted after a normal exit, restarted after an error.
     assert_eq!(tree.find(&["trans-normal"]).unwrap().restarts, 0);
     assert_eq!(
@@ -172,19 +199,27 @@ async fn intensity_escalates_through_two_levels() {
     // Two crashes: mid restarts w twice, within its intensity.
     for n in 1..=2 {
         crash_w().await;
-        eventually(&h, "w restarted", |t| t.find(&["mid", "w"]).unwrap().restarts == n).await;
+        eventually(&h, "w restarted", |t| {
+            t.find(&["mid", "w"]).unwrap().restarts == n
+        })
+        .await;
     }
     assert_eq!(h.tree().await.unwrap().find(&["mid"]).unwrap().restarts, 0);
     // Third: mid gives up, stops w2 and w (reverse order), exits with an error; root restarts it.
     log.lock().unwrap().clear();
     crash_w().await;
     let tree = eventually(&h, "mid restarted", |t| {
-        t.find(&["mid"]).is_some_and(|m| m.restarts == 1 && m.state == "running")
+        t.find(&["mid"])
+            .is_some_and(|m| m.restarts == 1 && m.state == "running")
     })
     .await;
     let mid_node = tree.find(&["mid"]).unwrap();
     assert!(
-        mid_node.last_exit.as_deref().unwrap().contains("reached maximum restart intensity"),
+        mid_node
+            .last_exit
+            .as_deref()
+            .unwrap()
+            .contains("reached maximum restart intensity"),
         "{mid_node:?}"
     );
     // A fresh mid: its children start from zero restarts.
@@ -198,7 +233,9 @@ async fn intensity_escalates_through_two_levels() {
         crash_w().await;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let reason = tokio::time::timeout(Duration::from_secs(10), root.wait_exit()).await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(10), root.wait_exit())
+        .await
+        .unwrap();
     match reason {
         ExitReason::Error(e) => {
             assert!(e.contains("reached maximum restart intensity"), "{e}");
@@ -249,11 +286,21 @@ async fn a_child_panicking_1000_times_does_not_disturb_its_sibling() {
         last = instance;
         assert!(addr.send(Panic).await.is_err());
     }
-    let tree = eventually(&h, "1000 restarts", |t| t.find(&["crasher"]).unwrap().restarts == 1000).await;
+    let tree = eventually(&h, "1000 restarts", |t| {
+        t.find(&["crasher"]).unwrap().restarts == 1000
+    })
+    .await;
     done.store(true, Ordering::Relaxed);
     let sent = pinger.await.unwrap();
-    assert_eq!(answered.load(Ordering::Relaxed), sent, "every message to the sibling was answered");
-    assert!(sent > 1000, "the sibling was exercised meanwhile ({sent} messages)");
+    assert_eq!(
+        answered.load(Ordering::Relaxed),
+        sent,
+        "every message to the sibling was answered"
+    );
+    assert!(
+        sent > 1000,
+        "the sibling was exercised meanwhile ({sent} messages)"
+    );
     assert_eq!(tree.find(&["steady"]).unwrap().restarts, 0);
     assert_eq!(steady.send(Ping).await.unwrap(), steady_instance);
     root.shutdown().await;
@@ -278,11 +325,17 @@ async fn shutdown_is_in_reverse_order_and_forces_a_stubborn_child() {
     let t0 = Instant::now();
     assert_eq!(root.shutdown().await, ExitReason::Shutdown);
     let took = t0.elapsed();
-    assert!(took >= Duration::from_millis(300), "stubborn child given its timeout ({took:?})");
+    assert!(
+        took >= Duration::from_millis(300),
+        "stubborn child given its timeout ({took:?})"
+    );
     assert!(took < Duration::from_secs(3), "then killed ({took:?})");
     // c stopped first, a last; the stubborn one never agreed to stop, so it was
     // dropped without its stopped() running.
-    assert_eq!(entries(&log), ["start a", "start stubborn", "start c", "stop c", "stop a"]);
+    assert_eq!(
+        entries(&log),
+        ["start a", "start stubborn", "start c", "stop c", "stop a"]
+    );
 }
 
 #[actix::test]
@@ -314,22 +367,34 @@ async fn a_failed_start_fails_the_supervisor_with_the_reason_and_undoes_the_rest
     let err = RootSupervisor::start(
         "root",
         flags(Strategy::OneForOne, 10),
-        vec![worker("a", &log), worker("b", &log), failing("disk"), worker("c", &log)],
+        vec![
+            worker("a", &log),
+            worker("b", &log),
+            failing("disk"),
+            worker("c", &log),
+        ],
     )
     .await
     .unwrap_err();
     let text = xenith::error::chain(&err);
-    assert!(text.contains("child disk failed to start: no disk for you"), "{text}");
+    assert!(
+        text.contains("child disk failed to start: no disk for you"),
+        "{text}"
+    );
     assert_eq!(entries(&log), ["start a", "start b", "stop b", "stop a"]);
 }
 
 #[actix::test]
 async fn dynamic_children_come_and_go() {
     let log = new_log();
-    let root = RootSupervisor::start("root", flags(Strategy::OneForOne, 10), vec![]).await.unwrap();
+    let root = RootSupervisor::start("root", flags(Strategy::OneForOne, 10), vec![])
+        .await
+        .unwrap();
     let h = root.handle();
     for i in 0..50 {
-        h.start_child(worker(&format!("vm-{i}"), &log)).await.unwrap();
+        h.start_child(worker(&format!("vm-{i}"), &log))
+            .await
+            .unwrap();
     }
     assert!(matches!(
         h.start_child(worker("vm-3", &log)).await,
@@ -340,7 +405,10 @@ async fn dynamic_children_come_and_go() {
         Err(SupervisorError::StartFailed { id, .. }) if id == "vm-bad"
     ));
     h.remove_child("vm-7").await.unwrap();
-    assert!(matches!(h.remove_child("vm-7").await, Err(SupervisorError::NotFound(_))));
+    assert!(matches!(
+        h.remove_child("vm-7").await,
+        Err(SupervisorError::NotFound(_))
+    ));
     let count = h.count().await.unwrap();
     assert_eq!((count.specs, count.active, count.workers), (49, 49, 49));
     assert!(entries(&log).contains(&"stop vm-7".to_owned()));
@@ -358,8 +426,12 @@ async fn children_on_another_arbiter_are_supervised_too() {
         flags(Strategy::OneForOne, 10),
         vec![
             worker("local", &log),
-            ChildSpec::supervisor("remote", flags(Strategy::OneForOne, 10), vec![worker("w", &log)])
-                .on_arbiter(arbiter.handle()),
+            ChildSpec::supervisor(
+                "remote",
+                flags(Strategy::OneForOne, 10),
+                vec![worker("w", &log)],
+            )
+            .on_arbiter(arbiter.handle()),
         ],
     )
     .await
@@ -368,7 +440,10 @@ async fn children_on_another_arbiter_are_supervised_too() {
     let remote = h.child_supervisor("remote").await.unwrap().unwrap();
     let before = instance(&remote, "w").await;
     assert!(addr_of(&remote, "w").await.send(Panic).await.is_err());
-    eventually(&remote, "w restarted", |t| t.find(&["w"]).unwrap().restarts == 1).await;
+    eventually(&remote, "w restarted", |t| {
+        t.find(&["w"]).unwrap().restarts == 1
+    })
+    .await;
     assert_ne!(instance(&remote, "w").await, before);
     let tree = h.tree().await.unwrap();
     assert_eq!(tree.find(&["remote"]).unwrap().kind, ChildKind::Supervisor);
@@ -388,15 +463,33 @@ async fn a_failing_restart_is_retried_and_counts_against_intensity() {
         let (fail, log) = (fail.clone(), log.clone());
         ChildSpec::worker("flaky", move |exit| {
             if fail.load(Ordering::Relaxed) {
-                return Err(xenith::actors::supervisor::StartError::new("backing store missing"));
+                return Err(xenith::actors::supervisor::StartError::new(
+                    "backing store missing",
+                ));
             }
-            Ok(Worker { name: "flaky".into(), instance: 0, log: log.clone(), exit, on_stop: OnStop::Comply })
+            Ok(Worker {
+                name: "flaky".into(),
+                instance: 0,
+                log: log.clone(),
+                exit,
+                on_stop: OnStop::Comply,
+            })
         })
     };
-    let root = RootSupervisor::start("root", flags(Strategy::OneForOne, 3), vec![flaky]).await.unwrap();
+    let root = RootSupervisor::start("root", flags(Strategy::OneForOne, 3), vec![flaky])
+        .await
+        .unwrap();
     fail.store(true, Ordering::Relaxed);
-    assert!(addr_of(&root.handle(), "flaky").await.send(Panic).await.is_err());
-    let reason = tokio::time::timeout(Duration::from_secs(5), root.wait_exit()).await.unwrap();
-    let ExitReason::Error(text) = reason else { panic!("{reason:?}") };
+    assert!(addr_of(&root.handle(), "flaky")
+        .await
+        .send(Panic)
+        .await
+        .is_err());
+    let reason = tokio::time::timeout(Duration::from_secs(5), root.wait_exit())
+        .await
+        .unwrap();
+    let ExitReason::Error(text) = reason else {
+        panic!("{reason:?}")
+    };
     assert!(text.contains("could not restart flaky"), "{text}");
 }

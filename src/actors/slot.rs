@@ -19,13 +19,17 @@ pub struct AddrSlot<A: Actor> {
 
 impl<A: Actor> Clone for AddrSlot<A> {
     fn clone(&self) -> Self {
-        Self { tx: self.tx.clone() }
+        Self {
+            tx: self.tx.clone(),
+        }
     }
 }
 
 impl<A: Actor> fmt::Debug for AddrSlot<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AddrSlot").field("filled", &self.tx.borrow().is_some()).finish()
+        f.debug_struct("AddrSlot")
+            .field("filled", &self.tx.borrow().is_some())
+            .finish()
     }
 }
 
@@ -37,7 +41,9 @@ impl<A: Actor> Default for AddrSlot<A> {
 
 impl<A: Actor> AddrSlot<A> {
     pub fn new() -> Self {
-        Self { tx: Arc::new(watch::Sender::new(None)) }
+        Self {
+            tx: Arc::new(watch::Sender::new(None)),
+        }
     }
 
     /// Makes `addr` the current incarnation.

@@ -54,11 +54,10 @@ impl Api {
 
     /// `supervisor.tree`: the whole supervision tree.
     pub async fn supervisor_tree(&self) -> Result<TreeNode, ApiError> {
-        let root = self
-            .root
-            .get()
-            .map(SupervisorHandle::from)
-            .ok_or_else(|| ApiError::new(ErrorCode::InternalError, "the tree is still starting"))?;
+        let root =
+            self.root.get().map(SupervisorHandle::from).ok_or_else(|| {
+                ApiError::new(ErrorCode::InternalError, "the tree is still starting")
+            })?;
         root.tree().await.map_err(ApiError::internal)
     }
 }

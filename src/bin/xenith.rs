@@ -55,7 +55,10 @@ fn render_host(h: &HostInfo) -> String {
         ("cpus", h.cpus.to_string()),
         ("vms", h.vms.to_string()),
     ];
-    rows.iter().map(|(k, v)| format!("{k:<12} {v}")).collect::<Vec<_>>().join("\n")
+    rows.iter()
+        .map(|(k, v)| format!("{k:<12} {v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn render_tree(node: &TreeNode) -> String {
@@ -66,7 +69,11 @@ fn render_tree(node: &TreeNode) -> String {
         };
         let mut s = format!("{} ({kind}) {}", n.id, n.state);
         if n.restarts > 0 {
-            s.push_str(&format!(", {} restart{}", n.restarts, if n.restarts == 1 { "" } else { "s" }));
+            s.push_str(&format!(
+                ", {} restart{}",
+                n.restarts,
+                if n.restarts == 1 { "" } else { "s" }
+            ));
         }
         if let Some(e) = &n.last_exit {
             s.push_str(&format!(", last exit: {e}"));
@@ -76,8 +83,16 @@ fn render_tree(node: &TreeNode) -> String {
     fn walk(n: &TreeNode, prefix: &str, out: &mut Vec<String>) {
         for (i, child) in n.children.iter().enumerate() {
             let last = i + 1 == n.children.len();
-            out.push(format!("{prefix}{}{}", if last { "└── " } else { "├── " }, label(child)));
-            walk(child, &format!("{prefix}{}", if last { "    " } else { "│   " }), out);
+            out.push(format!(
+                "{prefix}{}{}",
+                if last { "└── " } else { "├── " },
+                label(child)
+            ));
+            walk(
+                child,
+                &format!("{prefix}{}", if last { "    " } else { "│   " }),
+                out,
+            );
         }
     }
     let mut out = vec![label(node)];
@@ -87,10 +102,14 @@ fn render_tree(node: &TreeNode) -> String {
 
 async fn run(args: Args) -> Result<(), String> {
     let socket = args.socket.unwrap_or_else(xenith::paths::default_socket);
-    let client = RpcClient::connect(&socket).await.map_err(|e| xenith::error::chain(&e))?;
+    let client = RpcClient::connect(&socket)
+        .await
+        .map_err(|e| xenith::error::chain(&e))?;
     let chain = |e: xenith::proto::rpc::ClientError| xenith::error::chain(&e);
     match args.command {
-        Command::Host { verb: HostVerb::Info } => {
+        Command::Host {
+            verb: HostVerb::Info,
+        } => {
             let info: HostInfo = client.call("host.info", ()).await.map_err(chain)?;
             if args.json {
                 print(&serde_json::to_string_pretty(&info).map_err(|e| e.to_string())?);
@@ -99,7 +118,10 @@ async fn run(args: Args) -> Result<(), String> {
             }
         }
         Command::Tree => {
-            let value = client.call_value("supervisor.tree", ()).await.map_err(chain)?;
+            let value = client
+                .call_value("supervisor.tree", ())
+                .await
+                .map_err(chain)?;
             if args.json {
                 print(&serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?);
             } else {
@@ -118,10 +140,17 @@ fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             // Usage errors are errors (exit 1); asking for help or the version is not.
-            return if e.use_stderr() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("xenith: cannot start: {e}");

@@ -57,7 +57,11 @@ pub struct RpcSection {
 
 impl Default for RpcSection {
     fn default() -> Self {
-        Self { socket_group: String::new(), max_frame_bytes: 1 << 20, max_requests_in_flight: 128 }
+        Self {
+            socket_group: String::new(),
+            max_frame_bytes: 1 << 20,
+            max_requests_in_flight: 128,
+        }
     }
 }
 
@@ -70,7 +74,10 @@ pub struct SupervisorSection {
 
 impl Default for SupervisorSection {
     fn default() -> Self {
-        Self { max_restarts: 5, period_s: 30 }
+        Self {
+            max_restarts: 5,
+            period_s: 30,
+        }
     }
 }
 
@@ -84,7 +91,11 @@ pub struct SimSection {
 
 impl Default for SimSection {
     fn default() -> Self {
-        Self { total_mib: 65536, dom0_mib: 1024, cpus: 16 }
+        Self {
+            total_mib: 65536,
+            dom0_mib: 1024,
+            cpus: 16,
+        }
     }
 }
 
@@ -122,13 +133,19 @@ impl ConfigFile {
                 }
                 _ => message,
             };
-            ConfigError { file: path.to_owned(), key, message: message.replace('\n', " ") }
+            ConfigError {
+                file: path.to_owned(),
+                key,
+                message: message.replace('\n', " "),
+            }
         })
     }
 
     /// Checks every value and resolves the runtime configuration.
     pub fn validate(self, source: Option<&Path>, o: Overrides) -> Result<Config, ConfigError> {
-        let file = source.map(Path::to_owned).unwrap_or_else(|| PathBuf::from("(defaults)"));
+        let file = source
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("(defaults)"));
         let bad = |key: &str, msg: String| ConfigError::key(&file, key, msg);
         let abs = |key: &str, value: &str| -> Result<Option<PathBuf>, ConfigError> {
             match value {
@@ -159,12 +176,31 @@ impl ConfigFile {
             "" => None,
             name => match nix::unistd::Group::from_name(name) {
                 Ok(Some(g)) => Some(g.gid),
-                Ok(None) => return Err(bad("rpc.socket_group", format!("no group named {name:?}"))),
-                Err(e) => return Err(bad("rpc.socket_group", format!("cannot look up {name:?}: {e}"))),
+                Ok(None) => {
+                    return Err(bad("rpc.socket_group", format!("no group named {name:?}")))
+                }
+                Err(e) => {
+                    return Err(bad(
+                        "rpc.socket_group",
+                        format!("cannot look up {name:?}: {e}"),
+                    ))
+                }
             },
         };
-        let max_frame_bytes = in_range(&file, "rpc.max_frame_bytes", r.max_frame_bytes, 4096, 64 << 20)?;
-        let max_in_flight = in_range(&file, "rpc.max_requests_in_flight", r.max_requests_in_flight, 1, 65536)?;
+        let max_frame_bytes = in_range(
+            &file,
+            "rpc.max_frame_bytes",
+            r.max_frame_bytes,
+            4096,
+            64 << 20,
+        )?;
+        let max_in_flight = in_range(
+            &file,
+            "rpc.max_requests_in_flight",
+            r.max_requests_in_flight,
+            1,
+            65536,
+        )?;
 
         let s = self.supervisor;
         let period_s = in_range(&file, "supervisor.period_s", s.period_s, 1, 86400)?;
@@ -173,7 +209,10 @@ impl ConfigFile {
         in_range(&file, "sim.total_mib", sim.total_mib, 256, 1 << 32)?;
         in_range(&file, "sim.cpus", u64::from(sim.cpus), 1, 4096)?;
         if sim.dom0_mib >= sim.total_mib {
-            return Err(bad("sim.dom0_mib", format!("{} is not below sim.total_mib", sim.dom0_mib)));
+            return Err(bad(
+                "sim.dom0_mib",
+                format!("{} is not below sim.total_mib", sim.dom0_mib),
+            ));
         }
 
         Ok(Config {
@@ -185,12 +224,20 @@ impl ConfigFile {
             allow_fault_injection: o.allow_fault_injection || d.allow_fault_injection,
             log_format: o.log_format.unwrap_or(d.log_format),
             log_filter: d.log_level,
-            rpc: RpcConfig { socket_group, max_frame_bytes, max_in_flight },
+            rpc: RpcConfig {
+                socket_group,
+                max_frame_bytes,
+                max_in_flight,
+            },
             supervisor: IntensityConfig {
                 max_restarts: s.max_restarts,
                 period: Duration::from_secs(period_s as u64),
             },
-            sim: SimConfig { total_mib: sim.total_mib, dom0_mib: sim.dom0_mib, cpus: sim.cpus },
+            sim: SimConfig {
+                total_mib: sim.total_mib,
+                dom0_mib: sim.dom0_mib,
+                cpus: sim.cpus,
+            },
         })
     }
 }
@@ -199,6 +246,10 @@ fn in_range(file: &Path, key: &str, value: u64, min: u64, max: u64) -> Result<us
     if (min..=max).contains(&value) {
         Ok(value as usize)
     } else {
-        Err(ConfigError::key(file, key, format!("{value} is outside {min}..={max}")))
+        Err(ConfigError::key(
+            file,
+            key,
+            format!("{value} is outside {min}..={max}"),
+        ))
     }
 }

@@ -21,7 +21,11 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub(crate) fn key(file: &Path, key: &str, message: impl Into<String>) -> Self {
-        Self { file: file.to_owned(), key: Some(key.to_owned()), message: message.into() }
+        Self {
+            file: file.to_owned(),
+            key: Some(key.to_owned()),
+            message: message.into(),
+        }
     }
 }
 
@@ -55,7 +59,9 @@ impl std::str::FromStr for XenstoreChoice {
             "auto" => Ok(Self::Auto),
             "embedded" => Ok(Self::Embedded),
             p if p.starts_with('/') => Ok(Self::Socket(PathBuf::from(p))),
-            other => Err(format!("{other:?} is not auto, embedded or an absolute socket path")),
+            other => Err(format!(
+                "{other:?} is not auto, embedded or an absolute socket path"
+            )),
         }
     }
 }

@@ -64,7 +64,10 @@ impl Actor for Worker {
     type Context = Context<Self>;
 
     fn started(&mut self, _ctx: &mut Context<Self>) {
-        self.log.lock().unwrap().push(format!("start {}", self.name));
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("start {}", self.name));
     }
 
     fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {

@@ -60,11 +60,18 @@ impl HostActor {
         ChildSpec::worker_async("host", move |_exit| {
             let (driver, slot) = (driver.clone(), slot.clone());
             async move {
-                let phys = blocking(&driver, |d| d.physinfo()).await.map_err(StartError)?;
+                let phys = blocking(&driver, |d| d.physinfo())
+                    .await
+                    .map_err(StartError)?;
                 let hostname = nix::unistd::gethostname()
                     .map(|h| h.to_string_lossy().into_owned())
                     .unwrap_or_else(|_| "localhost".to_owned());
-                Ok(HostActor { driver, hostname, phys, slot })
+                Ok(HostActor {
+                    driver,
+                    hostname,
+                    phys,
+                    slot,
+                })
             }
         })
     }
@@ -77,12 +84,14 @@ impl Actor for HostActor {
         self.slot.publish(ctx.address());
         ctx.run_interval(REFRESH, |act, ctx| {
             let driver = act.driver.clone();
-            ctx.spawn(async move { blocking(&driver, |d| d.physinfo()).await }.into_actor(act).map(
-                |result, act, _ctx| match result {
-                    Ok(phys) => act.phys = phys,
-                    Err(error) => tracing::warn!(%error, "cannot refresh host facts"),
-                },
-            ));
+            ctx.spawn(
+                async move { blocking(&driver, |d| d.physinfo()).await }
+                    .into_actor(act)
+                    .map(|result, act, _ctx| match result {
+                        Ok(phys) => act.phys = phys,
+                        Err(error) => tracing::warn!(%error, "cannot refresh host facts"),
+                    }),
+            );
         });
     }
 }

@@ -35,8 +35,14 @@ impl SupervisorHandle {
     }
 
     /// The address of a running child of type `A` (for that actor's own typed handle).
-    pub async fn child<A: Actor>(&self, id: impl Into<String>) -> Result<Option<Addr<A>>, SupervisorError> {
-        Ok(self.addr.send(ChildAddr::<A>(id.into(), PhantomData)).await?)
+    pub async fn child<A: Actor>(
+        &self,
+        id: impl Into<String>,
+    ) -> Result<Option<Addr<A>>, SupervisorError> {
+        Ok(self
+            .addr
+            .send(ChildAddr::<A>(id.into(), PhantomData))
+            .await?)
     }
 
     /// The handle of a nested supervisor, if that child runs.
@@ -44,7 +50,10 @@ impl SupervisorHandle {
         &self,
         id: impl Into<String>,
     ) -> Result<Option<SupervisorHandle>, SupervisorError> {
-        Ok(self.child::<Supervisor>(id).await?.map(SupervisorHandle::new))
+        Ok(self
+            .child::<Supervisor>(id)
+            .await?
+            .map(SupervisorHandle::new))
     }
 
     /// A snapshot of the subtree below (and including) this supervisor.
@@ -93,7 +102,11 @@ impl RootSupervisor {
             .addr::<Supervisor>()
             .map(SupervisorHandle::new)
             .ok_or(SupervisorError::Unavailable)?;
-        Ok(Self { handle, ctl: started.ctl, exit: started.exit })
+        Ok(Self {
+            handle,
+            ctl: started.ctl,
+            exit: started.exit,
+        })
     }
 
     pub fn handle(&self) -> SupervisorHandle {
@@ -128,7 +141,9 @@ pub(crate) async fn start_supervisor(
         Ok(Err(e)) => Err(e),
         Err(_) => {
             let reason = wait_exit(started.exit.clone()).await;
-            Err(StartError(format!("supervisor {name} ended during its start: {reason}")))
+            Err(StartError(format!(
+                "supervisor {name} ended during its start: {reason}"
+            )))
         }
     }
 }

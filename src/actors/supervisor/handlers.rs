@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use actix::{
-    Actor, ActorFutureExt, Addr, Context, Handler, MessageResult, ResponseActFuture, ResponseFuture,
-    Running, WrapFuture,
+    Actor, ActorFutureExt, Addr, Context, Handler, MessageResult, ResponseActFuture,
+    ResponseFuture, Running, WrapFuture,
 };
 use futures_util::future::join_all;
 
@@ -93,7 +93,10 @@ impl Handler<RemoveChild> for Supervisor {
         };
         match child.state {
             ChildState::Running(started) => {
-                let ticket = StopTicket { started, shutdown: child.spec.shutdown };
+                let ticket = StopTicket {
+                    started,
+                    shutdown: child.spec.shutdown,
+                };
                 Box::pin(async move {
                     stop_child(ticket).await;
                     Ok(())
@@ -121,7 +124,12 @@ impl Handler<CountChildren> for Supervisor {
     type Result = MessageResult<CountChildren>;
 
     fn handle(&mut self, _msg: CountChildren, _ctx: &mut Context<Self>) -> Self::Result {
-        let mut count = ChildCount { specs: self.children.len(), active: 0, supervisors: 0, workers: 0 };
+        let mut count = ChildCount {
+            specs: self.children.len(),
+            active: 0,
+            supervisors: 0,
+            workers: 0,
+        };
         for child in self.children.values() {
             if matches!(child.state, ChildState::Running(_)) {
                 count.active += 1;
@@ -142,9 +150,12 @@ impl Handler<GetTree> for Supervisor {
         let mut nodes = Vec::with_capacity(self.children.len());
         for child in self.children.values() {
             let (state, nested) = match &child.state {
-                ChildState::Running(started) => {
-                    ("running", started.addr::<Supervisor>().filter(|_| child.spec.kind == ChildKind::Supervisor))
-                }
+                ChildState::Running(started) => (
+                    "running",
+                    started
+                        .addr::<Supervisor>()
+                        .filter(|_| child.spec.kind == ChildKind::Supervisor),
+                ),
                 ChildState::Starting => ("starting", None),
                 ChildState::Stopped => ("stopped", None),
             };
@@ -160,8 +171,14 @@ impl Handler<GetTree> for Supervisor {
             nodes.push(async move {
                 let Some(addr) = nested else { return node };
                 match tokio::time::timeout(TREE_TIMEOUT, addr.send(GetTree)).await {
-                    Ok(Ok(sub)) => TreeNode { children: sub.children, ..node },
-                    _ => TreeNode { state: "unresponsive".to_owned(), ..node },
+                    Ok(Ok(sub)) => TreeNode {
+                        children: sub.children,
+                        ..node
+                    },
+                    _ => TreeNode {
+                        state: "unresponsive".to_owned(),
+                        ..node
+                    },
                 }
             });
         }
@@ -180,7 +197,12 @@ impl Handler<GetTree> for Supervisor {
             started_at_ms: Some(unix_ms(self.started_at)),
             children: Vec::new(),
         };
-        Box::pin(async move { TreeNode { children: join_all(nodes).await, ..own } })
+        Box::pin(async move {
+            TreeNode {
+                children: join_all(nodes).await,
+                ..own
+            }
+        })
     }
 }
 

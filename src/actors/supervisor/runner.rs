@@ -40,7 +40,9 @@ pub struct Started {
 
 impl std::fmt::Debug for Started {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Started").field("kind", &self.kind).finish_non_exhaustive()
+        f.debug_struct("Started")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
     }
 }
 
@@ -62,13 +64,23 @@ where
     let fut = ctx.into_future(actor);
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
     let (exit_tx, exit_rx) = watch::channel(None);
-    let runner = Runner { fut: Some(fut), ctl: ctl_rx, exit: exit_slot, stop_requested: false };
+    let runner = Runner {
+        fut: Some(fut),
+        ctl: ctl_rx,
+        exit: exit_slot,
+        stop_requested: false,
+    };
     actix::spawn(async move {
         let reason = runner.await;
         // Nobody may be listening any more; that is fine.
         let _ = exit_tx.send(Some(reason));
     });
-    Started { addr: Box::new(addr), kind, ctl: ctl_tx, exit: exit_rx }
+    Started {
+        addr: Box::new(addr),
+        kind,
+        ctl: ctl_tx,
+        exit: exit_rx,
+    }
 }
 
 struct Runner<A: Actor<Context = Context<A>>> {
@@ -212,9 +224,15 @@ pub(crate) async fn run_start(
 /// supervisor down with it.
 async fn guarded_start(start: StartFn) -> Result<Started, StartError> {
     let fut = catch_unwind(AssertUnwindSafe(|| start())).map_err(start_panicked)?;
-    AssertUnwindSafe(fut).catch_unwind().await.unwrap_or_else(|p| Err(start_panicked(p)))
+    AssertUnwindSafe(fut)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|p| Err(start_panicked(p)))
 }
 
 fn start_panicked(payload: Box<dyn Any + Send>) -> StartError {
-    StartError(format!("start panicked: {}", panic_message(payload.as_ref())))
+    StartError(format!(
+        "start panicked: {}",
+        panic_message(payload.as_ref())
+    ))
 }

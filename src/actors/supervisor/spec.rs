@@ -147,7 +147,11 @@ pub struct SupervisorFlags {
 
 impl SupervisorFlags {
     pub fn new(strategy: Strategy, max_restarts: u32, period: Duration) -> Self {
-        Self { strategy, max_restarts, period }
+        Self {
+            strategy,
+            max_restarts,
+            period,
+        }
     }
 }
 
@@ -236,7 +240,11 @@ impl ChildSpec {
     }
 
     /// A nested supervisor with its own flags and initial children.
-    pub fn supervisor(id: impl Into<String>, flags: SupervisorFlags, children: Vec<ChildSpec>) -> Self {
+    pub fn supervisor(
+        id: impl Into<String>,
+        flags: SupervisorFlags,
+        children: Vec<ChildSpec>,
+    ) -> Self {
         let id = id.into();
         let name = id.clone();
         let children = Arc::new(children);

@@ -73,7 +73,9 @@ impl std::fmt::Debug for Supervisor {
 type StartPlan = Vec<(u64, ChildSpec)>;
 
 pub(crate) fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Supervisor {
@@ -152,14 +154,26 @@ impl Supervisor {
         child.started_at = Some(SystemTime::now());
         let exit = started.exit.clone();
         child.state = ChildState::Running(started);
-        ctx.spawn(wait_exit(exit).into_actor(self).map(move |reason, act, ctx| {
-            act.child_exited(seq, incarnation, reason, ctx);
-        }));
+        ctx.spawn(
+            wait_exit(exit)
+                .into_actor(self)
+                .map(move |reason, act, ctx| {
+                    act.child_exited(seq, incarnation, reason, ctx);
+                }),
+        );
     }
 
     /// A child's current incarnation ended by itself.
-    fn child_exited(&mut self, seq: u64, incarnation: u64, reason: ExitReason, ctx: &mut Context<Self>) {
-        let Some(child) = self.children.get_mut(&seq) else { return };
+    fn child_exited(
+        &mut self,
+        seq: u64,
+        incarnation: u64,
+        reason: ExitReason,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(child) = self.children.get_mut(&seq) else {
+            return;
+        };
         if child.incarnation != incarnation || !matches!(child.state, ChildState::Running(_)) {
             return; // an incarnation this supervisor stopped itself
         }
@@ -231,7 +245,9 @@ impl Supervisor {
         let mut temporaries = Vec::new();
         let mut plan: StartPlan = Vec::new();
         for seq in &seqs {
-            let Some(child) = self.children.get_mut(seq) else { continue };
+            let Some(child) = self.children.get_mut(seq) else {
+                continue;
+            };
             if child.spec.restart == Restart::Temporary {
                 temporaries.push(*seq);
             } else if matches!(child.state, ChildState::Stopped) {
@@ -287,14 +303,22 @@ impl Supervisor {
             return;
         }
         if !self.record_restart() {
-            let ids: Vec<&str> =
-                seqs.iter().filter_map(|s| self.children.get(s)).map(|c| c.spec.id.as_str()).collect();
+            let ids: Vec<&str> = seqs
+                .iter()
+                .filter_map(|s| self.children.get(s))
+                .map(|c| c.spec.id.as_str())
+                .collect();
             self.give_up(format!("could not restart {}", ids.join(", ")), ctx);
             return;
         }
         let seqs = seqs
             .into_iter()
-            .filter(|s| matches!(self.children.get(s).map(|c| &c.state), Some(ChildState::Stopped)))
+            .filter(|s| {
+                matches!(
+                    self.children.get(s).map(|c| &c.state),
+                    Some(ChildState::Stopped)
+                )
+            })
             .collect();
         self.restart_children(seqs, ctx);
     }
@@ -317,8 +341,10 @@ impl Supervisor {
                 }
             }
         }
-        let shutdowns: HashMap<u64, Shutdown> =
-            plan.iter().map(|(seq, spec)| (*seq, spec.shutdown)).collect();
+        let shutdowns: HashMap<u64, Shutdown> = plan
+            .iter()
+            .map(|(seq, spec)| (*seq, spec.shutdown))
+            .collect();
         let work = async move {
             let (started, failed) = start_in_order(plan).await;
             let Some((seq, error, _)) = failed else {
@@ -326,7 +352,11 @@ impl Supervisor {
             };
             for (s, st) in started.into_iter().rev() {
                 let shutdown = shutdowns.get(&s).copied().unwrap_or(Shutdown::Brutal);
-                stop_child(StopTicket { started: st, shutdown }).await;
+                stop_child(StopTicket {
+                    started: st,
+                    shutdown,
+                })
+                .await;
             }
             Err((seq, error))
         };
@@ -341,8 +371,15 @@ impl Supervisor {
                 }
             }
             Err((seq, error)) => {
-                let id = act.children.get(&seq).map(|c| c.spec.id.clone()).unwrap_or_default();
-                act.fail_start(StartError(format!("child {id} failed to start: {error}")), ctx);
+                let id = act
+                    .children
+                    .get(&seq)
+                    .map(|c| c.spec.id.clone())
+                    .unwrap_or_default();
+                act.fail_start(
+                    StartError(format!("child {id} failed to start: {error}")),
+                    ctx,
+                );
             }
         }));
     }
@@ -363,8 +400,10 @@ impl Supervisor {
     /// Stops every running child in reverse start order, then stops itself.
     pub(crate) fn shutdown_children(&mut self, ctx: &mut Context<Self>) {
         let seqs: Vec<u64> = self.children.keys().rev().copied().collect();
-        let tickets: Vec<(u64, StopTicket)> =
-            seqs.into_iter().filter_map(|seq| self.take_ticket(seq).map(|t| (seq, t))).collect();
+        let tickets: Vec<(u64, StopTicket)> = seqs
+            .into_iter()
+            .filter_map(|seq| self.take_ticket(seq).map(|t| (seq, t)))
+            .collect();
         let work = async move {
             let mut stopped = Vec::with_capacity(tickets.len());
             for (seq, t) in tickets {
@@ -385,7 +424,10 @@ impl Supervisor {
 }
 
 fn ticket(started: Started, spec: &ChildSpec) -> StopTicket {
-    StopTicket { started, shutdown: spec.shutdown }
+    StopTicket {
+        started,
+        shutdown: spec.shutdown,
+    }
 }
 
 /// What went wrong in a sequence of starts: the child, the error, and the

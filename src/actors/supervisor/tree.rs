@@ -25,16 +25,23 @@ pub struct TreeNode {
 impl TreeNode {
     /// The total restarts in this subtree, this node's own included.
     pub fn total_restarts(&self) -> u64 {
-        u64::from(self.restarts) + self.children.iter().map(TreeNode::total_restarts).sum::<u64>()
+        u64::from(self.restarts)
+            + self
+                .children
+                .iter()
+                .map(TreeNode::total_restarts)
+                .sum::<u64>()
     }
 
     /// Finds a node by its path of ids below this one, e.g. `["domains", "vm-1"]`.
     pub fn find(&self, path: &[&str]) -> Option<&TreeNode> {
         match path.split_first() {
             None => Some(self),
-            Some((first, rest)) => {
-                self.children.iter().find(|c| c.id == *first).and_then(|c| c.find(rest))
-            }
+            Some((first, rest)) => self
+                .children
+                .iter()
+                .find(|c| c.id == *first)
+                .and_then(|c| c.find(rest)),
         }
     }
 }

@@ -71,18 +71,34 @@ impl RpcClient {
 
     /// Calls `method` with named arguments (a serialisable map or struct;
     /// `()` for none) and returns the raw result.
-    pub async fn call_value<P: Serialize>(&self, method: &str, params: P) -> Result<Value, ClientError> {
+    pub async fn call_value<P: Serialize>(
+        &self,
+        method: &str,
+        params: P,
+    ) -> Result<Value, ClientError> {
         let params = super::wire::to_named_value(&params).map_err(ClientError::Encode)?;
-        let params = if params.is_nil() { Value::Array(vec![]) } else { Value::Array(vec![params]) };
+        let params = if params.is_nil() {
+            Value::Array(vec![])
+        } else {
+            Value::Array(vec![params])
+        };
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Pending { method: method.to_owned(), params, reply })
+            .send(Pending {
+                method: method.to_owned(),
+                params,
+                reply,
+            })
             .map_err(|_| ClientError::Closed)?;
         Ok(rx.await.map_err(|_| ClientError::Closed)??)
     }
 
     /// Calls `method` and decodes its result as `T`.
-    pub async fn call<P: Serialize, T: DeserializeOwned>(&self, method: &str, params: P) -> Result<T, ClientError> {
+    pub async fn call<P: Serialize, T: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: P,
+    ) -> Result<T, ClientError> {
         let value = self.call_value(method, params).await?;
         super::wire::from_named_value(&value).map_err(ClientError::Decode)
     }
@@ -132,7 +148,9 @@ async fn drive(stream: UnixStream, mut calls: mpsc::UnboundedReceiver<Pending>) 
 }
 
 fn parse_response(frame: Value) -> Option<(u32, Reply)> {
-    let Value::Array(mut items) = frame else { return None };
+    let Value::Array(mut items) = frame else {
+        return None;
+    };
     if items.len() != 4 || items[0].as_u64() != Some(1) {
         return None; // notifications are for subscribers (not handled here yet)
     }
@@ -142,10 +160,11 @@ fn parse_response(frame: Value) -> Option<(u32, Reply)> {
     if error.is_nil() {
         return Some((id, Ok(result)));
     }
-    let remote = super::wire::from_named_value::<RemoteError>(&error).unwrap_or_else(|e| RemoteError {
-        code: "INTERNAL_ERROR".into(),
-        message: format!("undecodable error reply: {e}"),
-        details: vec![],
-    });
+    let remote =
+        super::wire::from_named_value::<RemoteError>(&error).unwrap_or_else(|e| RemoteError {
+            code: "INTERNAL_ERROR".into(),
+            message: format!("undecodable error reply: {e}"),
+            details: vec![],
+        });
     Some((id, Err(remote)))
 }

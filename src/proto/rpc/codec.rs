@@ -52,7 +52,9 @@ fn take(buf: &[u8], pos: &mut usize, n: usize) -> Result<(), Scan> {
 fn be_len(buf: &[u8], pos: &mut usize, width: usize) -> Result<usize, Scan> {
     let start = *pos;
     take(buf, pos, width)?;
-    Ok(buf[start..*pos].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)))
+    Ok(buf[start..*pos]
+        .iter()
+        .fold(0usize, |acc, b| (acc << 8) | usize::from(*b)))
 }
 
 /// Skips one MessagePack value starting at `pos`, checking its structure
@@ -157,7 +159,12 @@ mod tests {
 
     #[test]
     fn frames_split_anywhere_decode_whole() {
-        let v = Value::Array(vec![0.into(), 7.into(), "host.info".into(), Value::Array(vec![])]);
+        let v = Value::Array(vec![
+            0.into(),
+            7.into(),
+            "host.info".into(),
+            Value::Array(vec![]),
+        ]);
         let bytes = [encode(&v), encode(&v)].concat();
         for cut in 0..bytes.len() {
             let mut codec = MsgpackCodec::new(1024);
@@ -178,23 +185,38 @@ mod tests {
     fn oversized_and_malformed_frames_are_errors() {
         let big = Value::String("x".repeat(5000).into());
         let mut buf = BytesMut::from(&encode(&big)[..]);
-        assert!(matches!(MsgpackCodec::new(4096).decode(&mut buf), Err(CodecError::TooLarge(4096))));
+        assert!(matches!(
+            MsgpackCodec::new(4096).decode(&mut buf),
+            Err(CodecError::TooLarge(4096))
+        ));
         // A string header announcing 4 GiB: refused once the buffer passes the limit, not allocated.
         let mut buf = BytesMut::from(&[0xdb, 0xff, 0xff, 0xff, 0xff][..]);
         buf.extend_from_slice(&[b'a'; 5000]);
-        assert!(matches!(MsgpackCodec::new(4096).decode(&mut buf), Err(CodecError::TooLarge(_))));
+        assert!(matches!(
+            MsgpackCodec::new(4096).decode(&mut buf),
+            Err(CodecError::TooLarge(_))
+        ));
         // 0xc1 is the one byte MessagePack never uses.
         let mut buf = BytesMut::from(&[0xc1][..]);
-        assert!(matches!(MsgpackCodec::new(4096).decode(&mut buf), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            MsgpackCodec::new(4096).decode(&mut buf),
+            Err(CodecError::Malformed(_))
+        ));
         // 0xc1 nested inside an array, too.
         let mut buf = BytesMut::from(&[0x92, 0x01, 0xc1][..]);
-        assert!(matches!(MsgpackCodec::new(4096).decode(&mut buf), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            MsgpackCodec::new(4096).decode(&mut buf),
+            Err(CodecError::Malformed(_))
+        ));
         // An array announcing 4 billion elements is just incomplete.
         let mut buf = BytesMut::from(&[0xdd, 0xff, 0xff, 0xff, 0xff, 0x01][..]);
         assert!(matches!(MsgpackCodec::new(4096).decode(&mut buf), Ok(None)));
         // Deep nesting.
         let mut buf = BytesMut::from(&[0x91u8; 200][..]);
         buf.extend_from_slice(&[0xc0]);
-        assert!(matches!(MsgpackCodec::new(4096).decode(&mut buf), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            MsgpackCodec::new(4096).decode(&mut buf),
+            Err(CodecError::Malformed(_))
+        ));
     }
 }

@@ -45,10 +45,13 @@ pub const CONTRACT_METHODS: &[&str] = &[
 struct NoParams {}
 
 fn params<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, ApiError> {
-    let params = if params.is_nil() { Value::Map(Vec::new()) } else { params };
-    super::wire::from_named_value(&params).map_err(|e| {
-        ApiError::new(ErrorCode::InvalidParams, format!("{method}: {e}"))
-    })
+    let params = if params.is_nil() {
+        Value::Map(Vec::new())
+    } else {
+        params
+    };
+    super::wire::from_named_value(&params)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidParams, format!("{method}: {e}")))
 }
 
 /// Parses a method name and its named arguments into a call.
@@ -60,7 +63,10 @@ pub fn parse_call(method: &str, args: Value) -> Result<Call, ApiError> {
             ErrorCode::UnknownMethod,
             format!("{m} is part of the xenith API but this build does not serve it yet"),
         )),
-        m => Err(ApiError::new(ErrorCode::UnknownMethod, format!("no method named {m:?}"))),
+        m => Err(ApiError::new(
+            ErrorCode::UnknownMethod,
+            format!("no method named {m:?}"),
+        )),
     }
 }
 
@@ -75,6 +81,9 @@ mod tests {
         let e = parse_call("host.info", Value::Map(vec![("x".into(), 1.into())])).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidParams);
         assert!(e.message.contains("unknown field `x`"), "{}", e.message);
-        assert_eq!(parse_call("host.nope", Value::Nil).unwrap_err().code, ErrorCode::UnknownMethod);
+        assert_eq!(
+            parse_call("host.nope", Value::Nil).unwrap_err().code,
+            ErrorCode::UnknownMethod
+        );
     }
 }

@@ -40,7 +40,11 @@ pub enum ListenError {
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ListenError + 'a {
-    move |source| ListenError::Io { what, path: path.to_owned(), source }
+    move |source| ListenError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Binds the socket: refuses one a live daemon answers on, removes one left
@@ -50,7 +54,9 @@ pub fn bind(path: &Path, config: &RpcConfig) -> Result<(StdUnixListener, u64), L
         std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
     }
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if !meta.file_type().is_socket() => return Err(ListenError::NotASocket(path.into())),
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(ListenError::NotASocket(path.into()))
+        }
         Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
             Ok(_) => return Err(ListenError::InUse(path.into())),
             Err(_) => {
@@ -62,7 +68,9 @@ pub fn bind(path: &Path, config: &RpcConfig) -> Result<(StdUnixListener, u64), L
         Err(e) => return Err(io_err("inspect", path)(e)),
     }
     let listener = StdUnixListener::bind(path).map_err(io_err("bind", path))?;
-    listener.set_nonblocking(true).map_err(io_err("configure", path))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io_err("configure", path))?;
     let mode = if let Some(gid) = config.socket_group {
         nix::unistd::chown(path, None, Some(gid))
             .map_err(|e| io_err("chown", path)(io::Error::from(e)))?;
@@ -72,7 +80,9 @@ pub fn bind(path: &Path, config: &RpcConfig) -> Result<(StdUnixListener, u64), L
     };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(io_err("chmod", path))?;
-    let inode = std::fs::metadata(path).map_err(io_err("inspect", path))?.ino();
+    let inode = std::fs::metadata(path)
+        .map_err(io_err("inspect", path))?
+        .ino();
     Ok((listener, inode))
 }
 
@@ -128,7 +138,12 @@ impl Actor for RpcListener {
                 loop {
                     match listener.accept().await {
                         Ok((stream, _)) => {
-                            actix::spawn(serve(stream, api.clone(), config.clone(), cancel.child_token()));
+                            actix::spawn(serve(
+                                stream,
+                                api.clone(),
+                                config.clone(),
+                                cancel.child_token(),
+                            ));
                         }
                         // Out of descriptors and the like: pause instead of spinning.
                         Err(e) => {
@@ -145,7 +160,9 @@ impl Actor for RpcListener {
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         self.cancel.cancel();
         // Remove the socket only if it is still the one this incarnation made.
-        let ours = std::fs::metadata(&self.path).map(|m| m.ino() == self.inode).unwrap_or(false);
+        let ours = std::fs::metadata(&self.path)
+            .map(|m| m.ino() == self.inode)
+            .unwrap_or(false);
         if ours {
             let _ = std::fs::remove_file(&self.path);
         }

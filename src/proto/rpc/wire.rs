@@ -7,8 +7,15 @@ use crate::api::{ApiError, ErrorCode};
 /// A well-formed incoming message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Incoming {
-    Request { id: u32, method: String, params: Value },
-    Notification { method: String, params: Value },
+    Request {
+        id: u32,
+        method: String,
+        params: Value,
+    },
+    Notification {
+        method: String,
+        params: Value,
+    },
 }
 
 /// A frame that is MessagePack but not a valid message: the error to send
@@ -20,7 +27,10 @@ pub struct Invalid {
 }
 
 fn invalid(id: Option<u32>, message: impl Into<String>) -> Invalid {
-    Invalid { id, error: ApiError::new(ErrorCode::InvalidParams, message) }
+    Invalid {
+        id,
+        error: ApiError::new(ErrorCode::InvalidParams, message),
+    }
 }
 
 /// Parses one frame. `params` comes back as the single map of named
@@ -46,16 +56,27 @@ pub fn parse(frame: Value) -> Result<Incoming, Invalid> {
             Ok(Incoming::Notification { method, params })
         }
         (Some(0), n) => Err(invalid(
-            items.get(1).and_then(Value::as_u64).and_then(|i| u32::try_from(i).ok()),
+            items
+                .get(1)
+                .and_then(Value::as_u64)
+                .and_then(|i| u32::try_from(i).ok()),
             format!("a request has 4 elements, not {n}"),
         )),
-        (Some(2), n) => Err(invalid(None, format!("a notification has 3 elements, not {n}"))),
-        _ => Err(invalid(None, "message type must be 0 (request) or 2 (notification)")),
+        (Some(2), n) => Err(invalid(
+            None,
+            format!("a notification has 3 elements, not {n}"),
+        )),
+        _ => Err(invalid(
+            None,
+            "message type must be 0 (request) or 2 (notification)",
+        )),
     }
 }
 
 fn method_name(v: &Value) -> Result<String, String> {
-    v.as_str().map(str::to_owned).ok_or_else(|| "method must be a string".to_owned())
+    v.as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| "method must be a string".to_owned())
 }
 
 fn single_map(v: &Value) -> Result<Value, String> {
@@ -92,7 +113,8 @@ pub fn from_named_value<T: serde::de::DeserializeOwned>(
     value: &Value,
 ) -> Result<T, rmp_serde::decode::Error> {
     let mut bytes = Vec::with_capacity(64);
-    rmpv::encode::write_value(&mut bytes, value).map_err(|e| rmp_serde::decode::Error::Uncategorized(e.to_string()))?;
+    rmpv::encode::write_value(&mut bytes, value)
+        .map_err(|e| rmp_serde::decode::Error::Uncategorized(e.to_string()))?;
     rmp_serde::from_slice(&bytes)
 }
 
@@ -105,13 +127,22 @@ pub fn response_err(id: Option<u32>, error: &ApiError) -> Vec<u8> {
 }
 
 fn error_frame(id: Option<u32>, error: &ApiError) -> Value {
-    let details = error.details.iter().map(|d| Value::from(d.as_str())).collect();
+    let details = error
+        .details
+        .iter()
+        .map(|d| Value::from(d.as_str()))
+        .collect();
     let err = Value::Map(vec![
         ("code".into(), error.code.as_str().into()),
         ("message".into(), error.message.as_str().into()),
         ("details".into(), Value::Array(details)),
     ]);
-    Value::Array(vec![1.into(), id.map_or(Value::Nil, Value::from), err, Value::Nil])
+    Value::Array(vec![
+        1.into(),
+        id.map_or(Value::Nil, Value::from),
+        err,
+        Value::Nil,
+    ])
 }
 
 /// `[2, method, [params]]`.
@@ -129,17 +160,37 @@ mod tests {
 
     #[test]
     fn requests_parse_and_bad_ones_say_why() {
-        let ok = parse(req(vec![0.into(), 9.into(), "host.info".into(), Value::Array(vec![])]));
+        let ok = parse(req(vec![
+            0.into(),
+            9.into(),
+            "host.info".into(),
+            Value::Array(vec![]),
+        ]));
         assert_eq!(
             ok,
-            Ok(Incoming::Request { id: 9, method: "host.info".into(), params: Value::Nil })
+            Ok(Incoming::Request {
+                id: 9,
+                method: "host.info".into(),
+                params: Value::Nil
+            })
         );
-        let bad = parse(req(vec![0.into(), 9.into(), 5.into(), Value::Array(vec![])])).unwrap_err();
+        let bad = parse(req(vec![
+            0.into(),
+            9.into(),
+            5.into(),
+            Value::Array(vec![]),
+        ]))
+        .unwrap_err();
         assert_eq!(bad.id, Some(9));
         assert_eq!(bad.error.message, "method must be a string");
         let bad = parse(req(vec![0.into(), 9.into(), "x".into(), 3.into()])).unwrap_err();
         assert!(bad.error.message.starts_with("params must be"));
         assert_eq!(parse(Value::from(3)).unwrap_err().id, None);
-        assert_eq!(parse(req(vec![0.into(), (-1).into(), "x".into(), Value::Nil])).unwrap_err().id, None);
+        assert_eq!(
+            parse(req(vec![0.into(), (-1).into(), "x".into(), Value::Nil]))
+                .unwrap_err()
+                .id,
+            None
+        );
     }
 }
