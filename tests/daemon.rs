@@ -506,3 +506,41 @@ fn socket_and_state_dir_resolve_as_the_contract_says() {
         Path::new("/run/xenith/xenstored.sock")
     );
 }
+
+#[test]
+fn it_tells_systemd_when_it_is_ready_and_when_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify = dir.path().join("notify.sock");
+    let sd = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    sd.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let socket = dir.path().join("x.sock");
+    let mut child = Command::new(XENITHD)
+        .arg("--socket").arg(&socket).arg("--state-dir").arg(dir.path().join("s"))
+        .env("NOTIFY_SOCKET", &notify)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = sd.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"READY=1\n");
+    // Ready means serving.
+    UnixStream::connect(&socket).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let n = sd.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"STOPPING=1\n");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn the_systemd_unit_verifies() {
+    let analyze = Path::new("/usr/bin/systemd-analyze");
+    assert!(analyze.exists(), "systemd-analyze is missing: run the README's test command, which installs systemd");
+    let unit = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/xenithd.service")).unwrap();
+    assert!(unit.contains("Type=notify") && unit.contains("Restart=on-failure"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("xenithd.service");
+    std::fs::write(&path, unit.replace("/usr/local/sbin/xenithd", XENITHD)).unwrap();
+    let out = Command::new(analyze).arg("verify").arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
