@@ -33,7 +33,11 @@ fn crash_to_replacement(c: &mut Criterion) {
     let sys = System::new();
     let log = new_log();
     let root = sys
-        .block_on(RootSupervisor::start("root", flags(), vec![worker("victim", &log)]))
+        .block_on(RootSupervisor::start(
+            "root",
+            flags(),
+            vec![worker("victim", &log)],
+        ))
         .unwrap();
     let h = root.handle();
     c.bench_function("crash_to_replacement", |b| {
@@ -67,8 +71,17 @@ fn crash_to_replacement(c: &mut Criterion) {
 fn one_actor(c: &mut Criterion) {
     let sys = System::new();
     let log = new_log();
-    let root = sys.block_on(RootSupervisor::start("root", flags(), vec![worker("w", &log)])).unwrap();
-    let addr = sys.block_on(root.handle().child::<Worker>("w")).unwrap().unwrap();
+    let root = sys
+        .block_on(RootSupervisor::start(
+            "root",
+            flags(),
+            vec![worker("w", &log)],
+        ))
+        .unwrap();
+    let addr = sys
+        .block_on(root.handle().child::<Worker>("w"))
+        .unwrap()
+        .unwrap();
     let mut g = c.benchmark_group("one_actor");
     const N: u64 = 10_000;
     g.throughput(Throughput::Elements(N));
@@ -97,11 +110,15 @@ fn supervisor_10k(c: &mut Criterion) {
     const CHILDREN: usize = 10_000;
     let sys = System::new();
     let log = new_log();
-    let root = sys.block_on(RootSupervisor::start("root", flags(), vec![])).unwrap();
+    let root = sys
+        .block_on(RootSupervisor::start("root", flags(), vec![]))
+        .unwrap();
     let h = root.handle();
     let addrs: Vec<Addr<Worker>> = sys.block_on(async {
         for i in 0..CHILDREN {
-            h.start_child(worker(&format!("vm-{i}"), &log)).await.unwrap();
+            h.start_child(worker(&format!("vm-{i}"), &log))
+                .await
+                .unwrap();
         }
         let mut addrs = Vec::with_capacity(CHILDREN);
         for i in 0..CHILDREN {
@@ -121,18 +138,29 @@ fn supervisor_10k(c: &mut Criterion) {
             })
         })
     });
-    g.bench_with_input(BenchmarkId::new("routed_by_id", CHILDREN), &ids, |b, ids| {
-        b.iter(|| {
-            sys.block_on(async {
-                let replies = join_all(ids.iter().map(|id| {
-                    let h = h.clone();
-                    async move { h.child::<Worker>(id.as_str()).await.unwrap().unwrap().send(Ping).await }
-                }))
-                .await;
-                assert!(replies.iter().all(Result::is_ok));
+    g.bench_with_input(
+        BenchmarkId::new("routed_by_id", CHILDREN),
+        &ids,
+        |b, ids| {
+            b.iter(|| {
+                sys.block_on(async {
+                    let replies = join_all(ids.iter().map(|id| {
+                        let h = h.clone();
+                        async move {
+                            h.child::<Worker>(id.as_str())
+                                .await
+                                .unwrap()
+                                .unwrap()
+                                .send(Ping)
+                                .await
+                        }
+                    }))
+                    .await;
+                    assert!(replies.iter().all(Result::is_ok));
+                })
             })
-        })
-    });
+        },
+    );
     g.finish();
     sys.block_on(root.shutdown());
 }

@@ -515,7 +515,10 @@ fn it_tells_systemd_when_it_is_ready_and_when_it_stops() {
     sd.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let socket = dir.path().join("x.sock");
     let mut child = Command::new(XENITHD)
-        .arg("--socket").arg(&socket).arg("--state-dir").arg(dir.path().join("s"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--state-dir")
+        .arg(dir.path().join("s"))
         .env("NOTIFY_SOCKET", &notify)
         .stderr(Stdio::null())
         .spawn()
@@ -525,7 +528,11 @@ fn it_tells_systemd_when_it_is_ready_and_when_it_stops() {
     assert_eq!(&buf[..n], b"READY=1\n");
     // Ready means serving.
     UnixStream::connect(&socket).unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let n = sd.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"STOPPING=1\n");
     assert_eq!(child.wait().unwrap().code(), Some(0));
@@ -534,13 +541,31 @@ fn it_tells_systemd_when_it_is_ready_and_when_it_stops() {
 #[test]
 fn the_systemd_unit_verifies() {
     let analyze = Path::new("/usr/bin/systemd-analyze");
-    assert!(analyze.exists(), "systemd-analyze is missing: run the README's test command, which installs systemd");
-    let unit = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/xenithd.service")).unwrap();
+    assert!(
+        analyze.exists(),
+        "systemd-analyze is missing: run the README's test command, which installs systemd"
+    );
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/xenithd.service"),
+    )
+    .unwrap();
     assert!(unit.contains("Type=notify") && unit.contains("Restart=on-failure"));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("xenithd.service");
     std::fs::write(&path, unit.replace("/usr/local/sbin/xenithd", XENITHD)).unwrap();
-    let out = Command::new(analyze).arg("verify").arg(&path).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
