@@ -2,3 +2,4 @@
 //! nothing else. `rpc` is MessagePack-RPC (the admin socket).
 
 pub mod rpc;
+pub mod xenstore;
