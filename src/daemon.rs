@@ -19,7 +19,7 @@ use crate::actors::supervisor::{
 use crate::api::Api;
 use crate::config::{Config, XenstoreChoice};
 use crate::drivers::{self, HypervisorError};
-use crate::proto::rpc::RpcListener;
+use crate::proto::rpc::RpcService;
 
 /// Sockets where a host's own xenstored listens.
 const HOST_XENSTORED_SOCKETS: &[&str] = &["/run/xenstored/socket", "/var/run/xenstored/socket"];
@@ -63,6 +63,11 @@ pub fn resolve_xenstore(choice: &XenstoreChoice, rpc_socket: &Path) -> (&'static
 
 /// Runs xenithd until a signal (then `Ok`) or until the tree gives up.
 pub async fn run(config: Config) -> Result<(), DaemonError> {
+    // Before anything starts: a SIGTERM from then on is an ordered shutdown,
+    // never the default action (systemd may stop us as soon as we are ready).
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     prepare_state_dir(&config.state_dir)?;
     let driver = drivers::select(&config)?;
     let (xs_kind, xs_socket) = resolve_xenstore(&config.xenstore, &config.socket);
@@ -85,16 +90,13 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     );
     let children = vec![
         HostActor::spec(driver, host_slot),
-        RpcListener::spec(config.socket.clone(), config.rpc.clone(), api),
+        RpcService::spec(config.socket.clone(), config.rpc.clone(), api),
     ];
     let root = RootSupervisor::start("root", flags, children).await?;
     root.handle().publish(&root_slot);
     notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(socket = %config.socket.display(), "xenithd ready");
 
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let signal_name = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",

@@ -12,3 +12,4 @@ pub mod drivers;
 pub mod error;
 pub mod paths;
 pub mod proto;
+pub mod xenstored;

@@ -283,7 +283,7 @@ fn a_second_daemon_is_refused_and_a_stale_socket_is_replaced() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("another xenithd is serving"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another server is already serving"));
     // The refused daemon did not remove the live one's socket.
     assert!(d.shell(&["host", "info"]).status.success());
 

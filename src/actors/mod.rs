@@ -4,3 +4,4 @@
 pub mod host;
 pub mod slot;
 pub mod supervisor;
+pub mod xenstored;

@@ -2,4 +2,5 @@
 //! nothing else. `rpc` is MessagePack-RPC (the admin socket).
 
 pub mod rpc;
+pub mod socket;
 pub mod xenstore;

@@ -10,4 +10,4 @@ pub mod wire;
 
 pub use client::{ClientError, RemoteError, RpcClient};
 pub use codec::{CodecError, MsgpackCodec};
-pub use server::RpcListener;
+pub use server::{RpcListener, RpcService};

@@ -1,0 +1,57 @@
+//! Messages the xenstored actor answers.
+
+use actix::Message;
+use tokio::sync::mpsc;
+
+use crate::proto::xenstore::{Packet, XsError};
+use crate::xenstored::ConnId;
+
+/// What goes back to a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound {
+    Packet(Packet),
+    /// The store dropped this connection (its domain was released).
+    Close,
+}
+
+/// Registers a connection.
+#[derive(Debug)]
+pub struct Connect {
+    /// None: a privileged socket connection; Some: acting for that domain.
+    pub domid: Option<u32>,
+    pub outbound: mpsc::UnboundedSender<Outbound>,
+}
+
+impl Message for Connect {
+    type Result = Result<ConnId, XsError>;
+}
+
+/// The connection has gone.
+#[derive(Debug)]
+pub struct Disconnect(pub ConnId);
+
+impl Message for Disconnect {
+    type Result = ();
+}
+
+/// Requests from one connection, in order.
+#[derive(Debug)]
+pub struct Requests(pub ConnId, pub Vec<Packet>);
+
+impl Message for Requests {
+    type Result = ();
+}
+
+/// Counts, for status and benchmarks.
+#[derive(Debug)]
+pub struct Stats;
+
+impl Message for Stats {
+    type Result = StoreStats;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStats {
+    pub nodes: usize,
+    pub connections: usize,
+}

@@ -1,0 +1,205 @@
+//! Transactions (the C daemon's model).
+//!
+//! A transaction sees its own view: each node it touches is copied on first
+//! access, and nodes it *reads* (READ, DIRECTORY, GET_PERMS) are recorded
+//! with their generation. Its changes are logged. At commit, if a recorded
+//! node changed meanwhile the commit fails with EAGAIN; otherwise the log is
+//! replayed onto the tree and the watches fire then. Blind writes win, and a
+//! parent's list of children that the transaction only changed implicitly
+//! (by creating or removing a child) is not a conflict: two transactions
+//! setting up different devices under the same parent both commit.
+
+use std::collections::HashMap;
+
+use super::tree::{SharedPerms, Tree};
+use crate::proto::xenstore::path::{basename, is_at_or_below, parent};
+
+/// Generation recorded for a node that was absent when read.
+pub const ABSENT: u64 = u64::MAX;
+
+/// A node as a transaction sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TNode {
+    pub value: Vec<u8>,
+    pub perms: SharedPerms,
+    pub children: Vec<Box<str>>,
+}
+
+/// A change, replayed at commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Write(String, Vec<u8>),
+    Mkdir(String),
+    Rm(String),
+    SetPerms(String, SharedPerms),
+}
+
+/// One open transaction.
+#[derive(Debug, Default)]
+pub struct Txn {
+    /// Nodes as this transaction sees them; None: absent (and so is
+    /// everything below).
+    view: HashMap<String, Option<TNode>>,
+    reads: HashMap<String, u64>,
+    pub ops: Vec<Op>,
+}
+
+impl Txn {
+    /// How many nodes this transaction has touched (its quota counts them).
+    pub fn touched(&self) -> usize {
+        self.view.len()
+    }
+
+    /// The node at `path` as this transaction sees it; `record` notes the
+    /// read for conflict detection at commit.
+    pub fn get(&mut self, tree: &Tree, path: &str, record: bool) -> Option<TNode> {
+        if let Some(entry) = self.view.get(path) {
+            let entry = entry.clone();
+            if record {
+                self.record(tree, path);
+            }
+            return entry;
+        }
+        if self.hidden(path) {
+            return None;
+        }
+        let node = tree.lookup(path).map(|id| {
+            let n = tree.node(id);
+            TNode {
+                value: n.value.to_vec(),
+                perms: n.perms.clone(),
+                children: n.children.iter().map(|c| tree.node(*c).name.clone()).collect(),
+            }
+        });
+        if record {
+            self.record(tree, path);
+        }
+        self.view.insert(path.to_owned(), node.clone());
+        node
+    }
+
+    fn record(&mut self, tree: &Tree, path: &str) {
+        if !self.reads.contains_key(path) {
+            let gen = tree.lookup(path).map_or(ABSENT, |id| tree.node(id).generation);
+            self.reads.insert(path.to_owned(), gen);
+        }
+    }
+
+    /// Whether this transaction's view says `path` does not exist: an
+    /// ancestor it holds is absent, or does not list the next component.
+    fn hidden(&self, path: &str) -> bool {
+        let mut child = path;
+        let mut anc = parent(path);
+        while let Some(a) = anc {
+            match self.view.get(a) {
+                Some(None) => return true,
+                Some(Some(n)) => return !n.children.iter().any(|c| &**c == basename(child)),
+                None => {}
+            }
+            child = a;
+            anc = parent(a);
+        }
+        false
+    }
+
+    /// The nearest ancestor of `path` (or `path` itself) that exists here.
+    pub fn nearest_existing(&mut self, tree: &Tree, path: &str) -> (String, TNode) {
+        let mut cur = path.to_owned();
+        loop {
+            if let Some(n) = self.get(tree, &cur, false) {
+                return (cur, n);
+            }
+            match parent(&cur) {
+                Some(p) => cur = p.to_owned(),
+                // "/" always exists.
+                None => return (cur, TNode { value: vec![], perms: super::tree::dom0_only(), children: vec![] }),
+            }
+        }
+    }
+
+    /// Sets the value of an existing node, or creates it and its missing
+    /// ancestors (each with the permissions `inherit` gives from its
+    /// parent's). Returns how many nodes were created.
+    pub fn write(
+        &mut self,
+        tree: &Tree,
+        path: &str,
+        value: Vec<u8>,
+        inherit: &dyn Fn(&SharedPerms) -> SharedPerms,
+    ) -> usize {
+        if let Some(n) = self.get(tree, path, false) {
+            self.view.insert(path.to_owned(), Some(TNode { value, ..n }));
+            return 0;
+        }
+        let Some(p) = parent(path) else { return 0 };
+        let created = if self.get(tree, p, false).is_some() {
+            0
+        } else {
+            self.write(tree, p, Vec::new(), inherit)
+        };
+        if let Some(Some(pn)) = self.view.get_mut(p) {
+            let perms = inherit(&pn.perms);
+            pn.children.push(basename(path).into());
+            self.view.insert(path.to_owned(), Some(TNode { value, perms, children: vec![] }));
+        }
+        created + 1
+    }
+
+    /// Removes an existing node and its subtree from the view.
+    pub fn remove(&mut self, tree: &Tree, path: &str) {
+        if let Some(p) = parent(path) {
+            if self.get(tree, p, false).is_some() {
+                if let Some(Some(pn)) = self.view.get_mut(p) {
+                    pn.children.retain(|c| &**c != basename(path));
+                }
+            }
+        }
+        self.view.retain(|k, _| !is_at_or_below(k, path));
+        self.view.insert(path.to_owned(), None);
+    }
+
+    pub fn set_perms(&mut self, tree: &Tree, path: &str, perms: SharedPerms) {
+        if let Some(n) = self.get(tree, path, false) {
+            self.view.insert(path.to_owned(), Some(TNode { perms, ..n }));
+        }
+    }
+
+    /// Whether every node this transaction read is as it was.
+    pub fn still_valid(&self, tree: &Tree) -> bool {
+        self.reads.iter().all(|(path, gen)| {
+            tree.lookup(path).map_or(ABSENT, |id| tree.node(id).generation) == *gen
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xenstored::tree::{dom0_only, ROOT};
+
+    #[test]
+    fn own_view_reads_recorded_blind_writes_not() {
+        let mut tree = Tree::new();
+        let a = tree.add_child(ROOT, "a", Box::new(*b"1"), dom0_only(), 1);
+        let inherit = |p: &SharedPerms| p.clone();
+        let mut t = Txn::default();
+        assert_eq!(t.get(&tree, "/a", true).unwrap().value, b"1");
+        // An outside change: the transaction still sees its copy, and is stale.
+        tree.set_value(a, Box::new(*b"2"), 2);
+        assert_eq!(t.get(&tree, "/a", true).unwrap().value, b"1");
+        assert!(!t.still_valid(&tree));
+        // Blind writes in another transaction do not conflict.
+        let mut u = Txn::default();
+        assert_eq!(u.write(&tree, "/x/y/z", b"v".to_vec(), &inherit), 3);
+        assert_eq!(u.get(&tree, "/x/y", false).unwrap().children, vec![Box::<str>::from("z")]);
+        assert!(u.get(&tree, "/", false).unwrap().children.iter().any(|c| &**c == "x"));
+        tree.add_child(ROOT, "other", Box::new([]), dom0_only(), 3);
+        assert!(u.still_valid(&tree));
+        // Removing hides the subtree, recreating shows only what is new.
+        u.remove(&tree, "/x");
+        assert!(u.get(&tree, "/x/y/z", false).is_none());
+        u.write(&tree, "/x/w", vec![], &inherit);
+        assert!(u.get(&tree, "/x/y", false).is_none());
+        assert!(u.get(&tree, "/x/w", false).is_some());
+    }
+}
