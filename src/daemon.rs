@@ -5,13 +5,21 @@
 //!
 //! ```text
 //! root (one_for_one, intensity from [supervisor])
-//! ├── host   the host's inventory and hypervisor facts
-//! └── rpc    the MessagePack-RPC listener
+//! ├── host        the host's inventory and hypervisor facts
+//! ├── xenstored   (embedded only; rest_for_one)
+//! │   ├── store            the xenstore database
+//! │   └── xenstore-socket  its Unix socket
+//! └── rpc         the MessagePack-RPC listener
 //! ```
 
 use std::path::{Path, PathBuf};
 
 use crate::actors::host::{HostActor, HostHandle};
+use crate::actors::supervisor::ChildSpec;
+use crate::actors::xenstored::{XenstoredActor, XenstoredHandle};
+use crate::proto::socket::SocketListener;
+use crate::proto::xenstore::server::XsService;
+use crate::xenstored::Quota;
 use crate::actors::slot::AddrSlot;
 use crate::actors::supervisor::{
     ExitReason, RootSupervisor, Strategy, SupervisorError, SupervisorFlags,
@@ -61,6 +69,41 @@ pub fn resolve_xenstore(choice: &XenstoreChoice, rpc_socket: &Path) -> (&'static
     }
 }
 
+/// The embedded xenstored: the store and its socket listener, rest_for_one
+/// (a store that restarts has lost its state, so its connections must go too).
+pub fn xenstored_spec(socket: PathBuf, quota: Quota) -> ChildSpec {
+    let slot = crate::actors::slot::AddrSlot::new();
+    let handle = XenstoredHandle::new(slot.clone());
+    let flags = SupervisorFlags::new(Strategy::RestForOne, 3, std::time::Duration::from_secs(10));
+    ChildSpec::supervisor(
+        "xenstored",
+        flags,
+        vec![
+            XenstoredActor::spec(quota, slot),
+            SocketListener::<XsService>::spec("xenstore-socket", socket, None, XsService::new(handle)),
+        ],
+    )
+}
+
+/// `xenithd xenstored --socket PATH`: the embedded xenstored alone.
+pub async fn run_xenstored(socket: PathBuf) -> Result<(), DaemonError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let flags = SupervisorFlags::new(Strategy::OneForOne, 5, std::time::Duration::from_secs(30));
+    let root = RootSupervisor::start("root", flags, vec![xenstored_spec(socket.clone(), Quota::default())]).await?;
+    notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!(socket = %socket.display(), "xenstored ready");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        reason = root.wait_exit() => return Err(DaemonError::TreeEnded(reason)),
+    }
+    notify(&[sd_notify::NotifyState::Stopping]);
+    root.shutdown().await;
+    Ok(())
+}
+
 /// Runs xenithd until a signal (then `Ok`) or until the tree gives up.
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     // Before anything starts: a SIGTERM from then on is an ordered shutdown,
@@ -88,10 +131,13 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         config.supervisor.max_restarts,
         config.supervisor.period,
     );
-    let children = vec![
-        HostActor::spec(driver, host_slot),
+    let mut children = vec![HostActor::spec(driver, host_slot)];
+    if xs_kind == "embedded" {
+        children.push(xenstored_spec(xs_socket.clone(), Quota::default()));
+    }
+    children.extend([
         RpcService::spec(config.socket.clone(), config.rpc.clone(), api),
-    ];
+    ]);
     let root = RootSupervisor::start("root", flags, children).await?;
     root.handle().publish(&root_slot);
     notify(&[sd_notify::NotifyState::Ready]);

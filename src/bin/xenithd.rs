@@ -32,6 +32,18 @@ struct Args {
     /// Log format on stderr.
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Run the embedded xenstored alone.
+    Xenstored {
+        /// The socket to serve.
+        #[arg(long, value_name = "PATH")]
+        socket: PathBuf,
+    },
 }
 
 fn init_logging(config: &Config) {
@@ -71,7 +83,11 @@ fn main() -> ExitCode {
     };
     init_logging(&config);
     let system = actix::System::new();
-    match system.block_on(xenith::daemon::run(config)) {
+    let run = match args.command {
+        Some(Command::Xenstored { socket }) => system.block_on(xenith::daemon::run_xenstored(socket)),
+        None => system.block_on(xenith::daemon::run(config)),
+    };
+    match run {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %xenith::error::chain(&e), "xenithd failed");

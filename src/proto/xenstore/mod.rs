@@ -5,6 +5,7 @@
 pub mod codec;
 pub mod path;
 pub mod request;
+pub mod server;
 pub mod wire;
 
 pub use codec::XsCodec;

@@ -1,0 +1,94 @@
+//! The xenstored socket service: each connection registers with the
+//! xenstored actor as a privileged (dom0) client, its requests go there in
+//! batches (everything already read, in one message), and replies and watch
+//! events come back on its outbound channel, in order.
+
+use futures_util::{FutureExt, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use super::codec::XsCodec;
+use crate::actors::xenstored::{Outbound, XenstoredHandle};
+use crate::proto::socket::Service;
+
+/// Serves xenstore clients on a Unix socket.
+#[derive(Debug, Clone)]
+pub struct XsService {
+    store: XenstoredHandle,
+}
+
+impl XsService {
+    pub fn new(store: XenstoredHandle) -> Self {
+        Self { store }
+    }
+}
+
+impl Service for XsService {
+    fn serve(&self, stream: UnixStream, cancel: CancellationToken) -> impl std::future::Future<Output = ()> + 'static {
+        serve(stream, self.store.clone(), cancel)
+    }
+}
+
+async fn serve(stream: UnixStream, store: XenstoredHandle, cancel: CancellationToken) {
+    let (conn, outbound) = match store.connect(None).await {
+        Ok(c) => c,
+        Err(error) => {
+            tracing::warn!(%error, "xenstore connection refused");
+            return;
+        }
+    };
+    let (rd, wr) = stream.into_split();
+    let reading = async {
+        let mut reader = FramedRead::new(rd, XsCodec);
+        while let Some(first) = reader.next().await {
+            let mut batch = Vec::new();
+            let mut next = Some(first);
+            while let Some(frame) = next {
+                match frame {
+                    Ok(p) => batch.push(p),
+                    Err(error) => {
+                        tracing::debug!(%error, "dropping a xenstore connection");
+                        if !batch.is_empty() {
+                            let _ = store.send(conn, batch);
+                        }
+                        return;
+                    }
+                }
+                next = reader.next().now_or_never().flatten();
+            }
+            if store.send(conn, batch).is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = reading => {}
+        _ = write_out(wr, outbound) => {}
+        _ = cancel.cancelled() => {}
+    }
+    store.disconnect(conn);
+}
+
+/// Writes everything queued for this connection, a batch per write, until
+/// the store closes it or the peer goes away.
+async fn write_out(mut wr: tokio::net::unix::OwnedWriteHalf, mut outbound: mpsc::UnboundedReceiver<Outbound>) {
+    let mut buf = Vec::with_capacity(8192);
+    while let Some(first) = outbound.recv().await {
+        let mut next = Some(first);
+        let mut closing = false;
+        while let Some(item) = next {
+            match item {
+                Outbound::Packet(p) => p.encode_into(&mut buf),
+                Outbound::Close => closing = true,
+            }
+            next = if closing { None } else { outbound.try_recv().ok() };
+        }
+        if wr.write_all(&buf).await.is_err() || closing {
+            return;
+        }
+        buf.clear();
+    }
+}
