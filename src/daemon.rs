@@ -15,19 +15,19 @@
 use std::path::{Path, PathBuf};
 
 use crate::actors::host::{HostActor, HostHandle};
-use crate::actors::supervisor::ChildSpec;
-use crate::actors::xenstored::{XenstoredActor, XenstoredHandle};
-use crate::proto::socket::SocketListener;
-use crate::proto::xenstore::server::XsService;
-use crate::xenstored::Quota;
 use crate::actors::slot::AddrSlot;
+use crate::actors::supervisor::ChildSpec;
 use crate::actors::supervisor::{
     ExitReason, RootSupervisor, Strategy, SupervisorError, SupervisorFlags,
 };
+use crate::actors::xenstored::{XenstoredActor, XenstoredHandle};
 use crate::api::Api;
 use crate::config::{Config, XenstoreChoice};
 use crate::drivers::{self, HypervisorError};
 use crate::proto::rpc::RpcService;
+use crate::proto::socket::SocketListener;
+use crate::proto::xenstore::server::XsService;
+use crate::xenstored::Quota;
 
 /// Sockets where a host's own xenstored listens.
 const HOST_XENSTORED_SOCKETS: &[&str] = &["/run/xenstored/socket", "/var/run/xenstored/socket"];
@@ -80,7 +80,12 @@ pub fn xenstored_spec(socket: PathBuf, quota: Quota) -> ChildSpec {
         flags,
         vec![
             XenstoredActor::spec(quota, slot),
-            SocketListener::<XsService>::spec("xenstore-socket", socket, None, XsService::new(handle)),
+            SocketListener::<XsService>::spec(
+                "xenstore-socket",
+                socket,
+                None,
+                XsService::new(handle),
+            ),
         ],
     )
 }
@@ -91,7 +96,12 @@ pub async fn run_xenstored(socket: PathBuf) -> Result<(), DaemonError> {
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let flags = SupervisorFlags::new(Strategy::OneForOne, 5, std::time::Duration::from_secs(30));
-    let root = RootSupervisor::start("root", flags, vec![xenstored_spec(socket.clone(), Quota::default())]).await?;
+    let root = RootSupervisor::start(
+        "root",
+        flags,
+        vec![xenstored_spec(socket.clone(), Quota::default())],
+    )
+    .await?;
     notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(socket = %socket.display(), "xenstored ready");
     tokio::select! {
@@ -135,9 +145,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     if xs_kind == "embedded" {
         children.push(xenstored_spec(xs_socket.clone(), Quota::default()));
     }
-    children.extend([
-        RpcService::spec(config.socket.clone(), config.rpc.clone(), api),
-    ]);
+    children.extend([RpcService::spec(
+        config.socket.clone(),
+        config.rpc.clone(),
+        api,
+    )]);
     let root = RootSupervisor::start("root", flags, children).await?;
     root.handle().publish(&root_slot);
     notify(&[sd_notify::NotifyState::Ready]);

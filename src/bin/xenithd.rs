@@ -84,7 +84,9 @@ fn main() -> ExitCode {
     init_logging(&config);
     let system = actix::System::new();
     let run = match args.command {
-        Some(Command::Xenstored { socket }) => system.block_on(xenith::daemon::run_xenstored(socket)),
+        Some(Command::Xenstored { socket }) => {
+            system.block_on(xenith::daemon::run_xenstored(socket))
+        }
         None => system.block_on(xenith::daemon::run(config)),
     };
     match run {

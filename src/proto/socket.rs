@@ -33,18 +33,27 @@ pub enum ListenError {
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ListenError + 'a {
-    move |source| ListenError::Io { what, path: path.to_owned(), source }
+    move |source| ListenError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Binds `path`: refuses one a live server answers on, removes one left by
 /// a dead server, then mode 0600 (or 0660 with `group`). Returns the
 /// listener and the socket file's inode (to remove only our own later).
-pub fn bind(path: &Path, group: Option<nix::unistd::Gid>) -> Result<(StdUnixListener, u64), ListenError> {
+pub fn bind(
+    path: &Path,
+    group: Option<nix::unistd::Gid>,
+) -> Result<(StdUnixListener, u64), ListenError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
     }
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if !meta.file_type().is_socket() => return Err(ListenError::NotASocket(path.into())),
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(ListenError::NotASocket(path.into()))
+        }
         Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
             Ok(_) => return Err(ListenError::InUse(path.into())),
             Err(_) => {
@@ -56,22 +65,32 @@ pub fn bind(path: &Path, group: Option<nix::unistd::Gid>) -> Result<(StdUnixList
         Err(e) => return Err(io_err("inspect", path)(e)),
     }
     let listener = StdUnixListener::bind(path).map_err(io_err("bind", path))?;
-    listener.set_nonblocking(true).map_err(io_err("configure", path))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io_err("configure", path))?;
     let mode = if let Some(gid) = group {
-        nix::unistd::chown(path, None, Some(gid)).map_err(|e| io_err("chown", path)(io::Error::from(e)))?;
+        nix::unistd::chown(path, None, Some(gid))
+            .map_err(|e| io_err("chown", path)(io::Error::from(e)))?;
         0o660
     } else {
         0o600
     };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err("chmod", path))?;
-    let inode = std::fs::metadata(path).map_err(io_err("inspect", path))?.ino();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(io_err("chmod", path))?;
+    let inode = std::fs::metadata(path)
+        .map_err(io_err("inspect", path))?
+        .ino();
     Ok((listener, inode))
 }
 
 /// What a listener serves on each connection.
 pub trait Service: Clone + Send + Sync + Unpin + std::fmt::Debug + 'static {
     /// Serves one connection until it ends or `cancel` fires.
-    fn serve(&self, stream: UnixStream, cancel: CancellationToken) -> impl Future<Output = ()> + 'static;
+    fn serve(
+        &self,
+        stream: UnixStream,
+        cancel: CancellationToken,
+    ) -> impl Future<Output = ()> + 'static;
 }
 
 /// A supervised actor that owns a Unix socket and serves its connections.
@@ -89,9 +108,15 @@ pub struct SocketListener<S: Service> {
 impl<S: Service> SocketListener<S> {
     /// The child spec: the socket is bound at start, so a socket held by a
     /// live server fails the start with that reason.
-    pub fn spec(id: &'static str, path: PathBuf, group: Option<nix::unistd::Gid>, service: S) -> ChildSpec {
+    pub fn spec(
+        id: &'static str,
+        path: PathBuf,
+        group: Option<nix::unistd::Gid>,
+        service: S,
+    ) -> ChildSpec {
         ChildSpec::worker(id, move |exit| {
-            let (listener, inode) = bind(&path, group).map_err(|e| StartError(crate::error::chain(&e)))?;
+            let (listener, inode) =
+                bind(&path, group).map_err(|e| StartError(crate::error::chain(&e)))?;
             tracing::info!(socket = %path.display(), "{id} listening");
             Ok(SocketListener {
                 name: id,
@@ -142,7 +167,9 @@ impl<S: Service> Actor for SocketListener<S> {
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         self.cancel.cancel();
         // Remove the socket only if it is still the one this incarnation made.
-        let ours = std::fs::metadata(&self.path).map(|m| m.ino() == self.inode).unwrap_or(false);
+        let ours = std::fs::metadata(&self.path)
+            .map(|m| m.ino() == self.inode)
+            .unwrap_or(false);
         if ours {
             let _ = std::fs::remove_file(&self.path);
         }

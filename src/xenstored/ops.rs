@@ -7,7 +7,7 @@ use super::store::{inherit, nul_terminated, Out, Store, Who};
 use super::tree::{NodeId, SharedPerms};
 use super::txn::{Op, TNode, Txn};
 use super::watch::ConnId;
-use crate::proto::xenstore::path::{parent, is_at_or_below};
+use crate::proto::xenstore::path::{is_at_or_below, parent};
 use crate::proto::xenstore::{Perm, XsError, PAYLOAD_MAX};
 
 /// The access an operation needs.
@@ -45,7 +45,11 @@ fn perms_payload(perms: &[Perm]) -> Vec<u8> {
 
 /// DIRECTORY_PART's answer: "<generation>\0", the children from byte
 /// `offset` that fit, and one more "\0" once the list is complete.
-fn directory_part_payload(generation: u64, children: &[u8], offset: usize) -> Result<Vec<u8>, XsError> {
+fn directory_part_payload(
+    generation: u64,
+    children: &[u8],
+    offset: usize,
+) -> Result<Vec<u8>, XsError> {
     if offset > children.len() {
         return Err(XsError::EINVAL);
     }
@@ -57,7 +61,10 @@ fn directory_part_payload(generation: u64, children: &[u8], offset: usize) -> Re
         out.push(0);
     } else {
         // Cut after the last whole name that fits.
-        let cut = rest[..room].iter().rposition(|b| *b == 0).map_or(0, |i| i + 1);
+        let cut = rest[..room]
+            .iter()
+            .rposition(|b| *b == 0)
+            .map_or(0, |i| i + 1);
         out.extend_from_slice(&rest[..cut]);
     }
     Ok(out)
@@ -116,7 +123,14 @@ impl Store {
         }
     }
 
-    fn tx_node(&self, txn: &mut Txn, who: Who, path: &str, record: bool, need: Need) -> Result<TNode, XsError> {
+    fn tx_node(
+        &self,
+        txn: &mut Txn,
+        who: Who,
+        path: &str,
+        record: bool,
+        need: Need,
+    ) -> Result<TNode, XsError> {
         match txn.get(&self.tree, path, record) {
             Some(n) if allowed(who, &n.perms, need) => Ok(n),
             Some(_) => Err(XsError::EACCES),
@@ -124,15 +138,29 @@ impl Store {
         }
     }
 
-    pub(crate) fn read(&mut self, conn: ConnId, who: Who, tx: u32, path: &str) -> Result<Vec<u8>, XsError> {
+    pub(crate) fn read(
+        &mut self,
+        conn: ConnId,
+        who: Who,
+        tx: u32,
+        path: &str,
+    ) -> Result<Vec<u8>, XsError> {
         if tx == 0 {
             let id = self.lookup_checked(who, path, Need::Read)?;
             return Ok(self.tree.node(id).value.to_vec());
         }
-        self.in_txn(conn, who, tx, |s, t| Ok(s.tx_node(t, who, path, true, Need::Read)?.value))
+        self.in_txn(conn, who, tx, |s, t| {
+            Ok(s.tx_node(t, who, path, true, Need::Read)?.value)
+        })
     }
 
-    fn children_of(&mut self, conn: ConnId, who: Who, tx: u32, path: &str) -> Result<(u64, Vec<u8>), XsError> {
+    fn children_of(
+        &mut self,
+        conn: ConnId,
+        who: Who,
+        tx: u32,
+        path: &str,
+    ) -> Result<(u64, Vec<u8>), XsError> {
         if tx == 0 {
             let id = self.lookup_checked(who, path, Need::Read)?;
             let n = self.tree.node(id);
@@ -141,12 +169,24 @@ impl Store {
         }
         self.in_txn(conn, who, tx, |s, t| {
             let n = s.tx_node(t, who, path, true, Need::Read)?;
-            let generation = s.tree.lookup(path).map_or(0, |id| s.tree.node(id).generation);
-            Ok((generation, children_payload(n.children.iter().map(|c| &**c))))
+            let generation = s
+                .tree
+                .lookup(path)
+                .map_or(0, |id| s.tree.node(id).generation);
+            Ok((
+                generation,
+                children_payload(n.children.iter().map(|c| &**c)),
+            ))
         })
     }
 
-    pub(crate) fn directory(&mut self, conn: ConnId, who: Who, tx: u32, path: &str) -> Result<Vec<u8>, XsError> {
+    pub(crate) fn directory(
+        &mut self,
+        conn: ConnId,
+        who: Who,
+        tx: u32,
+        path: &str,
+    ) -> Result<Vec<u8>, XsError> {
         let (_, names) = self.children_of(conn, who, tx, path)?;
         if names.len() > PAYLOAD_MAX {
             return Err(XsError::E2BIG);
@@ -166,9 +206,18 @@ impl Store {
         directory_part_payload(generation, &names, offset)
     }
 
-    pub(crate) fn get_perms(&mut self, conn: ConnId, who: Who, tx: u32, path: &crate::proto::xenstore::XsPath) -> Result<Vec<u8>, XsError> {
+    pub(crate) fn get_perms(
+        &mut self,
+        conn: ConnId,
+        who: Who,
+        tx: u32,
+        path: &crate::proto::xenstore::XsPath,
+    ) -> Result<Vec<u8>, XsError> {
         if path.is_special() {
-            let perms = self.special_perms.get(path.as_str()).ok_or(XsError::ENOENT)?;
+            let perms = self
+                .special_perms
+                .get(path.as_str())
+                .ok_or(XsError::ENOENT)?;
             if !allowed(who, perms, Need::Read) {
                 return Err(XsError::EACCES);
             }
@@ -179,22 +228,36 @@ impl Store {
             let id = self.lookup_checked(who, path, Need::Read)?;
             return Ok(perms_payload(&self.tree.node(id).perms));
         }
-        self.in_txn(conn, who, tx, |s, t| Ok(perms_payload(&s.tx_node(t, who, path, true, Need::Read)?.perms)))
+        self.in_txn(conn, who, tx, |s, t| {
+            Ok(perms_payload(
+                &s.tx_node(t, who, path, true, Need::Read)?.perms,
+            ))
+        })
     }
 
     /// Creates `path` and its missing ancestors (no checks: the caller made them).
     fn create(&mut self, who: Who, path: &str, value: Vec<u8>, ev: &mut Vec<Out>) {
         let mut cur = self.tree.nearest_existing(path);
         let base = self.tree.path_of(cur);
-        let rest = if base == "/" { &path[1..] } else { &path[base.len() + 1..] };
+        let rest = if base == "/" {
+            &path[1..]
+        } else {
+            &path[base.len() + 1..]
+        };
         let parts: Vec<&str> = rest.split('/').collect();
         let generation = self.next_generation();
         let mut value = Some(value);
         for (i, part) in parts.iter().enumerate() {
             let perms = inherit(who, &self.tree.node(cur).perms);
             let owner = perms.first().map_or(0, |p| p.domid);
-            let v = if i + 1 == parts.len() { value.take().unwrap_or_default() } else { Vec::new() };
-            cur = self.tree.add_child(cur, part, v.into_boxed_slice(), perms, generation);
+            let v = if i + 1 == parts.len() {
+                value.take().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            cur = self
+                .tree
+                .add_child(cur, part, v.into_boxed_slice(), perms, generation);
             self.add_owned(owner, 1);
         }
         let perms = self.tree.node(cur).perms.clone();
@@ -202,12 +265,20 @@ impl Store {
     }
 
     /// How many nodes creating `path` adds, and whether `who` may.
-    fn check_create(&self, who: Who, path: &str, existing: &str, perms: &[Perm]) -> Result<(), XsError> {
+    fn check_create(
+        &self,
+        who: Who,
+        path: &str,
+        existing: &str,
+        perms: &[Perm],
+    ) -> Result<(), XsError> {
         if !allowed(who, perms, Need::Write) {
             return Err(XsError::EACCES);
         }
         let new = path[existing.len()..].matches('/').count() + usize::from(existing == "/");
-        if !who.privileged && self.owned.get(&who.domid).copied().unwrap_or(0) + new > self.quota.nodes {
+        if !who.privileged
+            && self.owned.get(&who.domid).copied().unwrap_or(0) + new > self.quota.nodes
+        {
             return Err(XsError::ENOSPC);
         }
         Ok(())
@@ -234,7 +305,8 @@ impl Store {
                     return Err(XsError::EACCES);
                 }
                 let generation = self.next_generation();
-                self.tree.set_value(id, value.into_boxed_slice(), generation);
+                self.tree
+                    .set_value(id, value.into_boxed_slice(), generation);
                 let perms = self.tree.node(id).perms.clone();
                 self.fire(path, true, &[&perms], ev);
             }
@@ -249,7 +321,13 @@ impl Store {
     }
 
     /// WRITE (`value` Some) or MKDIR (None) inside a transaction.
-    fn tx_write(&mut self, t: &mut Txn, who: Who, path: &str, value: Option<Vec<u8>>) -> Result<(), XsError> {
+    fn tx_write(
+        &mut self,
+        t: &mut Txn,
+        who: Who,
+        path: &str,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), XsError> {
         let inh = |p: &SharedPerms| inherit(who, p);
         match t.get(&self.tree, path, false) {
             Some(n) => {
@@ -275,7 +353,14 @@ impl Store {
         Ok(())
     }
 
-    pub(crate) fn mkdir(&mut self, conn: ConnId, who: Who, tx: u32, path: &str, ev: &mut Vec<Out>) -> Result<(), XsError> {
+    pub(crate) fn mkdir(
+        &mut self,
+        conn: ConnId,
+        who: Who,
+        tx: u32,
+        path: &str,
+        ev: &mut Vec<Out>,
+    ) -> Result<(), XsError> {
         if tx != 0 {
             return self.in_txn(conn, who, tx, |s, t| s.tx_write(t, who, path, None));
         }
@@ -306,7 +391,14 @@ impl Store {
         self.fire(path, false, &[&perms], ev);
     }
 
-    pub(crate) fn rm(&mut self, conn: ConnId, who: Who, tx: u32, path: &str, ev: &mut Vec<Out>) -> Result<(), XsError> {
+    pub(crate) fn rm(
+        &mut self,
+        conn: ConnId,
+        who: Who,
+        tx: u32,
+        path: &str,
+        ev: &mut Vec<Out>,
+    ) -> Result<(), XsError> {
         if path == "/" {
             return Err(XsError::EINVAL);
         }
@@ -355,7 +447,11 @@ impl Store {
             if !who.privileged {
                 return Err(XsError::EACCES);
             }
-            let name = *self.special_perms.keys().find(|k| **k == path.as_str()).ok_or(XsError::ENOENT)?;
+            let name = *self
+                .special_perms
+                .keys()
+                .find(|k| **k == path.as_str())
+                .ok_or(XsError::ENOENT)?;
             self.special_perms.insert(name, new);
             return Ok(());
         }
@@ -363,7 +459,9 @@ impl Store {
         let check = |old: &[Perm]| {
             if !who.is_owner(old) {
                 Err(XsError::EACCES)
-            } else if !who.privileged && new.first().map(|p| p.domid) != old.first().map(|p| p.domid) {
+            } else if !who.privileged
+                && new.first().map(|p| p.domid) != old.first().map(|p| p.domid)
+            {
                 Err(XsError::EPERM)
             } else {
                 Ok(())
@@ -371,14 +469,19 @@ impl Store {
         };
         if tx != 0 {
             return self.in_txn(conn, who, tx, |s, t| {
-                let n = t.get(&s.tree, path, false).ok_or_else(|| s.tx_missing(t, who, path))?;
+                let n = t
+                    .get(&s.tree, path, false)
+                    .ok_or_else(|| s.tx_missing(t, who, path))?;
                 check(&n.perms)?;
                 t.set_perms(&s.tree, path, new.clone());
                 t.ops.push(Op::SetPerms(path.to_owned(), new.clone()));
                 Ok(())
             });
         }
-        let id = self.tree.lookup(path).ok_or_else(|| self.missing(who, path))?;
+        let id = self
+            .tree
+            .lookup(path)
+            .ok_or_else(|| self.missing(who, path))?;
         let old = self.tree.node(id).perms.clone();
         check(&old)?;
         self.apply_perms(id, path, new, ev);
@@ -387,7 +490,10 @@ impl Store {
 
     fn apply_perms(&mut self, id: NodeId, path: &str, new: SharedPerms, ev: &mut Vec<Out>) {
         let old = self.tree.node(id).perms.clone();
-        let (old_owner, new_owner) = (self.tree.node(id).owner(), new.first().map_or(0, |p| p.domid));
+        let (old_owner, new_owner) = (
+            self.tree.node(id).owner(),
+            new.first().map_or(0, |p| p.domid),
+        );
         if old_owner != new_owner {
             if let Some(c) = self.owned.get_mut(&old_owner) {
                 *c = c.saturating_sub(1);
@@ -399,7 +505,12 @@ impl Store {
         self.fire(path, false, &[&old, &new], ev);
     }
 
-    pub(crate) fn transaction_start(&mut self, conn: ConnId, who: Who, tx: u32) -> Result<Vec<u8>, XsError> {
+    pub(crate) fn transaction_start(
+        &mut self,
+        conn: ConnId,
+        who: Who,
+        tx: u32,
+    ) -> Result<Vec<u8>, XsError> {
         if tx != 0 {
             return Err(XsError::EBUSY);
         }
@@ -448,7 +559,8 @@ impl Store {
             Op::Write(path, value) => match self.tree.lookup(&path) {
                 Some(id) => {
                     let generation = self.next_generation();
-                    self.tree.set_value(id, value.into_boxed_slice(), generation);
+                    self.tree
+                        .set_value(id, value.into_boxed_slice(), generation);
                     let perms = self.tree.node(id).perms.clone();
                     self.fire(&path, true, &[&perms], ev);
                 }
@@ -484,7 +596,9 @@ impl Store {
             .into_iter()
             .filter(|id| {
                 let n = self.tree.node(*id);
-                *id != super::tree::ROOT && n.owner() == domid && self.tree.node(n.parent).owner() != domid
+                *id != super::tree::ROOT
+                    && n.owner() == domid
+                    && self.tree.node(n.parent).owner() != domid
             })
             .map(|id| self.tree.path_of(id))
             .collect();

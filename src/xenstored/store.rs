@@ -64,13 +64,18 @@ impl Who {
         match perms.split_first() {
             None => PermLetter::None,
             Some((owner, _)) if me(owner.domid) => PermLetter::Both,
-            Some((owner, acl)) => acl.iter().find(|p| me(p.domid)).map_or(owner.letter, |p| p.letter),
+            Some((owner, acl)) => acl
+                .iter()
+                .find(|p| me(p.domid))
+                .map_or(owner.letter, |p| p.letter),
         }
     }
 
     pub fn is_owner(&self, perms: &[Perm]) -> bool {
         self.privileged
-            || perms.first().is_some_and(|o| o.domid == self.domid || Some(o.domid) == self.target)
+            || perms
+                .first()
+                .is_some_and(|o| o.domid == self.domid || Some(o.domid) == self.target)
     }
 }
 
@@ -123,7 +128,11 @@ impl Store {
             conns: HashMap::new(),
             domains: HashMap::new(),
             watches: Watches::default(),
-            special_perms: [(INTRODUCE_DOMAIN, dom0_only()), (RELEASE_DOMAIN, dom0_only())].into(),
+            special_perms: [
+                (INTRODUCE_DOMAIN, dom0_only()),
+                (RELEASE_DOMAIN, dom0_only()),
+            ]
+            .into(),
             owned,
             quota,
             next_conn: 1,
@@ -168,7 +177,13 @@ impl Store {
     fn add_conn(&mut self, domid: u32, privileged: bool) -> ConnId {
         let id = self.next_conn;
         self.next_conn += 1;
-        let conn = Conn { domid, privileged, home: domain_path(domid), txns: HashMap::new(), next_tx: 1 };
+        let conn = Conn {
+            domid,
+            privileged,
+            home: domain_path(domid),
+            txns: HashMap::new(),
+            next_tx: 1,
+        };
         self.conns.insert(id, conn);
         id
     }
@@ -186,7 +201,11 @@ impl Store {
     pub(crate) fn who(&self, conn: ConnId) -> Option<Who> {
         let c = self.conns.get(&conn)?;
         let target = self.domains.get(&c.domid).and_then(|d| d.target);
-        Some(Who { domid: c.domid, privileged: c.privileged, target })
+        Some(Who {
+            domid: c.domid,
+            privileged: c.privileged,
+            target,
+        })
     }
 
     /// Handles one request from `conn`; replies and the watch events it
@@ -197,7 +216,9 @@ impl Store {
         let reply = match parse_request(p) {
             Ok(req) => match self.dispatch(conn, who, p, req, &mut events) {
                 Ok(Reply::Ok) => p.ok(),
-                Ok(Reply::Data(data)) => p.reply(MsgType::from_u32(p.ty).unwrap_or(MsgType::Error), data),
+                Ok(Reply::Data(data)) => {
+                    p.reply(MsgType::from_u32(p.ty).unwrap_or(MsgType::Error), data)
+                }
                 Err(e) => p.error(e),
             },
             Err(e) => p.error(e),
@@ -214,30 +235,61 @@ impl Store {
         req: Request,
         ev: &mut Vec<Out>,
     ) -> Result<Reply, XsError> {
-        let home = self.conns.get(&conn).map(|c| c.home.clone()).ok_or(XsError::EINVAL)?;
-        let path = |raw: &str, special: bool| XsPath::parse(raw, &home, special).map_err(XsError::from);
+        let home = self
+            .conns
+            .get(&conn)
+            .map(|c| c.home.clone())
+            .ok_or(XsError::EINVAL)?;
+        let path =
+            |raw: &str, special: bool| XsPath::parse(raw, &home, special).map_err(XsError::from);
         let tx = p.tx_id;
         match req {
-            Request::Read(raw) => self.read(conn, who, tx, path(&raw, false)?.0.as_str()).map(Reply::Data),
-            Request::Directory(raw) => self.directory(conn, who, tx, path(&raw, false)?.0.as_str()).map(Reply::Data),
-            Request::DirectoryPart(raw, offset) => {
-                self.directory_part(conn, who, tx, path(&raw, false)?.0.as_str(), offset as usize).map(Reply::Data)
-            }
-            Request::GetPerms(raw) => self.get_perms(conn, who, tx, &path(&raw, true)?.0).map(Reply::Data),
-            Request::Write(raw, value) => {
-                self.write(conn, who, tx, path(&raw, false)?.0.as_str(), value, ev).map(|_| Reply::Ok)
-            }
-            Request::Mkdir(raw) => self.mkdir(conn, who, tx, path(&raw, false)?.0.as_str(), ev).map(|_| Reply::Ok),
-            Request::Rm(raw) => self.rm(conn, who, tx, path(&raw, false)?.0.as_str(), ev).map(|_| Reply::Ok),
-            Request::SetPerms(raw, perms) => {
-                self.set_perms(conn, who, tx, &path(&raw, true)?.0, perms, ev).map(|_| Reply::Ok)
-            }
-            Request::Watch { path: raw, token, depth } => {
+            Request::Read(raw) => self
+                .read(conn, who, tx, path(&raw, false)?.0.as_str())
+                .map(Reply::Data),
+            Request::Directory(raw) => self
+                .directory(conn, who, tx, path(&raw, false)?.0.as_str())
+                .map(Reply::Data),
+            Request::DirectoryPart(raw, offset) => self
+                .directory_part(
+                    conn,
+                    who,
+                    tx,
+                    path(&raw, false)?.0.as_str(),
+                    offset as usize,
+                )
+                .map(Reply::Data),
+            Request::GetPerms(raw) => self
+                .get_perms(conn, who, tx, &path(&raw, true)?.0)
+                .map(Reply::Data),
+            Request::Write(raw, value) => self
+                .write(conn, who, tx, path(&raw, false)?.0.as_str(), value, ev)
+                .map(|_| Reply::Ok),
+            Request::Mkdir(raw) => self
+                .mkdir(conn, who, tx, path(&raw, false)?.0.as_str(), ev)
+                .map(|_| Reply::Ok),
+            Request::Rm(raw) => self
+                .rm(conn, who, tx, path(&raw, false)?.0.as_str(), ev)
+                .map(|_| Reply::Ok),
+            Request::SetPerms(raw, perms) => self
+                .set_perms(conn, who, tx, &path(&raw, true)?.0, perms, ev)
+                .map(|_| Reply::Ok),
+            Request::Watch {
+                path: raw,
+                token,
+                depth,
+            } => {
                 let (p, relative) = path(&raw, true)?;
                 if !who.privileged && self.watches.count(conn) >= self.quota.watches {
                     return Err(XsError::E2BIG);
                 }
-                let watch = Watch { conn, path: p.into_string(), token: token.clone(), relative, depth };
+                let watch = Watch {
+                    conn,
+                    path: p.into_string(),
+                    token: token.clone(),
+                    relative,
+                    depth,
+                };
                 if !self.watches.add(watch) {
                     return Err(XsError::EEXIST);
                 }
@@ -254,11 +306,17 @@ impl Store {
                 }
             }
             Request::TransactionStart => self.transaction_start(conn, who, tx).map(Reply::Data),
-            Request::TransactionEnd(commit) => self.transaction_end(conn, who, tx, commit, ev).map(|_| Reply::Ok),
+            Request::TransactionEnd(commit) => self
+                .transaction_end(conn, who, tx, commit, ev)
+                .map(|_| Reply::Ok),
             Request::GetDomainPath(domid) => Ok(Reply::Data(nul_terminated(&domain_path(domid)))),
             Request::IsDomainIntroduced(domid) => {
                 let yes = domid == 0 || self.domains.contains_key(&domid);
-                Ok(Reply::Data(if yes { b"T\0".to_vec() } else { b"F\0".to_vec() }))
+                Ok(Reply::Data(if yes {
+                    b"T\0".to_vec()
+                } else {
+                    b"F\0".to_vec()
+                }))
             }
             Request::Introduce { domid, .. } => {
                 privileged(who)?;
@@ -329,7 +387,10 @@ impl Store {
     fn control(&mut self, args: &[Vec<u8>]) -> Result<Vec<u8>, XsError> {
         match args.split_first() {
             Some((cmd, rest)) if cmd.as_slice() == b"print" => {
-                let text: Vec<String> = rest.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+                let text: Vec<String> = rest
+                    .iter()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
                 tracing::info!(target: "xenstored", "{}", text.join(" "));
                 Ok(b"OK\0".to_vec())
             }
@@ -355,11 +416,18 @@ impl Store {
         for id in self.tree.walk() {
             *counted.entry(self.tree.node(id).owner()).or_default() += 1;
         }
-        let mine: HashMap<u32, usize> = self.owned.iter().filter(|(_, n)| **n > 0).map(|(k, v)| (*k, *v)).collect();
+        let mine: HashMap<u32, usize> = self
+            .owned
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, v)| (*k, *v))
+            .collect();
         if counted == mine {
             vec![]
         } else {
-            vec![format!("owned-node counts {mine:?} differ from the tree's {counted:?}")]
+            vec![format!(
+                "owned-node counts {mine:?} differ from the tree's {counted:?}"
+            )]
         }
     }
 
@@ -367,7 +435,9 @@ impl Store {
     /// allowed to read it (with any of `perms`: old and new).
     pub(crate) fn fire(&self, path: &str, exact: bool, perms: &[&SharedPerms], ev: &mut Vec<Out>) {
         for f in self.watches.fired(path, exact) {
-            let Some(who) = self.who(f.conn) else { continue };
+            let Some(who) = self.who(f.conn) else {
+                continue;
+            };
             if !perms.iter().any(|p| who.perm(p).can_read()) {
                 continue;
             }

@@ -54,7 +54,10 @@ pub struct Tree {
 /// The permissions of "/" and of the nodes the store starts with: owned by
 /// dom0, no access for others.
 pub fn dom0_only() -> SharedPerms {
-    Arc::from(vec![Perm { letter: PermLetter::None, domid: 0 }])
+    Arc::from(vec![Perm {
+        letter: PermLetter::None,
+        domid: 0,
+    }])
 }
 
 impl Default for Tree {
@@ -74,7 +77,12 @@ impl Tree {
             parent: ROOT,
             children: Vec::new(),
         };
-        Self { nodes: vec![Some(root)], free: Vec::new(), index: HashMap::new(), live: 1 }
+        Self {
+            nodes: vec![Some(root)],
+            free: Vec::new(),
+            index: HashMap::new(),
+            live: 1,
+        }
     }
 
     /// Number of nodes, "/" included.
@@ -107,7 +115,11 @@ impl Tree {
         if let Some(ix) = self.index.get(&parent) {
             return ix.get(name).copied();
         }
-        self.node(parent).children.iter().copied().find(|c| &*self.node(*c).name == name)
+        self.node(parent)
+            .children
+            .iter()
+            .copied()
+            .find(|c| &*self.node(*c).name == name)
     }
 
     /// The node at an absolute path.
@@ -161,7 +173,14 @@ impl Tree {
         perms: SharedPerms,
         generation: u64,
     ) -> NodeId {
-        let node = Node { name: name.into(), value, perms, generation, parent, children: Vec::new() };
+        let node = Node {
+            name: name.into(),
+            value,
+            perms,
+            generation,
+            parent,
+            children: Vec::new(),
+        };
         let id = match self.free.pop() {
             Some(id) => {
                 self.nodes[id as usize] = Some(node);
@@ -257,7 +276,11 @@ impl Tree {
                     problems.push(format!("{} has a wrong parent link", self.path_of(*c)));
                 }
                 if !names.insert(&child.name) {
-                    problems.push(format!("{} has two children named {}", self.path_of(id), child.name));
+                    problems.push(format!(
+                        "{} has two children named {}",
+                        self.path_of(id),
+                        child.name
+                    ));
                 }
             }
             if let Some(ix) = self.index.get(&id) {
@@ -284,7 +307,10 @@ mod tests {
         for i in 0..100 {
             t.add_child(a, &format!("c{i}"), Box::new([]), dom0_only(), 2);
         }
-        assert_eq!(t.lookup("/a/c77").map(|id| t.path_of(id)), Some("/a/c77".into()));
+        assert_eq!(
+            t.lookup("/a/c77").map(|id| t.path_of(id)),
+            Some("/a/c77".into())
+        );
         assert_eq!(t.lookup("/a/nope"), None);
         assert_eq!(t.nearest_existing("/a/nope/deeper"), a);
         let c5 = t.lookup("/a/c5").unwrap();

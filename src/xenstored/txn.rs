@@ -68,7 +68,11 @@ impl Txn {
             TNode {
                 value: n.value.to_vec(),
                 perms: n.perms.clone(),
-                children: n.children.iter().map(|c| tree.node(*c).name.clone()).collect(),
+                children: n
+                    .children
+                    .iter()
+                    .map(|c| tree.node(*c).name.clone())
+                    .collect(),
             }
         });
         if record {
@@ -80,7 +84,9 @@ impl Txn {
 
     fn record(&mut self, tree: &Tree, path: &str) {
         if !self.reads.contains_key(path) {
-            let gen = tree.lookup(path).map_or(ABSENT, |id| tree.node(id).generation);
+            let gen = tree
+                .lookup(path)
+                .map_or(ABSENT, |id| tree.node(id).generation);
             self.reads.insert(path.to_owned(), gen);
         }
     }
@@ -112,7 +118,16 @@ impl Txn {
             match parent(&cur) {
                 Some(p) => cur = p.to_owned(),
                 // "/" always exists.
-                None => return (cur, TNode { value: vec![], perms: super::tree::dom0_only(), children: vec![] }),
+                None => {
+                    return (
+                        cur,
+                        TNode {
+                            value: vec![],
+                            perms: super::tree::dom0_only(),
+                            children: vec![],
+                        },
+                    )
+                }
             }
         }
     }
@@ -128,7 +143,8 @@ impl Txn {
         inherit: &dyn Fn(&SharedPerms) -> SharedPerms,
     ) -> usize {
         if let Some(n) = self.get(tree, path, false) {
-            self.view.insert(path.to_owned(), Some(TNode { value, ..n }));
+            self.view
+                .insert(path.to_owned(), Some(TNode { value, ..n }));
             return 0;
         }
         let Some(p) = parent(path) else { return 0 };
@@ -140,7 +156,14 @@ impl Txn {
         if let Some(Some(pn)) = self.view.get_mut(p) {
             let perms = inherit(&pn.perms);
             pn.children.push(basename(path).into());
-            self.view.insert(path.to_owned(), Some(TNode { value, perms, children: vec![] }));
+            self.view.insert(
+                path.to_owned(),
+                Some(TNode {
+                    value,
+                    perms,
+                    children: vec![],
+                }),
+            );
         }
         created + 1
     }
@@ -160,14 +183,17 @@ impl Txn {
 
     pub fn set_perms(&mut self, tree: &Tree, path: &str, perms: SharedPerms) {
         if let Some(n) = self.get(tree, path, false) {
-            self.view.insert(path.to_owned(), Some(TNode { perms, ..n }));
+            self.view
+                .insert(path.to_owned(), Some(TNode { perms, ..n }));
         }
     }
 
     /// Whether every node this transaction read is as it was.
     pub fn still_valid(&self, tree: &Tree) -> bool {
         self.reads.iter().all(|(path, gen)| {
-            tree.lookup(path).map_or(ABSENT, |id| tree.node(id).generation) == *gen
+            tree.lookup(path)
+                .map_or(ABSENT, |id| tree.node(id).generation)
+                == *gen
         })
     }
 }
@@ -191,8 +217,16 @@ mod tests {
         // Blind writes in another transaction do not conflict.
         let mut u = Txn::default();
         assert_eq!(u.write(&tree, "/x/y/z", b"v".to_vec(), &inherit), 3);
-        assert_eq!(u.get(&tree, "/x/y", false).unwrap().children, vec![Box::<str>::from("z")]);
-        assert!(u.get(&tree, "/", false).unwrap().children.iter().any(|c| &**c == "x"));
+        assert_eq!(
+            u.get(&tree, "/x/y", false).unwrap().children,
+            vec![Box::<str>::from("z")]
+        );
+        assert!(u
+            .get(&tree, "/", false)
+            .unwrap()
+            .children
+            .iter()
+            .any(|c| &**c == "x"));
         tree.add_child(ROOT, "other", Box::new([]), dom0_only(), 3);
         assert!(u.still_valid(&tree));
         // Removing hides the subtree, recreating shows only what is new.

@@ -60,7 +60,9 @@ impl Watches {
 
     /// Removes a watch; false if there was none.
     pub fn remove(&mut self, conn: ConnId, path: &str, token: &[u8]) -> bool {
-        let Some(list) = self.by_path.get_mut(path) else { return false };
+        let Some(list) = self.by_path.get_mut(path) else {
+            return false;
+        };
         let before = list.len();
         list.retain(|w| !(w.conn == conn && w.token == token));
         let removed = before != list.len();
@@ -115,7 +117,11 @@ impl Watches {
             prefix = crate::proto::xenstore::path::parent(p);
         }
         if !exact {
-            let start = if path == "/" { "/".to_owned() } else { format!("{path}/") };
+            let start = if path == "/" {
+                "/".to_owned()
+            } else {
+                format!("{path}/")
+            };
             for (wpath, list) in self.by_path.range(start.clone()..) {
                 if !wpath.starts_with(&start) {
                     break;
@@ -133,7 +139,12 @@ impl Watches {
 }
 
 fn fired(w: &Watch, path: &str) -> Fired {
-    Fired { conn: w.conn, path: path.to_owned(), token: w.token.clone(), relative: w.relative }
+    Fired {
+        conn: w.conn,
+        path: path.to_owned(),
+        token: w.token.clone(),
+        relative: w.relative,
+    }
 }
 
 #[cfg(test)]
@@ -141,7 +152,13 @@ mod tests {
     use super::*;
 
     fn w(conn: ConnId, path: &str, depth: Option<u32>) -> Watch {
-        Watch { conn, path: path.into(), token: path.as_bytes().to_vec(), relative: false, depth }
+        Watch {
+            conn,
+            path: path.into(),
+            token: path.as_bytes().to_vec(),
+            relative: false,
+            depth,
+        }
     }
 
     #[test]
@@ -163,11 +180,19 @@ mod tests {
             [(1, "/a/b".into()), (2, "/a/b".into()), (3, "/a/b".into())]
         );
         // Depth 1: /a/b/x is two levels below /a.
-        assert_eq!(paths(ws.fired("/a/b/x", true)), [(1, "/a/b/x".into()), (3, "/a/b/x".into())]);
+        assert_eq!(
+            paths(ws.fired("/a/b/x", true)),
+            [(1, "/a/b/x".into()), (3, "/a/b/x".into())]
+        );
         // Removing /a/b fires the watch below it, naming the watch's path; not /ab.
         assert_eq!(
             paths(ws.fired("/a/b", false)),
-            [(1, "/a/b".into()), (1, "/a/b/c".into()), (2, "/a/b".into()), (3, "/a/b".into())]
+            [
+                (1, "/a/b".into()),
+                (1, "/a/b/c".into()),
+                (2, "/a/b".into()),
+                (3, "/a/b".into())
+            ]
         );
         assert!(ws.remove(1, "/a", b"/a"));
         assert!(!ws.remove(1, "/a", b"/a"));

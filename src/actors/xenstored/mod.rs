@@ -149,13 +149,21 @@ impl XenstoredHandle {
         domid: Option<u32>,
     ) -> Result<(ConnId, mpsc::UnboundedReceiver<Outbound>), XenstoredError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let conn = self.addr()?.send(Connect { domid, outbound: tx }).await?;
+        let conn = self
+            .addr()?
+            .send(Connect {
+                domid,
+                outbound: tx,
+            })
+            .await?;
         conn.map(|c| (c, rx)).map_err(XenstoredError::Refused)
     }
 
     /// Sends requests of one connection (answered on its outbound channel).
     pub fn send(&self, conn: ConnId, packets: Vec<Packet>) -> Result<(), XenstoredError> {
-        self.addr()?.try_send(Requests(conn, packets)).map_err(|_| XenstoredError::Unavailable)
+        self.addr()?
+            .try_send(Requests(conn, packets))
+            .map_err(|_| XenstoredError::Unavailable)
     }
 
     pub fn disconnect(&self, conn: ConnId) {

@@ -15,9 +15,9 @@ use super::codec::MsgpackCodec;
 use super::methods::parse_call;
 use super::wire::{self, Incoming};
 use crate::actors::supervisor::ChildSpec;
-use crate::proto::socket::{Service, SocketListener};
 use crate::api::Api;
 use crate::config::RpcConfig;
+use crate::proto::socket::{Service, SocketListener};
 
 /// The MessagePack-RPC service: each connection is served against the API.
 #[derive(Debug, Clone)]
@@ -38,7 +38,11 @@ impl RpcService {
 }
 
 impl Service for RpcService {
-    fn serve(&self, stream: UnixStream, cancel: CancellationToken) -> impl std::future::Future<Output = ()> + 'static {
+    fn serve(
+        &self,
+        stream: UnixStream,
+        cancel: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + 'static {
         serve(stream, self.api.clone(), self.config.clone(), cancel)
     }
 }

@@ -43,7 +43,12 @@ impl Decoder for XsCodec {
         }
         src.advance(HEADER_LEN);
         let payload = src.split_to(len as usize).to_vec();
-        Ok(Some(Packet { ty, req_id, tx_id, payload }))
+        Ok(Some(Packet {
+            ty,
+            req_id,
+            tx_id,
+            payload,
+        }))
     }
 }
 
@@ -83,6 +88,9 @@ mod tests {
             assert_eq!(got, vec![a.clone(), b.clone()]);
         }
         let mut buf = BytesMut::from(&[2u8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x10, 0, 0][..]);
-        assert!(matches!(XsCodec.decode(&mut buf), Err(XsCodecError::TooLong(4097))));
+        assert!(matches!(
+            XsCodec.decode(&mut buf),
+            Err(XsCodecError::TooLong(4097))
+        ));
     }
 }

@@ -109,7 +109,8 @@ pub fn is_at_or_below(child: &str, parent: &str) -> bool {
     if parent == "/" {
         return child.starts_with('/');
     }
-    child == parent || (child.starts_with(parent) && child.as_bytes().get(parent.len()) == Some(&b'/'))
+    child == parent
+        || (child.starts_with(parent) && child.as_bytes().get(parent.len()) == Some(&b'/'))
 }
 
 /// Number of components below "/" ("/" is 0, "/a/b" is 2).
@@ -141,10 +142,22 @@ mod tests {
         assert_eq!(ok("/"), Ok("/".into()));
         assert_eq!(ok("/a/b-c_d@e"), Ok("/a/b-c_d@e".into()));
         assert_eq!(ok("x/y"), Ok("/local/domain/0/x/y".into()));
-        for bad in ["", "/a//b", "/a/", "a/", "/a b", "/a.b", "/a\n", "@introduceDomain"] {
+        for bad in [
+            "",
+            "/a//b",
+            "/a/",
+            "a/",
+            "/a b",
+            "/a.b",
+            "/a\n",
+            "@introduceDomain",
+        ] {
             assert_eq!(ok(bad), Err(PathError), "{bad:?}");
         }
-        assert!(XsPath::parse("@releaseDomain", home, true).unwrap().0.is_special());
+        assert!(XsPath::parse("@releaseDomain", home, true)
+            .unwrap()
+            .0
+            .is_special());
         assert!(ok(&format!("/{}", "a".repeat(ABS_PATH_MAX))).is_err());
         assert!(ok(&"a".repeat(REL_PATH_MAX + 1)).is_err());
         assert!(ok(&format!("/{}", "a".repeat(ABS_PATH_MAX - 1))).is_ok());

@@ -85,11 +85,22 @@ pub enum Request {
     DirectoryPart(String, u32),
     Read(String),
     GetPerms(String),
-    Watch { path: String, token: Vec<u8>, depth: Option<u32> },
-    Unwatch { path: String, token: Vec<u8> },
+    Watch {
+        path: String,
+        token: Vec<u8>,
+        depth: Option<u32>,
+    },
+    Unwatch {
+        path: String,
+        token: Vec<u8>,
+    },
     TransactionStart,
     TransactionEnd(bool),
-    Introduce { domid: u32, gfn: u64, evtchn: u32 },
+    Introduce {
+        domid: u32,
+        gfn: u64,
+        evtchn: u32,
+    },
     Release(u32),
     GetDomainPath(u32),
     Write(String, Vec<u8>),
@@ -114,7 +125,10 @@ fn text(arg: &[u8]) -> Result<String, XsError> {
 }
 
 fn number<T: std::str::FromStr>(arg: &[u8]) -> Result<T, XsError> {
-    std::str::from_utf8(arg).ok().and_then(|s| s.parse().ok()).ok_or(XsError::EINVAL)
+    std::str::from_utf8(arg)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(XsError::EINVAL)
 }
 
 /// Exactly one argument: one NUL, at the end.
@@ -156,13 +170,20 @@ pub fn parse_request(p: &Packet) -> Result<Request, XsError> {
             if perms.is_empty() {
                 return Err(XsError::EINVAL);
             }
-            let perms = perms.iter().map(|s| Perm::parse(s)).collect::<Option<Vec<_>>>();
+            let perms = perms
+                .iter()
+                .map(|s| Perm::parse(s))
+                .collect::<Option<Vec<_>>>();
             Request::SetPerms(text(path)?, perms.ok_or(XsError::EINVAL)?)
         }
         MsgType::Watch => {
             let a = args(pl).ok_or(XsError::EINVAL)?;
             match a.as_slice() {
-                [path, token] => Request::Watch { path: text(path)?, token: token.to_vec(), depth: None },
+                [path, token] => Request::Watch {
+                    path: text(path)?,
+                    token: token.to_vec(),
+                    depth: None,
+                },
                 [path, token, depth] => Request::Watch {
                     path: text(path)?,
                     token: token.to_vec(),
@@ -173,7 +194,10 @@ pub fn parse_request(p: &Packet) -> Result<Request, XsError> {
         }
         MsgType::Unwatch => {
             let [path, token] = exactly::<2>(pl)?;
-            Request::Unwatch { path: text(path)?, token: token.to_vec() }
+            Request::Unwatch {
+                path: text(path)?,
+                token: token.to_vec(),
+            }
         }
         MsgType::TransactionStart => Request::TransactionStart,
         MsgType::TransactionEnd => match one(pl)? {
@@ -183,7 +207,11 @@ pub fn parse_request(p: &Packet) -> Result<Request, XsError> {
         },
         MsgType::Introduce => {
             let [domid, gfn, evtchn] = exactly::<3>(pl)?;
-            Request::Introduce { domid: number(domid)?, gfn: number(gfn)?, evtchn: number(evtchn)? }
+            Request::Introduce {
+                domid: number(domid)?,
+                gfn: number(gfn)?,
+                evtchn: number(evtchn)?,
+            }
         }
         MsgType::Release => Request::Release(number(one(pl)?)?),
         MsgType::Resume => Request::Resume(number(one(pl)?)?),
@@ -194,7 +222,13 @@ pub fn parse_request(p: &Packet) -> Result<Request, XsError> {
             Request::SetTarget(number(domid)?, number(target)?)
         }
         MsgType::ResetWatches => Request::ResetWatches,
-        MsgType::Control => Request::Control(args(pl).unwrap_or_default().iter().map(|a| a.to_vec()).collect()),
+        MsgType::Control => Request::Control(
+            args(pl)
+                .unwrap_or_default()
+                .iter()
+                .map(|a| a.to_vec())
+                .collect(),
+        ),
         MsgType::GetFeature => match args(pl) {
             Some(a) if a.len() == 1 && a[0].is_empty() => Request::GetFeature(None),
             Some(a) if a.len() == 1 => Request::GetFeature(Some(number(a[0])?)),
@@ -223,18 +257,36 @@ mod tests {
         assert_eq!(req(MsgType::Read, b"/a\0"), Ok(Request::Read("/a".into())));
         assert_eq!(req(MsgType::Read, b"/a"), Err(XsError::EINVAL));
         assert_eq!(req(MsgType::Read, b"/a\0b\0"), Err(XsError::EINVAL));
-        assert_eq!(req(MsgType::Write, b"/a\0v\0w"), Ok(Request::Write("/a".into(), b"v\0w".to_vec())));
-        assert_eq!(req(MsgType::Write, b"/a\0"), Ok(Request::Write("/a".into(), vec![])));
-        assert_eq!(req(MsgType::TransactionEnd, b"T\0"), Ok(Request::TransactionEnd(true)));
+        assert_eq!(
+            req(MsgType::Write, b"/a\0v\0w"),
+            Ok(Request::Write("/a".into(), b"v\0w".to_vec()))
+        );
+        assert_eq!(
+            req(MsgType::Write, b"/a\0"),
+            Ok(Request::Write("/a".into(), vec![]))
+        );
+        assert_eq!(
+            req(MsgType::TransactionEnd, b"T\0"),
+            Ok(Request::TransactionEnd(true))
+        );
         assert_eq!(req(MsgType::TransactionEnd, b"X\0"), Err(XsError::EINVAL));
         assert_eq!(
             req(MsgType::SetPerms, b"/a\0n0\0r0x10\0b010\0"),
             Ok(Request::SetPerms(
                 "/a".into(),
                 vec![
-                    Perm { letter: PermLetter::None, domid: 0 },
-                    Perm { letter: PermLetter::Read, domid: 16 },
-                    Perm { letter: PermLetter::Both, domid: 8 },
+                    Perm {
+                        letter: PermLetter::None,
+                        domid: 0
+                    },
+                    Perm {
+                        letter: PermLetter::Read,
+                        domid: 16
+                    },
+                    Perm {
+                        letter: PermLetter::Both,
+                        domid: 8
+                    },
                 ]
             ))
         );
@@ -242,13 +294,29 @@ mod tests {
         assert_eq!(req(MsgType::SetPerms, b"/a\0x1\0"), Err(XsError::EINVAL));
         assert_eq!(
             req(MsgType::Watch, b"/a\0tok\0"),
-            Ok(Request::Watch { path: "/a".into(), token: b"tok".to_vec(), depth: None })
+            Ok(Request::Watch {
+                path: "/a".into(),
+                token: b"tok".to_vec(),
+                depth: None
+            })
         );
         assert_eq!(req(MsgType::WatchEvent, b"/a\0t\0"), Err(XsError::ENOSYS));
-        assert_eq!(parse_request(&Packet { ty: 99, req_id: 0, tx_id: 0, payload: vec![] }), Err(XsError::ENOSYS));
+        assert_eq!(
+            parse_request(&Packet {
+                ty: 99,
+                req_id: 0,
+                tx_id: 0,
+                payload: vec![]
+            }),
+            Err(XsError::ENOSYS)
+        );
         assert_eq!(
             req(MsgType::Introduce, b"5\01234\07\0"),
-            Ok(Request::Introduce { domid: 5, gfn: 1234, evtchn: 7 })
+            Ok(Request::Introduce {
+                domid: 5,
+                gfn: 1234,
+                evtchn: 7
+            })
         );
     }
 }

@@ -27,7 +27,11 @@ impl XsService {
 }
 
 impl Service for XsService {
-    fn serve(&self, stream: UnixStream, cancel: CancellationToken) -> impl std::future::Future<Output = ()> + 'static {
+    fn serve(
+        &self,
+        stream: UnixStream,
+        cancel: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + 'static {
         serve(stream, self.store.clone(), cancel)
     }
 }
@@ -74,7 +78,10 @@ async fn serve(stream: UnixStream, store: XenstoredHandle, cancel: CancellationT
 
 /// Writes everything queued for this connection, a batch per write, until
 /// the store closes it or the peer goes away.
-async fn write_out(mut wr: tokio::net::unix::OwnedWriteHalf, mut outbound: mpsc::UnboundedReceiver<Outbound>) {
+async fn write_out(
+    mut wr: tokio::net::unix::OwnedWriteHalf,
+    mut outbound: mpsc::UnboundedReceiver<Outbound>,
+) {
     let mut buf = Vec::with_capacity(8192);
     while let Some(first) = outbound.recv().await {
         let mut next = Some(first);
@@ -84,7 +91,11 @@ async fn write_out(mut wr: tokio::net::unix::OwnedWriteHalf, mut outbound: mpsc:
                 Outbound::Packet(p) => p.encode_into(&mut buf),
                 Outbound::Close => closing = true,
             }
-            next = if closing { None } else { outbound.try_recv().ok() };
+            next = if closing {
+                None
+            } else {
+                outbound.try_recv().ok()
+            };
         }
         if wr.write_all(&buf).await.is_err() || closing {
             return;

@@ -74,8 +74,8 @@ macro_rules! xs_errors {
 }
 
 xs_errors!(
-    EINVAL, EACCES, EEXIST, EISDIR, ENOENT, ENOMEM, ENOSPC, EIO, ENOTEMPTY, ENOSYS, EROFS,
-    EBUSY, EAGAIN, EISCONN, E2BIG, EPERM,
+    EINVAL, EACCES, EEXIST, EISDIR, ENOENT, ENOMEM, ENOSPC, EIO, ENOTEMPTY, ENOSYS, EROFS, EBUSY,
+    EAGAIN, EISCONN, E2BIG, EPERM,
 );
 
 impl fmt::Display for XsError {
@@ -98,7 +98,12 @@ pub struct Packet {
 
 impl Packet {
     pub fn new(ty: MsgType, req_id: u32, tx_id: u32, payload: Vec<u8>) -> Self {
-        Self { ty: ty as u32, req_id, tx_id, payload }
+        Self {
+            ty: ty as u32,
+            req_id,
+            tx_id,
+            payload,
+        }
     }
 
     pub fn msg_type(&self) -> Option<MsgType> {
@@ -107,12 +112,22 @@ impl Packet {
 
     /// A reply to `self` with this type and payload (same req_id and tx_id).
     pub fn reply(&self, ty: MsgType, payload: Vec<u8>) -> Packet {
-        Packet { ty: ty as u32, req_id: self.req_id, tx_id: self.tx_id, payload }
+        Packet {
+            ty: ty as u32,
+            req_id: self.req_id,
+            tx_id: self.tx_id,
+            payload,
+        }
     }
 
     /// "OK\0", the reply to a request that returns nothing.
     pub fn ok(&self) -> Packet {
-        Packet { ty: self.ty, req_id: self.req_id, tx_id: self.tx_id, payload: b"OK\0".to_vec() }
+        Packet {
+            ty: self.ty,
+            req_id: self.req_id,
+            tx_id: self.tx_id,
+            payload: b"OK\0".to_vec(),
+        }
     }
 
     /// An ERROR reply naming `e`.
