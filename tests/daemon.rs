@@ -142,7 +142,14 @@ fn serves_host_info_and_the_tree_and_stops_in_order_on_sigterm() {
         .iter()
         .map(|c| c["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["host", "rpc"]);
+    assert_eq!(ids, ["host", "xenstored", "rpc"]);
+    let xs: Vec<&str> = tree["children"][1]["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(xs, ["store", "xenstore-socket"]);
     assert_eq!(tree["children"][0]["restarts"], 0);
 
     let socket = d.socket.clone();

@@ -311,7 +311,7 @@ mod tests {
             Err(XsError::ENOSYS)
         );
         assert_eq!(
-            req(MsgType::Introduce, b"5\01234\07\0"),
+            req(MsgType::Introduce, b"5\x001234\x007\0"),
             Ok(Request::Introduce {
                 domid: 5,
                 gfn: 1234,
