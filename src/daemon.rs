@@ -71,11 +71,12 @@ pub fn resolve_xenstore(choice: &XenstoreChoice, rpc_socket: &Path) -> (&'static
 
 /// The embedded xenstored: the store and its socket listener, rest_for_one
 /// (a store that restarts has lost its state, so its connections must go too).
-pub fn xenstored_spec(socket: PathBuf, quota: Quota) -> ChildSpec {
+/// Returns the spec, and the handle in-process clients use.
+pub fn xenstored_spec(socket: PathBuf, quota: Quota) -> (ChildSpec, XenstoredHandle) {
     let slot = crate::actors::slot::AddrSlot::new();
     let handle = XenstoredHandle::new(slot.clone());
     let flags = SupervisorFlags::new(Strategy::RestForOne, 3, std::time::Duration::from_secs(10));
-    ChildSpec::supervisor(
+    let spec = ChildSpec::supervisor(
         "xenstored",
         flags,
         vec![
@@ -84,10 +85,11 @@ pub fn xenstored_spec(socket: PathBuf, quota: Quota) -> ChildSpec {
                 "xenstore-socket",
                 socket,
                 None,
-                XsService::new(handle),
+                XsService::new(handle.clone()),
             ),
         ],
-    )
+    );
+    (spec, handle)
 }
 
 /// `xenithd xenstored --socket PATH`: the embedded xenstored alone.
@@ -99,7 +101,7 @@ pub async fn run_xenstored(socket: PathBuf) -> Result<(), DaemonError> {
     let root = RootSupervisor::start(
         "root",
         flags,
-        vec![xenstored_spec(socket.clone(), Quota::default())],
+        vec![xenstored_spec(socket.clone(), Quota::default()).0],
     )
     .await?;
     notify(&[sd_notify::NotifyState::Ready]);
@@ -143,7 +145,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     );
     let mut children = vec![HostActor::spec(driver, host_slot)];
     if xs_kind == "embedded" {
-        children.push(xenstored_spec(xs_socket.clone(), Quota::default()));
+        children.push(xenstored_spec(xs_socket.clone(), Quota::default()).0);
     }
     children.extend([RpcService::spec(
         config.socket.clone(),

@@ -3,5 +3,6 @@
 
 pub mod hypervisor;
 pub mod sim;
+pub mod xenstore;
 
 pub use hypervisor::{select, Hypervisor, HypervisorError, HypervisorKind, PhysInfo};

@@ -1,0 +1,469 @@
+//! The client and the task that drives its connection.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_util::codec::FramedRead;
+
+use crate::actors::xenstored::{Outbound, XenstoredError, XenstoredHandle};
+use crate::proto::xenstore::{MsgType, Packet, Perm, XsCodec, XsError};
+use crate::xenstored::ConnId;
+
+/// How many times a transaction is tried before EAGAIN is returned.
+const TRANSACTION_TRIES: usize = 100;
+/// Requests an unprivileged domain may have outstanding (the daemons'
+/// quota): the client waits rather than exceed it.
+const DOMAIN_OUTSTANDING: usize = 20;
+
+/// What a xenstore call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum XsClientError {
+    /// xenstored answered with an error.
+    #[error("xenstore: {0}")]
+    Xs(#[from] XsError),
+    #[error("cannot connect to xenstored at {0}")]
+    Connect(String, #[source] std::io::Error),
+    #[error("the embedded xenstored is unavailable")]
+    Embedded(#[from] XenstoredError),
+    #[error("the xenstore connection closed")]
+    Closed,
+    #[error("xenstored sent a reply that does not parse")]
+    BadReply,
+}
+
+type Reply = Result<Vec<u8>, XsError>;
+
+enum Cmd {
+    Request {
+        packet: Packet,
+        reply: oneshot::Sender<Reply>,
+    },
+    Watch {
+        token: Vec<u8>,
+        events: mpsc::UnboundedSender<String>,
+    },
+    Forget {
+        token: Vec<u8>,
+    },
+}
+
+/// A connection to xenstored. Cheap to clone; clones share it.
+#[derive(Debug, Clone)]
+pub struct XsClient {
+    cmds: mpsc::UnboundedSender<Cmd>,
+    tokens: Arc<AtomicU64>,
+    limit: Option<Arc<Semaphore>>,
+}
+
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cmd")
+    }
+}
+
+enum Wire {
+    Socket(OwnedWriteHalf, FramedRead<OwnedReadHalf, XsCodec>),
+    Embedded(XenstoredHandle, ConnId, mpsc::UnboundedReceiver<Outbound>),
+}
+
+impl XsClient {
+    /// Connects to a xenstored socket.
+    pub async fn connect_socket(path: &Path) -> Result<Self, XsClientError> {
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|e| XsClientError::Connect(path.display().to_string(), e))?;
+        let (rd, wr) = stream.into_split();
+        Ok(Self::spawn(
+            Wire::Socket(wr, FramedRead::new(rd, XsCodec)),
+            None,
+        ))
+    }
+
+    /// Connects in process to the embedded xenstored: privileged (dom0)
+    /// with `None`, else as that introduced domain.
+    pub async fn connect_embedded(
+        store: &XenstoredHandle,
+        domid: Option<u32>,
+    ) -> Result<Self, XsClientError> {
+        let (conn, rx) = store.connect(domid).await?;
+        let limit = match domid {
+            Some(d) if d != 0 => Some(Arc::new(Semaphore::new(DOMAIN_OUTSTANDING))),
+            _ => None,
+        };
+        Ok(Self::spawn(Wire::Embedded(store.clone(), conn, rx), limit))
+    }
+
+    fn spawn(wire: Wire, limit: Option<Arc<Semaphore>>) -> Self {
+        let (cmds, rx) = mpsc::unbounded_channel();
+        tokio::spawn(drive(wire, rx));
+        Self {
+            cmds,
+            tokens: Arc::new(AtomicU64::new(0)),
+            limit,
+        }
+    }
+
+    /// One request; the reply's payload.
+    pub async fn request(
+        &self,
+        ty: MsgType,
+        tx_id: u32,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, XsClientError> {
+        let _permit = match &self.limit {
+            Some(s) => Some(s.acquire().await.map_err(|_| XsClientError::Closed)?),
+            None => None,
+        };
+        let (reply, rx) = oneshot::channel();
+        let packet = Packet::new(ty, 0, tx_id, payload);
+        self.cmds
+            .send(Cmd::Request { packet, reply })
+            .map_err(|_| XsClientError::Closed)?;
+        Ok(rx.await.map_err(|_| XsClientError::Closed)??)
+    }
+
+    pub async fn read(&self, path: &str) -> Result<Vec<u8>, XsClientError> {
+        self.request(MsgType::Read, 0, nul(path)).await
+    }
+
+    /// READ as text; `None` when the node does not exist.
+    pub async fn read_opt(&self, path: &str) -> Result<Option<String>, XsClientError> {
+        match self.read(path).await {
+            Ok(v) => Ok(Some(String::from_utf8_lossy(&v).into_owned())),
+            Err(XsClientError::Xs(XsError::ENOENT)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn write(&self, path: &str, value: impl AsRef<[u8]>) -> Result<(), XsClientError> {
+        self.request(MsgType::Write, 0, write_payload(path, value.as_ref()))
+            .await
+            .map(drop)
+    }
+
+    pub async fn mkdir(&self, path: &str) -> Result<(), XsClientError> {
+        self.request(MsgType::Mkdir, 0, nul(path)).await.map(drop)
+    }
+
+    pub async fn rm(&self, path: &str) -> Result<(), XsClientError> {
+        self.request(MsgType::Rm, 0, nul(path)).await.map(drop)
+    }
+
+    pub async fn directory(&self, path: &str) -> Result<Vec<String>, XsClientError> {
+        self.request(MsgType::Directory, 0, nul(path))
+            .await
+            .map(|p| split(&p))
+    }
+
+    pub async fn get_perms(&self, path: &str) -> Result<Vec<Perm>, XsClientError> {
+        let p = self.request(MsgType::GetPerms, 0, nul(path)).await?;
+        split(&p)
+            .iter()
+            .map(|s| Perm::parse(s.as_bytes()).ok_or(XsClientError::BadReply))
+            .collect()
+    }
+
+    pub async fn set_perms(&self, path: &str, perms: &[Perm]) -> Result<(), XsClientError> {
+        self.request(MsgType::SetPerms, 0, perms_payload(path, perms))
+            .await
+            .map(drop)
+    }
+
+    pub async fn introduce(&self, domid: u32, gfn: u64, evtchn: u32) -> Result<(), XsClientError> {
+        let payload = format!("{domid}\0{gfn}\0{evtchn}\0").into_bytes();
+        self.request(MsgType::Introduce, 0, payload).await.map(drop)
+    }
+
+    pub async fn release(&self, domid: u32) -> Result<(), XsClientError> {
+        self.request(MsgType::Release, 0, nul(&domid.to_string()))
+            .await
+            .map(drop)
+    }
+
+    pub async fn get_domain_path(&self, domid: u32) -> Result<String, XsClientError> {
+        let p = self
+            .request(MsgType::GetDomainPath, 0, nul(&domid.to_string()))
+            .await?;
+        split(&p).into_iter().next().ok_or(XsClientError::BadReply)
+    }
+
+    pub async fn is_domain_introduced(&self, domid: u32) -> Result<bool, XsClientError> {
+        let p = self
+            .request(MsgType::IsDomainIntroduced, 0, nul(&domid.to_string()))
+            .await?;
+        Ok(p.starts_with(b"T"))
+    }
+
+    pub async fn set_target(&self, domid: u32, target: u32) -> Result<(), XsClientError> {
+        let payload = format!("{domid}\0{target}\0").into_bytes();
+        self.request(MsgType::SetTarget, 0, payload).await.map(drop)
+    }
+
+    /// Watches `path`: the stream yields the path of each change (the first
+    /// event names `path` itself). Dropping the stream unwatches.
+    pub async fn watch(&self, path: &str) -> Result<WatchStream, XsClientError> {
+        let token = format!("xenith-{}", self.tokens.fetch_add(1, Ordering::Relaxed)).into_bytes();
+        let (events, rx) = mpsc::unbounded_channel();
+        self.cmds
+            .send(Cmd::Watch {
+                token: token.clone(),
+                events,
+            })
+            .map_err(|_| XsClientError::Closed)?;
+        let mut payload = nul(path);
+        payload.extend_from_slice(&token);
+        payload.push(0);
+        if let Err(e) = self.request(MsgType::Watch, 0, payload).await {
+            let _ = self.cmds.send(Cmd::Forget { token });
+            return Err(e);
+        }
+        Ok(WatchStream {
+            rx,
+            path: path.to_owned(),
+            token,
+            client: self.clone(),
+        })
+    }
+
+    /// Runs `body` in a transaction, retried while the commit fails with
+    /// EAGAIN. `body` must be safe to run again (read, then write).
+    pub async fn transaction<T, F, Fut>(&self, mut body: F) -> Result<T, XsClientError>
+    where
+        F: FnMut(Transaction) -> Fut,
+        Fut: Future<Output = Result<T, XsClientError>>,
+    {
+        for _ in 0..TRANSACTION_TRIES {
+            let id = self.request(MsgType::TransactionStart, 0, vec![0]).await?;
+            let id: u32 = split(&id)
+                .first()
+                .and_then(|s| s.parse().ok())
+                .ok_or(XsClientError::BadReply)?;
+            let tx = Transaction {
+                client: self.clone(),
+                id,
+            };
+            match body(tx).await {
+                Ok(value) => match self
+                    .request(MsgType::TransactionEnd, id, b"T\0".to_vec())
+                    .await
+                {
+                    Ok(_) => return Ok(value),
+                    Err(XsClientError::Xs(XsError::EAGAIN)) => continue,
+                    Err(e) => return Err(e),
+                },
+                Err(e) => {
+                    let _ = self
+                        .request(MsgType::TransactionEnd, id, b"F\0".to_vec())
+                        .await;
+                    return Err(e);
+                }
+            }
+        }
+        Err(XsClientError::Xs(XsError::EAGAIN))
+    }
+}
+
+/// Operations inside one transaction.
+#[derive(Debug, Clone)]
+pub struct Transaction {
+    client: XsClient,
+    id: u32,
+}
+
+impl Transaction {
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    pub async fn read(&self, path: &str) -> Result<Vec<u8>, XsClientError> {
+        self.client.request(MsgType::Read, self.id, nul(path)).await
+    }
+
+    pub async fn write(&self, path: &str, value: impl AsRef<[u8]>) -> Result<(), XsClientError> {
+        self.client
+            .request(MsgType::Write, self.id, write_payload(path, value.as_ref()))
+            .await
+            .map(drop)
+    }
+
+    pub async fn mkdir(&self, path: &str) -> Result<(), XsClientError> {
+        self.client
+            .request(MsgType::Mkdir, self.id, nul(path))
+            .await
+            .map(drop)
+    }
+
+    pub async fn rm(&self, path: &str) -> Result<(), XsClientError> {
+        self.client
+            .request(MsgType::Rm, self.id, nul(path))
+            .await
+            .map(drop)
+    }
+
+    pub async fn directory(&self, path: &str) -> Result<Vec<String>, XsClientError> {
+        self.client
+            .request(MsgType::Directory, self.id, nul(path))
+            .await
+            .map(|p| split(&p))
+    }
+
+    pub async fn set_perms(&self, path: &str, perms: &[Perm]) -> Result<(), XsClientError> {
+        self.client
+            .request(MsgType::SetPerms, self.id, perms_payload(path, perms))
+            .await
+            .map(drop)
+    }
+}
+
+/// The events of one watch.
+#[derive(Debug)]
+pub struct WatchStream {
+    rx: mpsc::UnboundedReceiver<String>,
+    path: String,
+    token: Vec<u8>,
+    client: XsClient,
+}
+
+impl WatchStream {
+    /// The next changed path; None once the connection has closed.
+    pub async fn next(&mut self) -> Option<String> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for WatchStream {
+    fn drop(&mut self) {
+        let mut payload = nul(&self.path);
+        payload.extend_from_slice(&self.token);
+        payload.push(0);
+        let (reply, _) = oneshot::channel();
+        let packet = Packet::new(MsgType::Unwatch, 0, 0, payload);
+        let _ = self.client.cmds.send(Cmd::Request { packet, reply });
+        let _ = self.client.cmds.send(Cmd::Forget {
+            token: self.token.clone(),
+        });
+    }
+}
+
+fn nul(s: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(s.len() + 1);
+    v.extend_from_slice(s.as_bytes());
+    v.push(0);
+    v
+}
+
+fn write_payload(path: &str, value: &[u8]) -> Vec<u8> {
+    let mut v = nul(path);
+    v.extend_from_slice(value);
+    v
+}
+
+fn perms_payload(path: &str, perms: &[Perm]) -> Vec<u8> {
+    let mut v = nul(path);
+    for p in perms {
+        v.extend_from_slice(p.to_string().as_bytes());
+        v.push(0);
+    }
+    v
+}
+
+fn split(payload: &[u8]) -> Vec<String> {
+    let body = payload.strip_suffix(&[0]).unwrap_or(payload);
+    if body.is_empty() {
+        return Vec::new();
+    }
+    body.split(|b| *b == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// The connection's task: writes requests (everything queued, in one go),
+/// routes replies by req_id and watch events by token.
+async fn drive(mut wire: Wire, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
+    let mut pending: HashMap<u32, oneshot::Sender<Reply>> = HashMap::new();
+    let mut watches: HashMap<Vec<u8>, mpsc::UnboundedSender<String>> = HashMap::new();
+    let mut next_id: u32 = 0;
+    let mut out: Vec<Packet> = Vec::new();
+    loop {
+        let incoming = tokio::select! {
+            cmd = cmds.recv() => {
+                let Some(first) = cmd else { break };
+                let mut next = Some(first);
+                while let Some(cmd) = next {
+                    match cmd {
+                        Cmd::Request { mut packet, reply } => {
+                            next_id = next_id.wrapping_add(1).max(1);
+                            packet.req_id = next_id;
+                            pending.insert(next_id, reply);
+                            out.push(packet);
+                        }
+                        Cmd::Watch { token, events } => {
+                            watches.insert(token, events);
+                        }
+                        Cmd::Forget { token } => {
+                            watches.remove(&token);
+                        }
+                    }
+                    next = cmds.try_recv().ok();
+                }
+                if !send(&mut wire, &mut out).await {
+                    break;
+                }
+                continue;
+            }
+            packet = receive(&mut wire) => packet,
+        };
+        let Some(p) = incoming else { break };
+        if p.ty == MsgType::WatchEvent as u32 {
+            let mut parts = p.payload.split(|b| *b == 0);
+            let (Some(path), Some(token)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            if let Some(tx) = watches.get(token) {
+                let _ = tx.send(String::from_utf8_lossy(path).into_owned());
+            }
+        } else if let Some(reply) = pending.remove(&p.req_id) {
+            let result = match p.as_error() {
+                Some(e) => Err(e),
+                None if p.ty == MsgType::Error as u32 => Err(XsError::EIO),
+                None => Ok(p.payload),
+            };
+            let _ = reply.send(result);
+        }
+    }
+    if let Wire::Embedded(store, conn, _) = &wire {
+        store.disconnect(*conn);
+    }
+    // Dropping `pending` and `watches` tells every waiter the connection closed.
+}
+
+async fn send(wire: &mut Wire, out: &mut Vec<Packet>) -> bool {
+    match wire {
+        Wire::Socket(wr, _) => {
+            let mut buf = Vec::new();
+            for p in out.drain(..) {
+                p.encode_into(&mut buf);
+            }
+            wr.write_all(&buf).await.is_ok()
+        }
+        Wire::Embedded(store, conn, _) => store.send(*conn, std::mem::take(out)).is_ok(),
+    }
+}
+
+async fn receive(wire: &mut Wire) -> Option<Packet> {
+    match wire {
+        Wire::Socket(_, rd) => rd.next().await.and_then(Result::ok),
+        Wire::Embedded(_, _, rx) => match rx.recv().await {
+            Some(Outbound::Packet(p)) => Some(p),
+            Some(Outbound::Close) | None => None,
+        },
+    }
+}

@@ -1,0 +1,157 @@
+//! The xenstore client: over the socket to `xenithd xenstored`, and in
+//! process to the embedded xenstored as dom0 and as a domain.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use xenith::actors::supervisor::{RootSupervisor, Strategy, SupervisorFlags};
+use xenith::drivers::xenstore::{XsClient, XsClientError};
+use xenith::proto::xenstore::{Perm, PermLetter, XsError};
+use xenith::xenstored::Quota;
+
+const XENITHD: &str = env!("CARGO_BIN_EXE_xenithd");
+
+fn perm(letter: PermLetter, domid: u32) -> Perm {
+    Perm { letter, domid }
+}
+
+/// Exercises a client against any xenstored (privileged connection).
+async fn exercise(c: &XsClient) {
+    c.write("/c/a", "1").await.unwrap();
+    assert_eq!(c.read("/c/a").await.unwrap(), b"1");
+    assert_eq!(c.read_opt("/c/none").await.unwrap(), None);
+    assert!(matches!(
+        c.read("/c/none").await,
+        Err(XsClientError::Xs(XsError::ENOENT))
+    ));
+    c.mkdir("/c/dir").await.unwrap();
+    assert_eq!(c.directory("/c").await.unwrap(), ["a", "dir"]);
+    c.set_perms(
+        "/c/a",
+        &[perm(PermLetter::None, 0), perm(PermLetter::Read, 3)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        c.get_perms("/c/a").await.unwrap(),
+        [perm(PermLetter::None, 0), perm(PermLetter::Read, 3)]
+    );
+    assert_eq!(c.get_domain_path(12).await.unwrap(), "/local/domain/12");
+
+    // Pipelined: 2,000 requests in flight at once on one connection.
+    let writes = (0..1000).map(|i| {
+        let c = c.clone();
+        async move { c.write(&format!("/p/k{i}"), i.to_string()).await }
+    });
+    assert!(join_all(writes).await.iter().all(Result::is_ok));
+    let reads = (0..1000).map(|i| {
+        let c = c.clone();
+        async move {
+            c.read(&format!("/p/k{i}"))
+                .await
+                .map(|v| v == i.to_string().as_bytes())
+        }
+    });
+    assert!(join_all(reads).await.into_iter().all(|r| r.unwrap()));
+
+    // A watch, as a stream.
+    let mut w = c.watch("/c").await.unwrap();
+    assert_eq!(w.next().await.as_deref(), Some("/c"));
+    c.write("/c/a", "2").await.unwrap();
+    assert_eq!(w.next().await.as_deref(), Some("/c/a"));
+    drop(w);
+
+    // Transactions retried on EAGAIN: two tasks incrementing one counter.
+    c.write("/c/counter", "0").await.unwrap();
+    let bump = |c: XsClient| async move {
+        for _ in 0..50 {
+            c.transaction(|tx| async move {
+                let n: u32 = String::from_utf8_lossy(&tx.read("/c/counter").await?)
+                    .parse()
+                    .unwrap();
+                tokio::task::yield_now().await;
+                tx.write("/c/counter", (n + 1).to_string()).await
+            })
+            .await
+            .unwrap();
+        }
+    };
+    // Two tasks on one connection: their transactions interleave.
+    tokio::join!(bump(c.clone()), bump(c.clone()));
+    assert_eq!(c.read("/c/counter").await.unwrap(), b"100");
+}
+
+#[actix::test]
+async fn over_the_socket_to_xenithd_xenstored() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("xs.sock");
+    let mut child = Command::new(XENITHD)
+        .args(["xenstored", "--socket"])
+        .arg(&socket)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while UnixStream::connect(&socket).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let c = XsClient::connect_socket(&socket).await.unwrap();
+    exercise(&c).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The daemon is gone: calls fail, they do not hang.
+    assert!(matches!(c.read("/c/a").await, Err(XsClientError::Closed)));
+}
+
+#[actix::test]
+async fn in_process_as_dom0_and_as_a_domain() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, store) =
+        xenith::daemon::xenstored_spec(dir.path().join("xs.sock"), Quota::default());
+    let flags = SupervisorFlags::new(Strategy::OneForOne, 3, Duration::from_secs(10));
+    let root = RootSupervisor::start("root", flags, vec![spec])
+        .await
+        .unwrap();
+    let dom0 = XsClient::connect_embedded(&store, None).await.unwrap();
+    exercise(&dom0).await;
+
+    // A domain must be introduced first; then it acts with its own rights.
+    assert!(XsClient::connect_embedded(&store, Some(9)).await.is_err());
+    dom0.introduce(9, 0, 0).await.unwrap();
+    assert!(dom0.is_domain_introduced(9).await.unwrap());
+    dom0.write("/local/domain/9/data", "").await.unwrap();
+    dom0.set_perms("/local/domain/9/data", &[perm(PermLetter::None, 9)])
+        .await
+        .unwrap();
+    let guest = XsClient::connect_embedded(&store, Some(9)).await.unwrap();
+    guest.write("data/os_name", "Debian").await.unwrap();
+    assert_eq!(
+        dom0.read("/local/domain/9/data/os_name").await.unwrap(),
+        b"Debian"
+    );
+    assert!(matches!(
+        guest.write("/c/a", "x").await,
+        Err(XsClientError::Xs(XsError::EACCES))
+    ));
+    // More requests than the domain's outstanding quota: the client waits, none fail.
+    let many = (0..200).map(|i| {
+        let g = guest.clone();
+        async move { g.write(&format!("data/k{}", i % 50), "v").await }
+    });
+    assert!(join_all(many).await.iter().all(Result::is_ok));
+    // Release: the guest's connection is closed and its nodes are gone.
+    dom0.release(9).await.unwrap();
+    assert!(matches!(
+        guest.read("data/os_name").await,
+        Err(XsClientError::Closed)
+    ));
+    assert_eq!(
+        dom0.read_opt("/local/domain/9/data/os_name").await.unwrap(),
+        None
+    );
+    root.shutdown().await;
+}
