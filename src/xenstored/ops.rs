@@ -147,7 +147,7 @@ impl Store {
     ) -> Result<Vec<u8>, XsError> {
         if tx == 0 {
             let id = self.lookup_checked(who, path, Need::Read)?;
-            return Ok(self.tree.node(id).value.to_vec());
+            return Ok(self.tree.node(id).value().to_vec());
         }
         self.in_txn(conn, who, tx, |s, t| {
             Ok(s.tx_node(t, who, path, true, Need::Read)?.value)
@@ -164,7 +164,7 @@ impl Store {
         if tx == 0 {
             let id = self.lookup_checked(who, path, Need::Read)?;
             let n = self.tree.node(id);
-            let names = children_payload(n.children.iter().map(|c| &*self.tree.node(*c).name));
+            let names = children_payload(n.children.iter().map(|c| self.tree.node(*c).name()));
             return Ok((n.generation, names));
         }
         self.in_txn(conn, who, tx, |s, t| {
@@ -257,7 +257,7 @@ impl Store {
             };
             cur = self
                 .tree
-                .add_child(cur, part, v.into_boxed_slice(), perms, generation);
+                .add_child(cur, part, &v, perms, generation);
             self.add_owned(owner, 1);
         }
         let perms = self.tree.node(cur).perms.clone();
@@ -306,7 +306,7 @@ impl Store {
                 }
                 let generation = self.next_generation();
                 self.tree
-                    .set_value(id, value.into_boxed_slice(), generation);
+                    .set_value(id, &value, generation);
                 let perms = self.tree.node(id).perms.clone();
                 self.fire(path, true, &[&perms], ev);
             }
@@ -560,7 +560,7 @@ impl Store {
                 Some(id) => {
                     let generation = self.next_generation();
                     self.tree
-                        .set_value(id, value.into_boxed_slice(), generation);
+                        .set_value(id, &value, generation);
                     let perms = self.tree.node(id).perms.clone();
                     self.fire(&path, true, &[&perms], ev);
                 }

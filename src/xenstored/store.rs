@@ -118,8 +118,8 @@ impl Store {
     /// @introduceDomain and @releaseDomain nodes (perms n0).
     pub fn new(quota: Quota) -> Self {
         let mut tree = Tree::new();
-        let tool = tree.add_child(ROOT, "tool", Box::new([]), dom0_only(), 1);
-        tree.add_child(tool, "xenstored", Box::new([]), dom0_only(), 2);
+        let tool = tree.add_child(ROOT, "tool", b"", dom0_only(), 1);
+        tree.add_child(tool, "xenstored", b"", dom0_only(), 2);
         let mut owned = HashMap::new();
         owned.insert(0, tree.len());
         Self {

@@ -1,12 +1,16 @@
 //! The node tree: an arena of nodes, each with its value, permissions,
 //! generation and children (in creation order, as the C daemon lists them).
 //!
-//! Kept small for a million nodes: permissions are shared (`Arc`) between a
-//! parent and the children that inherit them, and only directories with many
-//! children carry a name index.
+//! Kept small for a million nodes: a node's name and value share one
+//! allocation; permissions are shared (`Arc`) between a parent and the
+//! children that inherit them; only directories with many children carry a
+//! name index, and it holds node ids only (names are hashed where they lie).
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
+
+use hashbrown::HashTable;
 
 use crate::proto::xenstore::{Perm, PermLetter};
 
@@ -25,17 +29,36 @@ pub type SharedPerms = Arc<[Perm]>;
 /// One node.
 #[derive(Debug)]
 pub struct Node {
-    pub name: Box<str>,
-    pub value: Box<[u8]>,
+    /// The name's bytes, then the value's.
+    data: Box<[u8]>,
     pub perms: SharedPerms,
+    pub children: Vec<NodeId>,
     /// The store's generation count when this node last changed (its
     /// value, its permissions or its list of children).
     pub generation: u64,
     pub parent: NodeId,
-    pub children: Vec<NodeId>,
+    name_len: u16,
 }
 
 impl Node {
+    fn new(name: &str, value: &[u8], perms: SharedPerms, generation: u64, parent: NodeId) -> Self {
+        let mut data = Vec::with_capacity(name.len() + value.len());
+        data.extend_from_slice(name.as_bytes());
+        data.extend_from_slice(value);
+        // Path components are at most 3072 bytes (the path limit).
+        let name_len = name.len().min(u16::MAX as usize) as u16;
+        Node { data: data.into_boxed_slice(), perms, children: Vec::new(), generation, parent, name_len }
+    }
+
+    pub fn name(&self) -> &str {
+        // Names come from validated paths (ASCII), so this never fails.
+        std::str::from_utf8(&self.data[..self.name_len as usize]).unwrap_or("")
+    }
+
+    pub fn value(&self) -> &[u8] {
+        &self.data[self.name_len as usize..]
+    }
+
     pub fn owner(&self) -> u32 {
         self.perms.first().map_or(0, |p| p.domid)
     }
@@ -46,18 +69,16 @@ impl Node {
 pub struct Tree {
     nodes: Vec<Option<Node>>,
     free: Vec<NodeId>,
-    /// Name indexes of large directories.
-    index: HashMap<NodeId, HashMap<Box<str>, NodeId>>,
+    /// Name indexes of large directories: ids, hashed by name.
+    index: HashMap<NodeId, HashTable<NodeId>>,
+    hasher: hashbrown::DefaultHashBuilder,
     live: usize,
 }
 
 /// The permissions of "/" and of the nodes the store starts with: owned by
 /// dom0, no access for others.
 pub fn dom0_only() -> SharedPerms {
-    Arc::from(vec![Perm {
-        letter: PermLetter::None,
-        domid: 0,
-    }])
+    Arc::from(vec![Perm { letter: PermLetter::None, domid: 0 }])
 }
 
 impl Default for Tree {
@@ -66,21 +87,23 @@ impl Default for Tree {
     }
 }
 
+fn live(nodes: &[Option<Node>], id: NodeId) -> &Node {
+    match nodes.get(id as usize) {
+        Some(Some(n)) => n,
+        // Ids handed out by the tree point at live nodes while the caller
+        // holds them; anything else is a bug in this module.
+        _ => unreachable!("stale node id {id}"),
+    }
+}
+
 impl Tree {
     /// A tree holding "/".
     pub fn new() -> Self {
-        let root = Node {
-            name: "".into(),
-            value: Box::new([]),
-            perms: dom0_only(),
-            generation: 0,
-            parent: ROOT,
-            children: Vec::new(),
-        };
         Self {
-            nodes: vec![Some(root)],
+            nodes: vec![Some(Node::new("", b"", dom0_only(), 0, ROOT))],
             free: Vec::new(),
             index: HashMap::new(),
+            hasher: hashbrown::DefaultHashBuilder::default(),
             live: 1,
         }
     }
@@ -95,12 +118,7 @@ impl Tree {
     }
 
     pub fn node(&self, id: NodeId) -> &Node {
-        match self.nodes.get(id as usize) {
-            Some(Some(n)) => n,
-            // Ids handed out by this tree always point at live nodes
-            // while the caller holds them; anything else is a bug.
-            _ => unreachable!("stale node id {id}"),
-        }
+        live(&self.nodes, id)
     }
 
     fn node_mut(&mut self, id: NodeId) -> &mut Node {
@@ -113,13 +131,10 @@ impl Tree {
     /// The child of `parent` named `name`.
     pub fn child(&self, parent: NodeId, name: &str) -> Option<NodeId> {
         if let Some(ix) = self.index.get(&parent) {
-            return ix.get(name).copied();
+            let hash = self.hasher.hash_one(name);
+            return ix.find(hash, |id| live(&self.nodes, *id).name() == name).copied();
         }
-        self.node(parent)
-            .children
-            .iter()
-            .copied()
-            .find(|c| &*self.node(*c).name == name)
+        self.node(parent).children.iter().copied().find(|c| self.node(*c).name() == name)
     }
 
     /// The node at an absolute path.
@@ -149,7 +164,7 @@ impl Tree {
         let mut cur = id;
         while cur != ROOT {
             let n = self.node(cur);
-            parts.push(&*n.name);
+            parts.push(n.name());
             cur = n.parent;
         }
         if parts.is_empty() {
@@ -169,18 +184,11 @@ impl Tree {
         &mut self,
         parent: NodeId,
         name: &str,
-        value: Box<[u8]>,
+        value: &[u8],
         perms: SharedPerms,
         generation: u64,
     ) -> NodeId {
-        let node = Node {
-            name: name.into(),
-            value,
-            perms,
-            generation,
-            parent,
-            children: Vec::new(),
-        };
+        let node = Node::new(name, value, perms, generation, parent);
         let id = match self.free.pop() {
             Some(id) => {
                 self.nodes[id as usize] = Some(node);
@@ -196,23 +204,26 @@ impl Tree {
         p.children.push(id);
         p.generation = generation;
         let count = p.children.len();
+        let (nodes, hasher) = (&self.nodes, &self.hasher);
+        let rehash = |id: &NodeId| hasher.hash_one(live(nodes, *id).name());
         if let Some(ix) = self.index.get_mut(&parent) {
-            ix.insert(name.into(), id);
+            ix.insert_unique(hasher.hash_one(name), id, rehash);
         } else if count > INDEX_AT {
-            let ix = self
-                .node(parent)
-                .children
-                .iter()
-                .map(|c| (self.node(*c).name.clone(), *c))
-                .collect();
+            let mut ix = HashTable::with_capacity(count * 2);
+            for c in &live(nodes, parent).children {
+                ix.insert_unique(rehash(c), *c, rehash);
+            }
             self.index.insert(parent, ix);
         }
         id
     }
 
-    pub fn set_value(&mut self, id: NodeId, value: Box<[u8]>, generation: u64) {
+    pub fn set_value(&mut self, id: NodeId, value: &[u8], generation: u64) {
         let n = self.node_mut(id);
-        n.value = value;
+        let mut data = Vec::with_capacity(n.name_len as usize + value.len());
+        data.extend_from_slice(&n.data[..n.name_len as usize]);
+        data.extend_from_slice(value);
+        n.data = data.into_boxed_slice();
         n.generation = generation;
     }
 
@@ -223,18 +234,20 @@ impl Tree {
     }
 
     /// Removes a node and everything below it; calls `gone` with each
-    /// removed node's owner. The root cannot be removed.
+    /// removed node. The root cannot be removed.
     pub fn remove(&mut self, id: NodeId, generation: u64, mut gone: impl FnMut(&Node)) {
         if id == ROOT {
             return;
         }
         let parent = self.node(id).parent;
-        let name = self.node(id).name.clone();
+        let hash = self.hasher.hash_one(self.node(id).name());
         let p = self.node_mut(parent);
         p.children.retain(|c| *c != id);
         p.generation = generation;
         if let Some(ix) = self.index.get_mut(&parent) {
-            ix.remove(&name);
+            if let Ok(entry) = ix.find_entry(hash, |x| *x == id) {
+                entry.remove();
+            }
         }
         let mut stack = vec![id];
         while let Some(cur) = stack.pop() {
@@ -275,12 +288,11 @@ impl Tree {
                 if child.parent != id {
                     problems.push(format!("{} has a wrong parent link", self.path_of(*c)));
                 }
-                if !names.insert(&child.name) {
-                    problems.push(format!(
-                        "{} has two children named {}",
-                        self.path_of(id),
-                        child.name
-                    ));
+                if !names.insert(child.name()) {
+                    problems.push(format!("{} has two children named {}", self.path_of(id), child.name()));
+                }
+                if self.child(id, child.name()) != Some(*c) {
+                    problems.push(format!("{}: lookup disagrees", self.path_of(*c)));
                 }
             }
             if let Some(ix) = self.index.get(&id) {
@@ -303,9 +315,9 @@ mod tests {
     #[test]
     fn add_lookup_remove_and_index() {
         let mut t = Tree::new();
-        let a = t.add_child(ROOT, "a", Box::new(*b"1"), dom0_only(), 1);
+        let a = t.add_child(ROOT, "a", b"1", dom0_only(), 1);
         for i in 0..100 {
-            t.add_child(a, &format!("c{i}"), Box::new([]), dom0_only(), 2);
+            t.add_child(a, &format!("c{i}"), b"", dom0_only(), 2);
         }
         assert_eq!(
             t.lookup("/a/c77").map(|id| t.path_of(id)),
@@ -314,7 +326,7 @@ mod tests {
         assert_eq!(t.lookup("/a/nope"), None);
         assert_eq!(t.nearest_existing("/a/nope/deeper"), a);
         let c5 = t.lookup("/a/c5").unwrap();
-        t.add_child(c5, "leaf", Box::new([]), dom0_only(), 3);
+        t.add_child(c5, "leaf", b"", dom0_only(), 3);
         assert_eq!(t.len(), 103);
         let mut gone = 0;
         t.remove(c5, 4, |_| gone += 1);
@@ -323,7 +335,7 @@ mod tests {
         assert_eq!(t.node(a).generation, 4);
         assert!(t.check().is_empty(), "{:?}", t.check());
         // Freed slots are reused.
-        let again = t.add_child(a, "c5", Box::new([]), dom0_only(), 5);
+        let again = t.add_child(a, "c5", b"", dom0_only(), 5);
         assert!(again < 103);
         assert!(t.check().is_empty());
         assert_eq!(t.node(a).children.len(), 100);

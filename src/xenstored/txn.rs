@@ -66,12 +66,12 @@ impl Txn {
         let node = tree.lookup(path).map(|id| {
             let n = tree.node(id);
             TNode {
-                value: n.value.to_vec(),
+                value: n.value().to_vec(),
                 perms: n.perms.clone(),
                 children: n
                     .children
                     .iter()
-                    .map(|c| tree.node(*c).name.clone())
+                    .map(|c| Box::<str>::from(tree.node(*c).name()))
                     .collect(),
             }
         });
@@ -206,12 +206,12 @@ mod tests {
     #[test]
     fn own_view_reads_recorded_blind_writes_not() {
         let mut tree = Tree::new();
-        let a = tree.add_child(ROOT, "a", Box::new(*b"1"), dom0_only(), 1);
+        let a = tree.add_child(ROOT, "a", b"1", dom0_only(), 1);
         let inherit = |p: &SharedPerms| p.clone();
         let mut t = Txn::default();
         assert_eq!(t.get(&tree, "/a", true).unwrap().value, b"1");
         // An outside change: the transaction still sees its copy, and is stale.
-        tree.set_value(a, Box::new(*b"2"), 2);
+        tree.set_value(a, b"2", 2);
         assert_eq!(t.get(&tree, "/a", true).unwrap().value, b"1");
         assert!(!t.still_valid(&tree));
         // Blind writes in another transaction do not conflict.
@@ -227,7 +227,7 @@ mod tests {
             .children
             .iter()
             .any(|c| &**c == "x"));
-        tree.add_child(ROOT, "other", Box::new([]), dom0_only(), 3);
+        tree.add_child(ROOT, "other", b"", dom0_only(), 3);
         assert!(u.still_valid(&tree));
         // Removing hides the subtree, recreating shows only what is new.
         u.remove(&tree, "/x");
