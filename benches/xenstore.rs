@@ -30,8 +30,18 @@ struct Scale {
     nodes: usize,
 }
 
-const FULL: Scale = Scale { seconds: 1.0, clients: &[1, 16, 64], watchers: 1000, nodes: 1_000_000 };
-const SMOKE: Scale = Scale { seconds: 0.05, clients: &[1, 4], watchers: 20, nodes: 2000 };
+const FULL: Scale = Scale {
+    seconds: 1.0,
+    clients: &[1, 16, 64],
+    watchers: 1000,
+    nodes: 1_000_000,
+};
+const SMOKE: Scale = Scale {
+    seconds: 0.05,
+    clients: &[1, 4],
+    watchers: 20,
+    nodes: 2000,
+};
 
 struct Server {
     child: Child,
@@ -55,7 +65,11 @@ impl Server {
             assert!(t0.elapsed() < Duration::from_secs(10));
             std::thread::sleep(Duration::from_millis(10));
         }
-        Server { child, socket, _dir: dir }
+        Server {
+            child,
+            socket,
+            _dir: dir,
+        }
     }
 
     fn rss_kib(&self) -> u64 {
@@ -89,7 +103,10 @@ async fn one(c: &XsClient, op: Op, client: usize, i: u64) {
         Op::Read => {
             c.read(&format!("/bench/r/{client}")).await.unwrap();
         }
-        Op::Write => c.write(&format!("/bench/w/{client}/{}", i % 16), "value").await.unwrap(),
+        Op::Write => c
+            .write(&format!("/bench/w/{client}/{}", i % 16), "value")
+            .await
+            .unwrap(),
         Op::Directory => {
             c.directory("/bench/d").await.unwrap();
         }
@@ -112,7 +129,13 @@ async fn one(c: &XsClient, op: Op, client: usize, i: u64) {
 
 /// Runs `clients` clients for `seconds`, each with `depth` requests in
 /// flight; returns (ops/s, p50 µs, p99 µs).
-async fn load(socket: &Path, op: Op, clients: usize, depth: usize, seconds: f64) -> (f64, f64, f64) {
+async fn load(
+    socket: &Path,
+    op: Op,
+    clients: usize,
+    depth: usize,
+    seconds: f64,
+) -> (f64, f64, f64) {
     let mut conns = Vec::new();
     for _ in 0..clients {
         conns.push(XsClient::connect_socket(socket).await.unwrap());
@@ -154,7 +177,9 @@ async fn load(socket: &Path, op: Op, clients: usize, depth: usize, seconds: f64)
 
 async fn prepare(c: &XsClient, clients: usize) {
     for i in 0..clients {
-        c.write(&format!("/bench/r/{i}"), "some value").await.unwrap();
+        c.write(&format!("/bench/r/{i}"), "some value")
+            .await
+            .unwrap();
         for slot in 0..32 {
             c.write(&format!("/bench/t/{i}/{slot}"), "0").await.unwrap();
         }
@@ -193,7 +218,10 @@ async fn memory_per_node(server: &Server, nodes: usize) -> (f64, u64) {
     let mut inflight = FuturesUnordered::new();
     for i in 0..nodes {
         let c = c.clone();
-        inflight.push(async move { c.write(&format!("/mem/{}/{}", i / 1000, i % 1000), "v").await });
+        inflight.push(async move {
+            c.write(&format!("/mem/{}/{}", i / 1000, i % 1000), "v")
+                .await
+        });
         if inflight.len() >= 256 {
             inflight.next().await.unwrap().unwrap();
         }
@@ -208,7 +236,10 @@ async fn memory_per_node(server: &Server, nodes: usize) -> (f64, u64) {
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let scale = if full { FULL } else { SMOKE };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let server = Server::start();
         let admin = XsClient::connect_socket(&server.socket).await.unwrap();
@@ -218,14 +249,22 @@ fn main() {
         for op in [Op::Read, Op::Write, Op::Directory, Op::Transaction] {
             for &clients in scale.clients {
                 for (mode, depth) in [("one at a time", 1), ("pipelined x32", 32)] {
-                    let (ops, p50, p99) = load(&server.socket, op, clients, depth, scale.seconds).await;
+                    let (ops, p50, p99) =
+                        load(&server.socket, op, clients, depth, scale.seconds).await;
                     println!("| {op:?} | {clients} | {mode} | {ops:.0} | {p50:.1} | {p99:.1} |");
                 }
             }
         }
         let (p50, p99) = watch_fanout(&server.socket, scale.watchers, 50).await;
-        println!("\nwatch event to {} watchers: p50 {p50:.2} ms, p99 {p99:.2} ms", scale.watchers);
+        println!(
+            "\nwatch event to {} watchers: p50 {p50:.2} ms, p99 {p99:.2} ms",
+            scale.watchers
+        );
         let (per_node, rss) = memory_per_node(&server, scale.nodes).await;
-        println!("memory: {per_node:.0} bytes per node at {} nodes (daemon RSS {} MiB)", scale.nodes, rss / 1024);
+        println!(
+            "memory: {per_node:.0} bytes per node at {} nodes (daemon RSS {} MiB)",
+            scale.nodes,
+            rss / 1024
+        );
     });
 }

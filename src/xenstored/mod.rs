@@ -4,6 +4,8 @@
 //! Permissions, transactions, watches, quotas and domains follow the C
 //! daemon (tools/xenstored); ../shared/notes/xenstore.md has the facts.
 
+#[doc(hidden)]
+pub mod fuzz;
 mod ops;
 pub mod store;
 pub mod tree;

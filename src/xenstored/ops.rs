@@ -255,9 +255,7 @@ impl Store {
             } else {
                 Vec::new()
             };
-            cur = self
-                .tree
-                .add_child(cur, part, &v, perms, generation);
+            cur = self.tree.add_child(cur, part, &v, perms, generation);
             self.add_owned(owner, 1);
         }
         let perms = self.tree.node(cur).perms.clone();
@@ -305,8 +303,7 @@ impl Store {
                     return Err(XsError::EACCES);
                 }
                 let generation = self.next_generation();
-                self.tree
-                    .set_value(id, &value, generation);
+                self.tree.set_value(id, &value, generation);
                 let perms = self.tree.node(id).perms.clone();
                 self.fire(path, true, &[&perms], ev);
             }
@@ -559,8 +556,7 @@ impl Store {
             Op::Write(path, value) => match self.tree.lookup(&path) {
                 Some(id) => {
                     let generation = self.next_generation();
-                    self.tree
-                        .set_value(id, &value, generation);
+                    self.tree.set_value(id, &value, generation);
                     let perms = self.tree.node(id).perms.clone();
                     self.fire(&path, true, &[&perms], ev);
                 }

@@ -47,7 +47,14 @@ impl Node {
         data.extend_from_slice(value);
         // Path components are at most 3072 bytes (the path limit).
         let name_len = name.len().min(u16::MAX as usize) as u16;
-        Node { data: data.into_boxed_slice(), perms, children: Vec::new(), generation, parent, name_len }
+        Node {
+            data: data.into_boxed_slice(),
+            perms,
+            children: Vec::new(),
+            generation,
+            parent,
+            name_len,
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -78,7 +85,10 @@ pub struct Tree {
 /// The permissions of "/" and of the nodes the store starts with: owned by
 /// dom0, no access for others.
 pub fn dom0_only() -> SharedPerms {
-    Arc::from(vec![Perm { letter: PermLetter::None, domid: 0 }])
+    Arc::from(vec![Perm {
+        letter: PermLetter::None,
+        domid: 0,
+    }])
 }
 
 impl Default for Tree {
@@ -132,9 +142,15 @@ impl Tree {
     pub fn child(&self, parent: NodeId, name: &str) -> Option<NodeId> {
         if let Some(ix) = self.index.get(&parent) {
             let hash = self.hasher.hash_one(name);
-            return ix.find(hash, |id| live(&self.nodes, *id).name() == name).copied();
+            return ix
+                .find(hash, |id| live(&self.nodes, *id).name() == name)
+                .copied();
         }
-        self.node(parent).children.iter().copied().find(|c| self.node(*c).name() == name)
+        self.node(parent)
+            .children
+            .iter()
+            .copied()
+            .find(|c| self.node(*c).name() == name)
     }
 
     /// The node at an absolute path.
@@ -289,7 +305,11 @@ impl Tree {
                     problems.push(format!("{} has a wrong parent link", self.path_of(*c)));
                 }
                 if !names.insert(child.name()) {
-                    problems.push(format!("{} has two children named {}", self.path_of(id), child.name()));
+                    problems.push(format!(
+                        "{} has two children named {}",
+                        self.path_of(id),
+                        child.name()
+                    ));
                 }
                 if self.child(id, child.name()) != Some(*c) {
                     problems.push(format!("{}: lookup disagrees", self.path_of(*c)));

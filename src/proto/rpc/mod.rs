@@ -11,3 +11,16 @@ pub mod wire;
 pub use client::{ClientError, RemoteError, RpcClient};
 pub use codec::{CodecError, MsgpackCodec};
 pub use server::{RpcListener, RpcService};
+
+/// Fuzz harness: bytes → frames → messages → calls. Must never panic.
+#[doc(hidden)]
+pub fn fuzz_frames(data: &[u8]) {
+    use tokio_util::codec::Decoder;
+    let mut buf = tokio_util::bytes::BytesMut::from(data);
+    let mut codec = MsgpackCodec::new(1 << 20);
+    while let Ok(Some(frame)) = codec.decode(&mut buf) {
+        if let Ok(wire::Incoming::Request { method, params, .. }) = wire::parse(frame) {
+            let _ = methods::parse_call(&method, params);
+        }
+    }
+}
