@@ -1,8 +1,12 @@
-//! The xenstored socket service: each connection registers with the
-//! xenstored actor as a privileged (dom0) client, its requests go there in
-//! batches (everything already read, in one message), and replies and watch
-//! events come back on its outbound channel, in order.
+//! The xenstored socket service. Each connection is an actor
+//! (`XsConnection`): it registers with the xenstored actor as a privileged
+//! (dom0) client, sends its requests there in batches (everything already
+//! read, in one message), and writes the replies and watch events that come
+//! back on its outbound channel, in order. A connection actor is a temporary
+//! worker in OTP terms: never restarted (a failed connection is closed, its
+//! client reconnects), and stopped with its listener (the cancel token).
 
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
@@ -13,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::codec::XsCodec;
 use crate::actors::xenstored::{Outbound, XenstoredHandle};
 use crate::proto::socket::Service;
+use crate::xenstored::ConnId;
 
 /// Serves xenstore clients on a Unix socket.
 #[derive(Debug, Clone)]
@@ -44,6 +49,51 @@ async fn serve(stream: UnixStream, store: XenstoredHandle, cancel: CancellationT
             return;
         }
     };
+    XsConnection {
+        io: Some((stream, outbound, cancel)),
+        store,
+        conn,
+    }
+    .start();
+}
+
+/// One client connection.
+#[derive(Debug)]
+pub struct XsConnection {
+    io: Option<(
+        UnixStream,
+        mpsc::UnboundedReceiver<Outbound>,
+        CancellationToken,
+    )>,
+    store: XenstoredHandle,
+    conn: ConnId,
+}
+
+impl Actor for XsConnection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let Some((stream, outbound, cancel)) = self.io.take() else {
+            return;
+        };
+        let io = run(stream, outbound, cancel, self.store.clone(), self.conn);
+        ctx.spawn(io.into_actor(self).map(|_, _, ctx| ctx.stop()));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.store.disconnect(self.conn);
+    }
+}
+
+/// The connection's I/O: until the peer goes, the store closes it, or the
+/// listener stops.
+async fn run(
+    stream: UnixStream,
+    outbound: mpsc::UnboundedReceiver<Outbound>,
+    cancel: CancellationToken,
+    store: XenstoredHandle,
+    conn: ConnId,
+) {
     let (rd, wr) = stream.into_split();
     let reading = async {
         let mut reader = FramedRead::new(rd, XsCodec);
@@ -73,7 +123,6 @@ async fn serve(stream: UnixStream, store: XenstoredHandle, cancel: CancellationT
         _ = write_out(wr, outbound) => {}
         _ = cancel.cancelled() => {}
     }
-    store.disconnect(conn);
 }
 
 /// Writes everything queued for this connection, a batch per write, until
