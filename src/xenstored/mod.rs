@@ -12,5 +12,5 @@ pub mod tree;
 pub mod txn;
 pub mod watch;
 
-pub use store::{Out, Quota, Store};
+pub use store::{Out, Outbound, Quota, Store};
 pub use watch::ConnId;

@@ -37,6 +37,14 @@ impl Default for Quota {
     }
 }
 
+/// What goes back to a connection, on its outbound channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound {
+    Packet(Packet),
+    /// The store dropped this connection (its domain was released).
+    Close,
+}
+
 /// What handling a request produces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Out {

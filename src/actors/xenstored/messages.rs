@@ -4,15 +4,7 @@ use actix::Message;
 use tokio::sync::mpsc;
 
 use crate::proto::xenstore::{Packet, XsError};
-use crate::xenstored::ConnId;
-
-/// What goes back to a connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outbound {
-    Packet(Packet),
-    /// The store dropped this connection (its domain was released).
-    Close,
-}
+use crate::xenstored::{ConnId, Outbound};
 
 /// Registers a connection.
 #[derive(Debug)]

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use actix::{Actor, AsyncContext, Context, Handler, MessageResult};
 use tokio::sync::mpsc;
 
-pub use messages::{Connect, Disconnect, Outbound, Requests, Stats, StoreStats};
+pub use crate::xenstored::Outbound;
+pub use messages::{Connect, Disconnect, Requests, Stats, StoreStats};
 
 use super::slot::AddrSlot;
 use super::supervisor::ChildSpec;
@@ -124,6 +125,34 @@ impl Handler<Stats> for XenstoredActor {
             nodes: self.store.node_count(),
             connections: self.store.connection_count(),
         })
+    }
+}
+
+impl crate::drivers::xenstore::EmbeddedStore for XenstoredHandle {
+    fn connect(
+        &self,
+        domid: Option<u32>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<(ConnId, mpsc::UnboundedReceiver<Outbound>), String>,
+                > + Send,
+        >,
+    > {
+        let this = self.clone();
+        Box::pin(async move {
+            XenstoredHandle::connect(&this, domid)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn send(&self, conn: ConnId, packets: Vec<Packet>) -> bool {
+        XenstoredHandle::send(self, conn, packets).is_ok()
+    }
+
+    fn disconnect(&self, conn: ConnId) {
+        XenstoredHandle::disconnect(self, conn);
     }
 }
 

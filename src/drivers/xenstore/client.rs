@@ -13,9 +13,9 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::codec::FramedRead;
 
-use crate::actors::xenstored::{Outbound, XenstoredError, XenstoredHandle};
+use super::EmbeddedStore;
 use crate::proto::xenstore::{MsgType, Packet, Perm, XsCodec, XsError};
-use crate::xenstored::ConnId;
+use crate::xenstored::{ConnId, Outbound};
 
 /// How many times a transaction is tried before EAGAIN is returned.
 const TRANSACTION_TRIES: usize = 100;
@@ -31,8 +31,8 @@ pub enum XsClientError {
     Xs(#[from] XsError),
     #[error("cannot connect to xenstored at {0}")]
     Connect(String, #[source] std::io::Error),
-    #[error("the embedded xenstored is unavailable")]
-    Embedded(#[from] XenstoredError),
+    #[error("the embedded xenstored refused the connection: {0}")]
+    Embedded(String),
     #[error("the xenstore connection closed")]
     Closed,
     #[error("xenstored sent a reply that does not parse")]
@@ -71,7 +71,11 @@ impl std::fmt::Debug for Cmd {
 
 enum Wire {
     Socket(OwnedWriteHalf, FramedRead<OwnedReadHalf, XsCodec>),
-    Embedded(XenstoredHandle, ConnId, mpsc::UnboundedReceiver<Outbound>),
+    Embedded(
+        Arc<dyn EmbeddedStore>,
+        ConnId,
+        mpsc::UnboundedReceiver<Outbound>,
+    ),
 }
 
 impl XsClient {
@@ -89,16 +93,20 @@ impl XsClient {
 
     /// Connects in process to the embedded xenstored: privileged (dom0)
     /// with `None`, else as that introduced domain.
-    pub async fn connect_embedded(
-        store: &XenstoredHandle,
+    pub async fn connect_embedded<S: EmbeddedStore + Clone>(
+        store: &S,
         domid: Option<u32>,
     ) -> Result<Self, XsClientError> {
-        let (conn, rx) = store.connect(domid).await?;
+        let (conn, rx) = store
+            .connect(domid)
+            .await
+            .map_err(XsClientError::Embedded)?;
+        let store: Arc<dyn EmbeddedStore> = Arc::new(store.clone());
         let limit = match domid {
             Some(d) if d != 0 => Some(Arc::new(Semaphore::new(DOMAIN_OUTSTANDING))),
             _ => None,
         };
-        Ok(Self::spawn(Wire::Embedded(store.clone(), conn, rx), limit))
+        Ok(Self::spawn(Wire::Embedded(store, conn, rx), limit))
     }
 
     fn spawn(wire: Wire, limit: Option<Arc<Semaphore>>) -> Self {
@@ -454,7 +462,7 @@ async fn send(wire: &mut Wire, out: &mut Vec<Packet>) -> bool {
             }
             wr.write_all(&buf).await.is_ok()
         }
-        Wire::Embedded(store, conn, _) => store.send(*conn, std::mem::take(out)).is_ok(),
+        Wire::Embedded(store, conn, _) => store.send(*conn, std::mem::take(out)),
     }
 }
 

@@ -6,4 +6,32 @@
 
 mod client;
 
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::sync::mpsc;
+
 pub use client::{Transaction, WatchStream, XsClient, XsClientError};
+
+use crate::proto::xenstore::Packet;
+use crate::xenstored::{ConnId, Outbound};
+
+/// An in-process xenstored the client can reach without a socket (xenith's
+/// embedded one implements this in its actor's handle).
+pub trait EmbeddedStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Opens a connection: privileged with `None`, else as that domain.
+    #[allow(clippy::type_complexity)]
+    fn connect(
+        &self,
+        domid: Option<u32>,
+    ) -> Pin<
+        Box<
+            dyn Future<Output = Result<(ConnId, mpsc::UnboundedReceiver<Outbound>), String>> + Send,
+        >,
+    >;
+
+    /// Sends requests of one connection; false if the store is gone.
+    fn send(&self, conn: ConnId, packets: Vec<Packet>) -> bool;
+
+    fn disconnect(&self, conn: ConnId);
+}
