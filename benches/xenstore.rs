@@ -12,9 +12,7 @@
 //! a small smoke version so that it stays working.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -43,51 +41,18 @@ const SMOKE: Scale = Scale {
     nodes: 2000,
 };
 
-struct Server {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
+#[path = "../tests/common/xenstored.rs"]
+mod xenstored;
 
-impl Server {
-    fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("xs.sock");
-        let child = Command::new(XENITHD)
-            .args(["xenstored", "--socket"])
-            .arg(&socket)
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let t0 = Instant::now();
-        while UnixStream::connect(&socket).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(10));
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Server {
-            child,
-            socket,
-            _dir: dir,
-        }
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The daemon's resident memory.
+fn rss_kib(server: &xenstored::Xenstored) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -212,9 +177,9 @@ async fn watch_fanout(socket: &Path, n: usize, rounds: usize) -> (f64, f64) {
     (times[times.len() / 2], times[(times.len() - 1) * 99 / 100])
 }
 
-async fn memory_per_node(server: &Server, nodes: usize) -> (f64, u64) {
+async fn memory_per_node(server: &xenstored::Xenstored, nodes: usize) -> (f64, u64) {
     let c = XsClient::connect_socket(&server.socket).await.unwrap();
-    let before = server.rss_kib();
+    let before = rss_kib(server);
     let mut inflight = FuturesUnordered::new();
     for i in 0..nodes {
         let c = c.clone();
@@ -229,7 +194,7 @@ async fn memory_per_node(server: &Server, nodes: usize) -> (f64, u64) {
     while let Some(r) = inflight.next().await {
         r.unwrap();
     }
-    let after = server.rss_kib();
+    let after = rss_kib(server);
     ((after - before) as f64 * 1024.0 / nodes as f64, after)
 }
 
@@ -241,7 +206,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let server = Server::start();
+        let server = xenstored::Xenstored::start(XENITHD);
         let admin = XsClient::connect_socket(&server.socket).await.unwrap();
         prepare(&admin, 64).await;
         println!("| op | clients | mode | ops/s | p50 µs | p99 µs |");

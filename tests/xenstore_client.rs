@@ -2,9 +2,11 @@
 //! process to the embedded xenstored as dom0 and as a domain.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::os::unix::net::UnixStream;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
+
+use common::xenstored::Xenstored;
 
 use futures_util::future::join_all;
 use xenith::actors::supervisor::{RootSupervisor, Strategy, SupervisorFlags};
@@ -86,23 +88,12 @@ async fn exercise(c: &XsClient) {
 
 #[actix::test]
 async fn over_the_socket_to_xenithd_xenstored() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("xs.sock");
-    let mut child = Command::new(XENITHD)
-        .args(["xenstored", "--socket"])
-        .arg(&socket)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while UnixStream::connect(&socket).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut xs = Xenstored::start(XENITHD);
+    let socket = xs.socket.clone();
     let c = XsClient::connect_socket(&socket).await.unwrap();
     exercise(&c).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    xs.child.kill().unwrap();
+    xs.child.wait().unwrap();
     // The daemon is gone: calls fail, they do not hang.
     assert!(matches!(c.read("/c/a").await, Err(XsClientError::Closed)));
 }

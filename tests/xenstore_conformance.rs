@@ -6,46 +6,23 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 const XENITHD: &str = env!("CARGO_BIN_EXE_xenithd");
 const TEST_XENSTORE: &str = "/usr/lib/xen-4.17/bin/test-xenstore";
 
-struct Xenstored {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
+mod common;
+
+use common::xenstored::Xenstored;
+
+trait Tools {
+    fn tool(&self, name: &str, args: &[&str]) -> Output;
+    fn expect(&self, name: &str, args: &[&str], code: i32, stdout: &str, stderr: &str);
 }
 
-impl Xenstored {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("xenstored.sock");
-        let child = Command::new(XENITHD)
-            .args(["xenstored", "--socket"])
-            .arg(&socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let t0 = Instant::now();
-        while UnixStream::connect(&socket).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "xenithd xenstored did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Self {
-            child,
-            socket,
-            _dir: dir,
-        }
-    }
-
+impl Tools for Xenstored {
     fn tool(&self, name: &str, args: &[&str]) -> Output {
         let path = Path::new("/usr/bin").join(name);
         assert!(
@@ -76,16 +53,9 @@ impl Xenstored {
     }
 }
 
-impl Drop for Xenstored {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn xenstore_utils_behave_as_with_the_c_daemon() {
-    let xs = Xenstored::start();
+    let xs = Xenstored::start(XENITHD);
     xs.expect(
         "xenstore-write",
         &["/a/b", "hello", "/a/c", "world"],
@@ -194,7 +164,7 @@ fn xenstore_utils_behave_as_with_the_c_daemon() {
 
 #[test]
 fn xenstore_watch_sees_the_initial_event_then_changes() {
-    let xs = Xenstored::start();
+    let xs = Xenstored::start(XENITHD);
     xs.expect("xenstore-write", &["/w/x", "0"], 0, "", "");
     let watch = Command::new("/usr/bin/xenstore-watch")
         .args(["-n", "3", "/w"])
@@ -216,7 +186,7 @@ fn test_xenstore_passes_every_test_100_times() {
         Path::new(TEST_XENSTORE).exists(),
         "{TEST_XENSTORE} is missing: run ./scripts/test, which installs Debian's xen-utils-4.17"
     );
-    let xs = Xenstored::start();
+    let xs = Xenstored::start(XENITHD);
     let list = Command::new(TEST_XENSTORE).arg("-l").output().unwrap();
     let names: Vec<String> = String::from_utf8_lossy(&list.stdout)
         .lines()
@@ -272,7 +242,7 @@ fn closed(s: &mut UnixStream) -> bool {
 
 #[test]
 fn bad_requests_get_the_right_error_and_bad_streams_lose_their_connection_only() {
-    let xs = Xenstored::start();
+    let xs = Xenstored::start(XENITHD);
     xs.expect("xenstore-write", &["/keep", "safe"], 0, "", "");
     let mut bystander = UnixStream::connect(&xs.socket).unwrap();
     let mut s = UnixStream::connect(&xs.socket).unwrap();

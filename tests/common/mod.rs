@@ -8,6 +8,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use xenith::actors::supervisor::{ChildSpec, ExitSlot, StartError, SupervisorHandle};
 
+pub mod xenstored;
+
 /// Every worker instance gets a unique number, so a restart is visible.
 static INSTANCES: AtomicU64 = AtomicU64::new(1);
 
