@@ -5,4 +5,7 @@ pub mod hypervisor;
 pub mod sim;
 pub mod xenstore;
 
-pub use hypervisor::{select, Hypervisor, HypervisorError, HypervisorKind, PhysInfo};
+pub use hypervisor::{
+    select, BootImage, Built, DomId, DomainConfig, DomainEvent, DomainInfo, DomainType, Hypervisor,
+    HypervisorError, HypervisorKind, PhysInfo, ShutdownReason,
+};

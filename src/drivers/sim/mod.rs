@@ -1,24 +1,81 @@
 //! The simulated hypervisor: a Xen host in memory, for hosts without Xen
 //! and for tests at scale. It is labelled as such everywhere it shows
-//! (`host.info` says `hypervisor: "sim"` and a `(simulated)` version).
+//! (`host.info` says `hypervisor: "sim"` and a `(simulated)` version), and
+//! behaves like Xen where the toolstack can see it: domids from 1, not
+//! reused until they wrap; memory admission; paused at creation; run
+//! states; shutdown reasons with Xen's codes; death notifications.
+//!
+//! The state sits behind one mutex: this stands in for the hypervisor
+//! itself, and calls reach it from the blocking pool as hypercalls would.
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::mpsc;
+
+use super::hypervisor::{
+    BootImage, Built, DomId, DomainConfig, DomainEvent, DomainInfo, DomainType, Hypervisor,
+    HypervisorError, HypervisorKind, PhysInfo, ShutdownReason,
+};
 use crate::config::SimConfig;
-
-use super::hypervisor::{Hypervisor, HypervisorError, HypervisorKind, PhysInfo};
 
 /// The Xen version the simulation imitates.
 pub const SIM_XEN_VERSION: &str = "4.17.0 (simulated)";
 
-/// A simulated Xen host. So far it holds only dom0.
+#[derive(Debug)]
+struct SimDomain {
+    uuid: [u8; 16],
+    domain_type: DomainType,
+    memory_mib: u64,
+    target_mib: u64,
+    vcpus: u32,
+    paused: bool,
+    built: bool,
+    shutdown: Option<ShutdownReason>,
+    watchers: Vec<mpsc::UnboundedSender<DomainEvent>>,
+}
+
+#[derive(Debug)]
+struct State {
+    domains: BTreeMap<u16, SimDomain>,
+    /// The next domid to try (Xen hands them out round-robin).
+    next_domid: u16,
+    used_mib: u64,
+    next_port: u32,
+}
+
+/// A simulated Xen host.
 #[derive(Debug)]
 pub struct SimHypervisor {
     config: SimConfig,
+    state: Mutex<State>,
 }
 
 impl SimHypervisor {
     pub fn new(config: SimConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            state: Mutex::new(State { domains: BTreeMap::new(), next_domid: 1, used_mib: 0, next_port: 1 }),
+        }
     }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the state as it was at that
+        // point; the simulation goes on with it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn free_mib(&self, st: &State) -> u64 {
+        self.config.total_mib.saturating_sub(self.config.dom0_mib + st.used_mib)
+    }
+}
+
+fn domain(st: &mut State, domid: DomId) -> Result<&mut SimDomain, HypervisorError> {
+    st.domains.get_mut(&domid.0).ok_or(HypervisorError::NoSuchDomain(domid))
+}
+
+fn notify(d: &mut SimDomain, event: DomainEvent) {
+    d.watchers.retain(|w| w.send(event).is_ok());
 }
 
 impl Hypervisor for SimHypervisor {
@@ -27,11 +84,251 @@ impl Hypervisor for SimHypervisor {
     }
 
     fn physinfo(&self) -> Result<PhysInfo, HypervisorError> {
+        let st = self.state();
         Ok(PhysInfo {
             xen_version: SIM_XEN_VERSION.to_owned(),
             total_mib: self.config.total_mib,
-            free_mib: self.config.total_mib - self.config.dom0_mib,
+            free_mib: self.free_mib(&st),
             cpus: self.config.cpus,
         })
+    }
+
+    fn create_domain(&self, config: &DomainConfig) -> Result<DomId, HypervisorError> {
+        if config.vcpus == 0 || config.vcpus > self.config.cpus.max(1) * 8 {
+            return Err(HypervisorError::InvalidConfig(format!("{} vcpus", config.vcpus)));
+        }
+        if config.memory_mib == 0 {
+            return Err(HypervisorError::InvalidConfig("no memory".into()));
+        }
+        let mut st = self.state();
+        let free_mib = self.free_mib(&st);
+        if config.memory_mib > free_mib {
+            return Err(HypervisorError::NotEnoughMemory { needed_mib: config.memory_mib, free_mib });
+        }
+        // Round-robin from the last id handed out, skipping ids in use.
+        let mut candidate = st.next_domid;
+        let mut tries = 0u32;
+        while st.domains.contains_key(&candidate) {
+            candidate = if candidate + 1 >= DomId::FIRST_RESERVED { 1 } else { candidate + 1 };
+            tries += 1;
+            if tries >= u32::from(DomId::FIRST_RESERVED) {
+                return Err(HypervisorError::NoFreeDomid);
+            }
+        }
+        st.next_domid = if candidate + 1 >= DomId::FIRST_RESERVED { 1 } else { candidate + 1 };
+        st.used_mib += config.memory_mib;
+        st.domains.insert(
+            candidate,
+            SimDomain {
+                uuid: config.uuid,
+                domain_type: config.domain_type,
+                memory_mib: config.memory_mib,
+                target_mib: config.memory_mib,
+                vcpus: config.vcpus,
+                paused: true,
+                built: false,
+                shutdown: None,
+                watchers: Vec::new(),
+            },
+        );
+        Ok(DomId(candidate))
+    }
+
+    fn build_domain(&self, domid: DomId, image: &BootImage) -> Result<Built, HypervisorError> {
+        if image.kernel.as_os_str().is_empty() {
+            return Err(HypervisorError::InvalidConfig("no kernel".into()));
+        }
+        let mut st = self.state();
+        let port = st.next_port;
+        st.next_port += 2;
+        let d = domain(&mut st, domid)?;
+        if d.built {
+            return Err(HypervisorError::InvalidConfig(format!("domain {domid} is already built")));
+        }
+        d.built = true;
+        // Guest frame numbers as a PV builder would place them, high in the guest's memory.
+        let top = d.memory_mib * 256;
+        Ok(Built { store_port: port, store_gfn: top - 2, console_port: port + 1, console_gfn: top - 1 })
+    }
+
+    fn unpause(&self, domid: DomId) -> Result<(), HypervisorError> {
+        let mut st = self.state();
+        let d = domain(&mut st, domid)?;
+        if !d.built {
+            return Err(HypervisorError::InvalidConfig(format!("domain {domid} has not been built")));
+        }
+        d.paused = false;
+        Ok(())
+    }
+
+    fn pause(&self, domid: DomId) -> Result<(), HypervisorError> {
+        domain(&mut self.state(), domid)?.paused = true;
+        Ok(())
+    }
+
+    fn shutdown(&self, domid: DomId, reason: ShutdownReason) -> Result<(), HypervisorError> {
+        let mut st = self.state();
+        let d = domain(&mut st, domid)?;
+        if d.shutdown.is_none() {
+            d.shutdown = Some(reason);
+            notify(d, DomainEvent::Shutdown(reason));
+        }
+        Ok(())
+    }
+
+    fn destroy(&self, domid: DomId) -> Result<(), HypervisorError> {
+        let mut st = self.state();
+        let mut d = st.domains.remove(&domid.0).ok_or(HypervisorError::NoSuchDomain(domid))?;
+        st.used_mib -= d.memory_mib;
+        notify(&mut d, DomainEvent::Destroyed);
+        Ok(())
+    }
+
+    fn domain_info(&self, domid: DomId) -> Result<DomainInfo, HypervisorError> {
+        if domid == DomId::DOM0 {
+            return Ok(self.dom0_info());
+        }
+        let st = self.state();
+        let d = st.domains.get(&domid.0).ok_or(HypervisorError::NoSuchDomain(domid))?;
+        Ok(info(domid, d))
+    }
+
+    fn list_domains(&self) -> Result<Vec<DomainInfo>, HypervisorError> {
+        let st = self.state();
+        let mut all = vec![self.dom0_info()];
+        all.extend(st.domains.iter().map(|(id, d)| info(DomId(*id), d)));
+        Ok(all)
+    }
+
+    fn set_memory_target(&self, domid: DomId, mib: u64) -> Result<(), HypervisorError> {
+        let mut st = self.state();
+        let d = domain(&mut st, domid)?;
+        if mib > d.memory_mib {
+            return Err(HypervisorError::InvalidConfig(format!(
+                "target {mib} MiB above the maximum {} MiB",
+                d.memory_mib
+            )));
+        }
+        d.target_mib = mib;
+        Ok(())
+    }
+
+    fn subscribe(&self, domid: DomId) -> Result<mpsc::UnboundedReceiver<DomainEvent>, HypervisorError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut st = self.state();
+        let d = domain(&mut st, domid)?;
+        // A subscriber that arrives after the shutdown still learns of it.
+        if let Some(reason) = d.shutdown {
+            let _ = tx.send(DomainEvent::Shutdown(reason));
+        }
+        d.watchers.push(tx);
+        Ok(rx)
+    }
+}
+
+impl SimHypervisor {
+    fn dom0_info(&self) -> DomainInfo {
+        DomainInfo {
+            domid: DomId::DOM0,
+            uuid: [0; 16],
+            domain_type: DomainType::Pv,
+            paused: false,
+            dying: false,
+            shutdown: None,
+            memory_kib: self.config.dom0_mib * 1024,
+            max_memory_kib: self.config.dom0_mib * 1024,
+            vcpus: self.config.cpus,
+            cpu_time_ns: 0,
+        }
+    }
+}
+
+fn info(domid: DomId, d: &SimDomain) -> DomainInfo {
+    DomainInfo {
+        domid,
+        uuid: d.uuid,
+        domain_type: d.domain_type,
+        paused: d.paused,
+        dying: false,
+        shutdown: d.shutdown,
+        memory_kib: d.target_mib * 1024,
+        max_memory_kib: d.memory_mib * 1024,
+        vcpus: d.vcpus,
+        cpu_time_ns: 0,
+    }
+}
+
+/// Ids of the domains that exist (for tests of the simulation).
+impl SimHypervisor {
+    pub fn domids(&self) -> Vec<DomId> {
+        self.state().domains.keys().map(|d| DomId(*d)).collect()
+    }
+
+    /// The uuid → domid map (for reattaching after a restart).
+    pub fn by_uuid(&self) -> HashMap<[u8; 16], DomId> {
+        self.state().domains.iter().map(|(id, d)| (d.uuid, DomId(*id))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sim() -> SimHypervisor {
+        SimHypervisor::new(SimConfig { total_mib: 4096, dom0_mib: 1024, cpus: 4 })
+    }
+
+    fn cfg(mib: u64) -> DomainConfig {
+        DomainConfig { uuid: [7; 16], domain_type: DomainType::Pv, memory_mib: mib, vcpus: 1 }
+    }
+
+    fn image() -> BootImage {
+        BootImage { kernel: "/boot/vmlinuz".into(), ramdisk: None, cmdline: String::new() }
+    }
+
+    #[test]
+    fn domids_are_handed_out_like_xen() {
+        let h = sim();
+        let a = h.create_domain(&cfg(64)).unwrap();
+        let b = h.create_domain(&cfg(64)).unwrap();
+        assert_eq!((a, b), (DomId(1), DomId(2)));
+        h.destroy(a).unwrap();
+        // Not reused until the ids wrap.
+        assert_eq!(h.create_domain(&cfg(64)).unwrap(), DomId(3));
+    }
+
+    #[test]
+    fn memory_admission_leaves_nothing_behind() {
+        let h = sim();
+        assert_eq!(h.physinfo().unwrap().free_mib, 3072);
+        let a = h.create_domain(&cfg(2048)).unwrap();
+        let err = h.create_domain(&cfg(2048)).unwrap_err();
+        assert!(matches!(err, HypervisorError::NotEnoughMemory { needed_mib: 2048, free_mib: 1024 }));
+        assert_eq!(h.domids(), vec![a]);
+        h.destroy(a).unwrap();
+        assert_eq!(h.physinfo().unwrap().free_mib, 3072);
+    }
+
+    #[test]
+    fn lifecycle_states_and_events() {
+        let h = sim();
+        let d = h.create_domain(&cfg(128)).unwrap();
+        assert!(h.domain_info(d).unwrap().paused, "created paused");
+        assert!(h.unpause(d).is_err(), "cannot run an unbuilt domain");
+        let built = h.build_domain(d, &image()).unwrap();
+        assert_ne!(built.store_port, built.console_port);
+        h.unpause(d).unwrap();
+        let mut events = h.subscribe(d).unwrap();
+        h.pause(d).unwrap();
+        assert!(h.domain_info(d).unwrap().paused);
+        h.shutdown(d, ShutdownReason::Reboot).unwrap();
+        assert_eq!(h.domain_info(d).unwrap().shutdown, Some(ShutdownReason::Reboot));
+        h.destroy(d).unwrap();
+        assert_eq!(events.try_recv().unwrap(), DomainEvent::Shutdown(ShutdownReason::Reboot));
+        assert_eq!(events.try_recv().unwrap(), DomainEvent::Destroyed);
+        assert!(matches!(h.domain_info(d), Err(HypervisorError::NoSuchDomain(_))));
+        assert_eq!(ShutdownReason::from_code(3), Some(ShutdownReason::Crash));
+        assert_eq!(ShutdownReason::Crash.code(), 3);
+        assert_eq!(h.list_domains().unwrap().len(), 1, "dom0 only");
     }
 }
