@@ -12,4 +12,5 @@ pub mod drivers;
 pub mod error;
 pub mod paths;
 pub mod proto;
+pub mod vm;
 pub mod xenstored;

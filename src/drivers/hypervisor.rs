@@ -41,7 +41,9 @@ pub struct PhysInfo {
 }
 
 /// A domain's id (`domid_t`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 pub struct DomId(pub u16);
 
 impl DomId {

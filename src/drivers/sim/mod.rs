@@ -55,7 +55,12 @@ impl SimHypervisor {
     pub fn new(config: SimConfig) -> Self {
         Self {
             config,
-            state: Mutex::new(State { domains: BTreeMap::new(), next_domid: 1, used_mib: 0, next_port: 1 }),
+            state: Mutex::new(State {
+                domains: BTreeMap::new(),
+                next_domid: 1,
+                used_mib: 0,
+                next_port: 1,
+            }),
         }
     }
 
@@ -66,12 +71,16 @@ impl SimHypervisor {
     }
 
     fn free_mib(&self, st: &State) -> u64 {
-        self.config.total_mib.saturating_sub(self.config.dom0_mib + st.used_mib)
+        self.config
+            .total_mib
+            .saturating_sub(self.config.dom0_mib + st.used_mib)
     }
 }
 
 fn domain(st: &mut State, domid: DomId) -> Result<&mut SimDomain, HypervisorError> {
-    st.domains.get_mut(&domid.0).ok_or(HypervisorError::NoSuchDomain(domid))
+    st.domains
+        .get_mut(&domid.0)
+        .ok_or(HypervisorError::NoSuchDomain(domid))
 }
 
 fn notify(d: &mut SimDomain, event: DomainEvent) {
@@ -95,7 +104,10 @@ impl Hypervisor for SimHypervisor {
 
     fn create_domain(&self, config: &DomainConfig) -> Result<DomId, HypervisorError> {
         if config.vcpus == 0 || config.vcpus > self.config.cpus.max(1) * 8 {
-            return Err(HypervisorError::InvalidConfig(format!("{} vcpus", config.vcpus)));
+            return Err(HypervisorError::InvalidConfig(format!(
+                "{} vcpus",
+                config.vcpus
+            )));
         }
         if config.memory_mib == 0 {
             return Err(HypervisorError::InvalidConfig("no memory".into()));
@@ -103,19 +115,30 @@ impl Hypervisor for SimHypervisor {
         let mut st = self.state();
         let free_mib = self.free_mib(&st);
         if config.memory_mib > free_mib {
-            return Err(HypervisorError::NotEnoughMemory { needed_mib: config.memory_mib, free_mib });
+            return Err(HypervisorError::NotEnoughMemory {
+                needed_mib: config.memory_mib,
+                free_mib,
+            });
         }
         // Round-robin from the last id handed out, skipping ids in use.
         let mut candidate = st.next_domid;
         let mut tries = 0u32;
         while st.domains.contains_key(&candidate) {
-            candidate = if candidate + 1 >= DomId::FIRST_RESERVED { 1 } else { candidate + 1 };
+            candidate = if candidate + 1 >= DomId::FIRST_RESERVED {
+                1
+            } else {
+                candidate + 1
+            };
             tries += 1;
             if tries >= u32::from(DomId::FIRST_RESERVED) {
                 return Err(HypervisorError::NoFreeDomid);
             }
         }
-        st.next_domid = if candidate + 1 >= DomId::FIRST_RESERVED { 1 } else { candidate + 1 };
+        st.next_domid = if candidate + 1 >= DomId::FIRST_RESERVED {
+            1
+        } else {
+            candidate + 1
+        };
         st.used_mib += config.memory_mib;
         st.domains.insert(
             candidate,
@@ -143,19 +166,28 @@ impl Hypervisor for SimHypervisor {
         st.next_port += 2;
         let d = domain(&mut st, domid)?;
         if d.built {
-            return Err(HypervisorError::InvalidConfig(format!("domain {domid} is already built")));
+            return Err(HypervisorError::InvalidConfig(format!(
+                "domain {domid} is already built"
+            )));
         }
         d.built = true;
         // Guest frame numbers as a PV builder would place them, high in the guest's memory.
         let top = d.memory_mib * 256;
-        Ok(Built { store_port: port, store_gfn: top - 2, console_port: port + 1, console_gfn: top - 1 })
+        Ok(Built {
+            store_port: port,
+            store_gfn: top - 2,
+            console_port: port + 1,
+            console_gfn: top - 1,
+        })
     }
 
     fn unpause(&self, domid: DomId) -> Result<(), HypervisorError> {
         let mut st = self.state();
         let d = domain(&mut st, domid)?;
         if !d.built {
-            return Err(HypervisorError::InvalidConfig(format!("domain {domid} has not been built")));
+            return Err(HypervisorError::InvalidConfig(format!(
+                "domain {domid} has not been built"
+            )));
         }
         d.paused = false;
         Ok(())
@@ -178,7 +210,10 @@ impl Hypervisor for SimHypervisor {
 
     fn destroy(&self, domid: DomId) -> Result<(), HypervisorError> {
         let mut st = self.state();
-        let mut d = st.domains.remove(&domid.0).ok_or(HypervisorError::NoSuchDomain(domid))?;
+        let mut d = st
+            .domains
+            .remove(&domid.0)
+            .ok_or(HypervisorError::NoSuchDomain(domid))?;
         st.used_mib -= d.memory_mib;
         notify(&mut d, DomainEvent::Destroyed);
         Ok(())
@@ -189,7 +224,10 @@ impl Hypervisor for SimHypervisor {
             return Ok(self.dom0_info());
         }
         let st = self.state();
-        let d = st.domains.get(&domid.0).ok_or(HypervisorError::NoSuchDomain(domid))?;
+        let d = st
+            .domains
+            .get(&domid.0)
+            .ok_or(HypervisorError::NoSuchDomain(domid))?;
         Ok(info(domid, d))
     }
 
@@ -213,7 +251,10 @@ impl Hypervisor for SimHypervisor {
         Ok(())
     }
 
-    fn subscribe(&self, domid: DomId) -> Result<mpsc::UnboundedReceiver<DomainEvent>, HypervisorError> {
+    fn subscribe(
+        &self,
+        domid: DomId,
+    ) -> Result<mpsc::UnboundedReceiver<DomainEvent>, HypervisorError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut st = self.state();
         let d = domain(&mut st, domid)?;
@@ -266,7 +307,11 @@ impl SimHypervisor {
 
     /// The uuid → domid map (for reattaching after a restart).
     pub fn by_uuid(&self) -> HashMap<[u8; 16], DomId> {
-        self.state().domains.iter().map(|(id, d)| (d.uuid, DomId(*id))).collect()
+        self.state()
+            .domains
+            .iter()
+            .map(|(id, d)| (d.uuid, DomId(*id)))
+            .collect()
     }
 }
 
@@ -275,15 +320,28 @@ mod tests {
     use super::*;
 
     fn sim() -> SimHypervisor {
-        SimHypervisor::new(SimConfig { total_mib: 4096, dom0_mib: 1024, cpus: 4 })
+        SimHypervisor::new(SimConfig {
+            total_mib: 4096,
+            dom0_mib: 1024,
+            cpus: 4,
+        })
     }
 
     fn cfg(mib: u64) -> DomainConfig {
-        DomainConfig { uuid: [7; 16], domain_type: DomainType::Pv, memory_mib: mib, vcpus: 1 }
+        DomainConfig {
+            uuid: [7; 16],
+            domain_type: DomainType::Pv,
+            memory_mib: mib,
+            vcpus: 1,
+        }
     }
 
     fn image() -> BootImage {
-        BootImage { kernel: "/boot/vmlinuz".into(), ramdisk: None, cmdline: String::new() }
+        BootImage {
+            kernel: "/boot/vmlinuz".into(),
+            ramdisk: None,
+            cmdline: String::new(),
+        }
     }
 
     #[test]
@@ -303,7 +361,13 @@ mod tests {
         assert_eq!(h.physinfo().unwrap().free_mib, 3072);
         let a = h.create_domain(&cfg(2048)).unwrap();
         let err = h.create_domain(&cfg(2048)).unwrap_err();
-        assert!(matches!(err, HypervisorError::NotEnoughMemory { needed_mib: 2048, free_mib: 1024 }));
+        assert!(matches!(
+            err,
+            HypervisorError::NotEnoughMemory {
+                needed_mib: 2048,
+                free_mib: 1024
+            }
+        ));
         assert_eq!(h.domids(), vec![a]);
         h.destroy(a).unwrap();
         assert_eq!(h.physinfo().unwrap().free_mib, 3072);
@@ -322,11 +386,20 @@ mod tests {
         h.pause(d).unwrap();
         assert!(h.domain_info(d).unwrap().paused);
         h.shutdown(d, ShutdownReason::Reboot).unwrap();
-        assert_eq!(h.domain_info(d).unwrap().shutdown, Some(ShutdownReason::Reboot));
+        assert_eq!(
+            h.domain_info(d).unwrap().shutdown,
+            Some(ShutdownReason::Reboot)
+        );
         h.destroy(d).unwrap();
-        assert_eq!(events.try_recv().unwrap(), DomainEvent::Shutdown(ShutdownReason::Reboot));
+        assert_eq!(
+            events.try_recv().unwrap(),
+            DomainEvent::Shutdown(ShutdownReason::Reboot)
+        );
         assert_eq!(events.try_recv().unwrap(), DomainEvent::Destroyed);
-        assert!(matches!(h.domain_info(d), Err(HypervisorError::NoSuchDomain(_))));
+        assert!(matches!(
+            h.domain_info(d),
+            Err(HypervisorError::NoSuchDomain(_))
+        ));
         assert_eq!(ShutdownReason::from_code(3), Some(ShutdownReason::Crash));
         assert_eq!(ShutdownReason::Crash.code(), 3);
         assert_eq!(h.list_domains().unwrap().len(), 1, "dom0 only");

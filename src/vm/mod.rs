@@ -1,0 +1,8 @@
+//! VM definitions: the spec (CONTRACT.md `vm.create`, and config/vms/*.toml
+//! files, field for field) and the records xenith keeps of its VMs.
+
+pub mod record;
+pub mod spec;
+
+pub use record::{RecordError, RecordStore, VmRecord};
+pub use spec::{Disk, DiskMode, Nic, OnEvent, VmSpec, VmSpecError, VmSpecFile};

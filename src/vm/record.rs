@@ -1,0 +1,157 @@
+//! VM records in the state directory: one TOML file per VM
+//! (`<state-dir>/vms/<uuid>.toml`), written atomically (write a temporary
+//! file, fsync it, rename it over the old one, fsync the directory), so a
+//! crash leaves either the old record or the new one. A record that does
+//! not parse is reported and skipped, never fatal.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::spec::VmSpec;
+
+/// What xenith keeps of a VM across restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmRecord {
+    pub uuid: uuid::Uuid,
+    pub spec: VmSpec,
+}
+
+/// A record could not be written, read or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("cannot {what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot encode the record of {0}")]
+    Encode(uuid::Uuid, #[source] toml::ser::Error),
+}
+
+/// The records of one state directory.
+#[derive(Debug, Clone)]
+pub struct RecordStore {
+    dir: PathBuf,
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> RecordError + 'a {
+    move |source| RecordError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl RecordStore {
+    /// The records under `<state_dir>/vms` (created, 0700).
+    pub fn open(state_dir: &Path) -> Result<Self, RecordError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = state_dir.join("vms");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io("create", &dir))?;
+        Ok(Self { dir })
+    }
+
+    fn path(&self, uuid: &uuid::Uuid) -> PathBuf {
+        self.dir.join(format!("{uuid}.toml"))
+    }
+
+    /// Writes a record atomically.
+    pub fn save(&self, record: &VmRecord) -> Result<(), RecordError> {
+        let text = toml::to_string(record).map_err(|e| RecordError::Encode(record.uuid, e))?;
+        let path = self.path(&record.uuid);
+        let tmp = self.dir.join(format!(".{}.tmp", record.uuid));
+        let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
+        f.write_all(text.as_bytes()).map_err(io("write", &tmp))?;
+        f.sync_all().map_err(io("fsync", &tmp))?;
+        drop(f);
+        std::fs::rename(&tmp, &path).map_err(io("rename into place", &path))?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("fsync", &self.dir))?;
+        Ok(())
+    }
+
+    pub fn remove(&self, uuid: &uuid::Uuid) -> Result<(), RecordError> {
+        let path = self.path(uuid);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("remove", &path)(e)),
+        }
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("fsync", &self.dir))
+    }
+
+    /// Every readable record; each unreadable one is logged and skipped.
+    pub fn load_all(&self) -> Result<Vec<VmRecord>, RecordError> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(io("list", &self.dir))? {
+            let entry = entry.map_err(io("list", &self.dir))?;
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "toml")
+                || entry.file_name().to_string_lossy().starts_with('.')
+            {
+                continue;
+            }
+            let parsed = std::fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| {
+                    toml::from_str::<VmRecord>(&text).map_err(|e| e.message().to_owned())
+                });
+            match parsed {
+                Ok(r)
+                    if path
+                        .file_stem()
+                        .is_some_and(|s| s == r.uuid.to_string().as_str()) =>
+                {
+                    out.push(r)
+                }
+                Ok(r) => {
+                    tracing::warn!(record = %path.display(), uuid = %r.uuid, "VM record named for another uuid: skipped")
+                }
+                Err(error) => {
+                    tracing::warn!(record = %path.display(), %error, "corrupt VM record: skipped")
+                }
+            }
+        }
+        out.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::spec::VmSpecFile;
+
+    #[test]
+    fn save_load_remove_and_skip_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        let uuid = uuid::Uuid::new_v4();
+        let spec = VmSpecFile::from_toml(
+            "name=\"a\"\ntype=\"pvh\"\nmemory_mib=64\nkernel=\"/k\"\n[[nics]]\n",
+        )
+        .unwrap()
+        .validate(&uuid)
+        .unwrap();
+        let record = VmRecord { uuid, spec };
+        store.save(&record).unwrap();
+        store.save(&record).unwrap();
+        std::fs::write(dir.path().join("vms/garbage.toml"), "this is [not toml").unwrap();
+        std::fs::write(dir.path().join("vms/.half-written.tmp"), "x").unwrap();
+        assert_eq!(store.load_all().unwrap(), vec![record.clone()]);
+        store.remove(&uuid).unwrap();
+        store.remove(&uuid).unwrap();
+        assert!(store.load_all().unwrap().is_empty());
+    }
+}

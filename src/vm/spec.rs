@@ -1,0 +1,383 @@
+//! A VM's spec: the DTO (unknown fields refused) and its validation.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::drivers::DomainType;
+
+/// A spec field is wrong: names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct VmSpecError {
+    pub field: String,
+    pub message: String,
+}
+
+fn bad(field: impl Into<String>, message: impl Into<String>) -> VmSpecError {
+    VmSpecError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// What to do when the guest powers off, reboots or crashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnEvent {
+    /// Destroy the domain; the VM ends Halted.
+    Destroy,
+    /// Destroy it and start it again.
+    Restart,
+    /// Leave the domain as it is, for inspection (the VM shows Crashed or Halted).
+    Preserve,
+}
+
+/// Disk access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskMode {
+    Rw,
+    Ro,
+}
+
+/// A disk as written in a spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskFile {
+    pub path: PathBuf,
+    pub device: String,
+    #[serde(default = "default_mode")]
+    pub mode: DiskMode,
+}
+
+fn default_mode() -> DiskMode {
+    DiskMode::Rw
+}
+
+/// A NIC as written in a spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NicFile {
+    #[serde(default)]
+    pub bridge: Option<String>,
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+/// The spec as written (TOML file or `vm.create {spec}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSpecFile {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub domain_type: DomainType,
+    pub memory_mib: u64,
+    #[serde(default = "one")]
+    pub vcpus: u32,
+    #[serde(default)]
+    pub kernel: Option<PathBuf>,
+    #[serde(default)]
+    pub ramdisk: Option<PathBuf>,
+    #[serde(default)]
+    pub cmdline: String,
+    #[serde(default)]
+    pub disks: Vec<DiskFile>,
+    #[serde(default)]
+    pub nics: Vec<NicFile>,
+    #[serde(default)]
+    pub on_poweroff: Option<OnEvent>,
+    #[serde(default)]
+    pub on_reboot: Option<OnEvent>,
+    #[serde(default)]
+    pub on_crash: Option<OnEvent>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A validated disk: its xenbus device number is known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disk {
+    pub path: PathBuf,
+    /// "xvda", ...
+    pub device: String,
+    pub mode: DiskMode,
+    /// The virtual-device number (51712 for xvda).
+    pub devid: u32,
+}
+
+/// A validated NIC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nic {
+    pub bridge: String,
+    pub mac: String,
+    /// Its index: the device id under device/vif/.
+    pub devid: u32,
+}
+
+/// A validated spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSpec {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub domain_type: DomainType,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    pub kernel: Option<PathBuf>,
+    pub ramdisk: Option<PathBuf>,
+    pub cmdline: String,
+    pub disks: Vec<Disk>,
+    pub nics: Vec<Nic>,
+    pub on_poweroff: OnEvent,
+    pub on_reboot: OnEvent,
+    pub on_crash: OnEvent,
+}
+
+/// The bridge a NIC joins when its spec names none.
+pub const DEFAULT_BRIDGE: &str = "xenbr0";
+
+/// The virtual-device number of "xvdX": 202 is the xvd major; the first 16
+/// disks use the compact form (202 << 8 | index << 4), the others the
+/// extended one (1 << 28 | index << 8), as Linux's blkfront and libxl do.
+pub fn xvd_devid(device: &str) -> Option<u32> {
+    let letters = device.strip_prefix("xvd")?;
+    if letters.is_empty() || !letters.bytes().all(|b| b.is_ascii_lowercase()) || letters.len() > 3 {
+        return None;
+    }
+    // Bijective base 26: a=0 .. z=25, aa=26 .. zz=701, aaa=702 ...
+    let index = letters
+        .bytes()
+        .fold(0u32, |acc, b| acc * 26 + u32::from(b - b'a') + 1)
+        - 1;
+    Some(if index < 16 {
+        (202 << 8) | (index << 4)
+    } else {
+        (1 << 28) | (index << 8)
+    })
+}
+
+fn valid_mac(mac: &str) -> bool {
+    let parts: Vec<&str> = mac.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// A MAC in Xen's OUI (00:16:3e), derived from the VM's uuid and the NIC's index.
+pub fn xen_mac(uuid: &uuid::Uuid, index: u32) -> String {
+    let b = uuid.as_bytes();
+    let (x, y, z) = (b[13] ^ (index as u8), b[14], b[15]);
+    // Keep it unicast and locally unambiguous: the top bit of the 4th byte clear, as libxl does.
+    format!("00:16:3e:{:02x}:{y:02x}:{z:02x}", x & 0x7f)
+}
+
+impl VmSpecFile {
+    /// Parses a TOML spec (a config/vms/*.toml file).
+    pub fn from_toml(text: &str) -> Result<Self, VmSpecError> {
+        let de = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let at = e.path().to_string();
+            bad(
+                if at == "." { "spec".to_owned() } else { at },
+                e.into_inner().message().trim().replace('\n', " "),
+            )
+        })
+    }
+
+    /// Checks every field; `uuid` seeds generated MACs.
+    pub fn validate(self, uuid: &uuid::Uuid) -> Result<VmSpec, VmSpecError> {
+        let name = self.name.trim().to_owned();
+        if name.is_empty() || name.len() > 64 {
+            return Err(bad("name", "must be 1 to 64 characters"));
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(bad(
+                "name",
+                format!("{name:?} may hold only letters, digits, '-', '_' and '.'"),
+            ));
+        }
+        if uuid::Uuid::parse_str(&name).is_ok() {
+            return Err(bad(
+                "name",
+                "a name may not look like a uuid (VMs are named by either)",
+            ));
+        }
+        if !(16..=1 << 22).contains(&self.memory_mib) {
+            return Err(bad(
+                "memory_mib",
+                format!("{} is outside 16..=4194304", self.memory_mib),
+            ));
+        }
+        if !(1..=128).contains(&self.vcpus) {
+            return Err(bad("vcpus", format!("{} is outside 1..=128", self.vcpus)));
+        }
+        if matches!(self.domain_type, DomainType::Pv | DomainType::Pvh) && self.kernel.is_none() {
+            return Err(bad("kernel", "a pv or pvh VM needs a kernel"));
+        }
+        for (field, p) in [("kernel", &self.kernel), ("ramdisk", &self.ramdisk)] {
+            if let Some(p) = p {
+                if !p.is_absolute() {
+                    return Err(bad(
+                        field,
+                        format!("{} is not an absolute path", p.display()),
+                    ));
+                }
+            }
+        }
+        let mut disks = Vec::with_capacity(self.disks.len());
+        for (i, d) in self.disks.into_iter().enumerate() {
+            let field = |f: &str| format!("disks[{i}].{f}");
+            let devid = xvd_devid(&d.device).ok_or_else(|| {
+                bad(
+                    field("device"),
+                    format!("{:?} is not xvda..xvdzzz", d.device),
+                )
+            })?;
+            if disks.iter().any(|x: &Disk| x.devid == devid) {
+                return Err(bad(field("device"), format!("{} is used twice", d.device)));
+            }
+            if !d.path.is_absolute() {
+                return Err(bad(
+                    field("path"),
+                    format!("{} is not an absolute path", d.path.display()),
+                ));
+            }
+            disks.push(Disk {
+                path: d.path,
+                device: d.device,
+                mode: d.mode,
+                devid,
+            });
+        }
+        let mut nics = Vec::with_capacity(self.nics.len());
+        for (i, n) in self.nics.into_iter().enumerate() {
+            let mac = match n.mac {
+                Some(m) if valid_mac(&m) => m.to_ascii_lowercase(),
+                Some(m) => {
+                    return Err(bad(
+                        format!("nics[{i}].mac"),
+                        format!("{m:?} is not a MAC address"),
+                    ))
+                }
+                None => xen_mac(uuid, i as u32),
+            };
+            let bridge = n.bridge.unwrap_or_else(|| DEFAULT_BRIDGE.to_owned());
+            if bridge.is_empty() || bridge.len() > 15 || bridge.contains(['/', ' ']) {
+                return Err(bad(
+                    format!("nics[{i}].bridge"),
+                    format!("{bridge:?} is not an interface name"),
+                ));
+            }
+            nics.push(Nic {
+                bridge,
+                mac,
+                devid: i as u32,
+            });
+        }
+        Ok(VmSpec {
+            name,
+            domain_type: self.domain_type,
+            memory_mib: self.memory_mib,
+            vcpus: self.vcpus,
+            kernel: self.kernel,
+            ramdisk: self.ramdisk,
+            cmdline: self.cmdline,
+            disks,
+            nics,
+            on_poweroff: self.on_poweroff.unwrap_or(OnEvent::Destroy),
+            on_reboot: self.on_reboot.unwrap_or(OnEvent::Restart),
+            on_crash: self.on_crash.unwrap_or(OnEvent::Destroy),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xvd_numbers_match_blkfront() {
+        assert_eq!(xvd_devid("xvda"), Some(51712));
+        assert_eq!(xvd_devid("xvdb"), Some(51728));
+        assert_eq!(xvd_devid("xvdp"), Some(51952));
+        assert_eq!(xvd_devid("xvdq"), Some((1 << 28) | (16 << 8)));
+        assert_eq!(xvd_devid("xvdaa"), Some((1 << 28) | (26 << 8)));
+        for bad in ["xvd", "sda", "xvdA", "xvd1", "xvdabcd"] {
+            assert_eq!(xvd_devid(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn specs_validate_with_field_names() {
+        let uuid = uuid::Uuid::nil();
+        let ok = VmSpecFile::from_toml(
+            "name = \"web\"\ntype = \"pv\"\nmemory_mib = 256\nkernel = \"/boot/vmlinuz\"\n\
+             [[disks]]\npath = \"/var/lib/xen/web.img\"\ndevice = \"xvda\"\n[[nics]]\n",
+        )
+        .unwrap()
+        .validate(&uuid)
+        .unwrap();
+        assert_eq!(ok.disks[0].devid, 51712);
+        assert_eq!(ok.nics[0].bridge, DEFAULT_BRIDGE);
+        assert!(ok.nics[0].mac.starts_with("00:16:3e:"));
+        assert_eq!(
+            (ok.on_poweroff, ok.on_reboot, ok.on_crash),
+            (OnEvent::Destroy, OnEvent::Restart, OnEvent::Destroy)
+        );
+        let err = |text: &str| {
+            VmSpecFile::from_toml(text)
+                .and_then(|s| s.validate(&uuid))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("name=\"a\"\ntype=\"pv\"\nmemory_mib=64\nbogus=1\n")
+            .starts_with("bogus: unknown field"));
+        assert!(
+            err("name=\"a\"\ntype=\"xen\"\nmemory_mib=64\n").starts_with("type: unknown variant")
+        );
+        assert_eq!(
+            err("name=\"a\"\ntype=\"pv\"\nmemory_mib=64\n"),
+            "kernel: a pv or pvh VM needs a kernel"
+        );
+        assert!(err("name=\"a b\"\ntype=\"hvm\"\nmemory_mib=64\n").starts_with("name:"));
+        assert!(err("name=\"a\"\ntype=\"hvm\"\nmemory_mib=1\n").starts_with("memory_mib:"));
+        assert_eq!(
+            err("name=\"a\"\ntype=\"hvm\"\nmemory_mib=64\n[[disks]]\npath=\"/x\"\ndevice=\"xvda\"\n[[disks]]\npath=\"/y\"\ndevice=\"xvda\"\n"),
+            "disks[1].device: xvda is used twice"
+        );
+        assert!(
+            err("name=\"a\"\ntype=\"hvm\"\nmemory_mib=64\n[[nics]]\nmac=\"zz\"\n")
+                .starts_with("nics[0].mac:")
+        );
+        assert!(err("name=\"a\"\ntype=\"hvm\"\nmemory_mib=64\n[[disks]]\npath=\"/x\"\ndevice=\"xvda\"\nmode=\"rx\"\n").starts_with("disks[0].mode:"));
+    }
+}
+
+#[cfg(test)]
+mod examples {
+    use super::*;
+
+    #[test]
+    fn the_shipped_examples_validate() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/vms");
+        let mut seen = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let spec = VmSpecFile::from_toml(&text)
+                .and_then(|s| s.validate(&uuid::Uuid::new_v4()))
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            seen.push((spec.domain_type, spec.disks.len(), spec.nics.len()));
+        }
+        assert!(seen.contains(&(DomainType::Pv, 1, 1)));
+        assert!(seen.contains(&(DomainType::Pvh, 1, 1)));
+        assert!(seen.contains(&(DomainType::Hvm, 1, 1)));
+        assert!(seen.contains(&(DomainType::Pv, 2, 2)));
+    }
+}
