@@ -3,21 +3,27 @@
 //! (`host.info` says `hypervisor: "sim"` and a `(simulated)` version), and
 //! behaves like Xen where the toolstack can see it: domids from 1, not
 //! reused until they wrap; memory admission; paused at creation; run
-//! states; shutdown reasons with Xen's codes; death notifications.
+//! states; shutdown reasons with Xen's codes; death notifications; and a
+//! simulated guest in each domain that acts through xenstore (guest.rs).
 //!
 //! The state sits behind one mutex: this stands in for the hypervisor
 //! itself, and calls reach it from the blocking pool as hypercalls would.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard};
+mod guest;
 
-use tokio::sync::mpsc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use tokio::sync::{mpsc, watch};
 
 use super::hypervisor::{
     BootImage, Built, DomId, DomainConfig, DomainEvent, DomainInfo, DomainType, Hypervisor,
     HypervisorError, HypervisorKind, PhysInfo, ShutdownReason,
 };
 use crate::config::SimConfig;
+use crate::drivers::xenstore::EmbeddedStore;
+
+pub use guest::GuestProfile;
 
 /// The Xen version the simulation imitates.
 pub const SIM_XEN_VERSION: &str = "4.17.0 (simulated)";
@@ -33,6 +39,11 @@ struct SimDomain {
     built: bool,
     shutdown: Option<ShutdownReason>,
     watchers: Vec<mpsc::UnboundedSender<DomainEvent>>,
+    /// The command line, until the guest boots with it.
+    cmdline: Option<String>,
+    /// Whether the guest's code runs (unpaused, not shut down); dropped,
+    /// and so closed, when the domain is destroyed.
+    running: watch::Sender<bool>,
 }
 
 #[derive(Debug)]
@@ -44,26 +55,16 @@ struct State {
     next_port: u32,
 }
 
-/// A simulated Xen host.
+/// What the host and its guests share.
 #[derive(Debug)]
-pub struct SimHypervisor {
+struct Inner {
     config: SimConfig,
     state: Mutex<State>,
+    /// Where simulated guests run their xenstore side, once attached.
+    world: OnceLock<(Arc<dyn EmbeddedStore>, tokio::runtime::Handle)>,
 }
 
-impl SimHypervisor {
-    pub fn new(config: SimConfig) -> Self {
-        Self {
-            config,
-            state: Mutex::new(State {
-                domains: BTreeMap::new(),
-                next_domid: 1,
-                used_mib: 0,
-                next_port: 1,
-            }),
-        }
-    }
-
+impl Inner {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves the state as it was at that
         // point; the simulation goes on with it.
@@ -75,6 +76,33 @@ impl SimHypervisor {
             .total_mib
             .saturating_sub(self.config.dom0_mib + st.used_mib)
     }
+
+    /// Marks the domain shut down with `reason` (the toolstack's hard
+    /// shutdown, or the guest's own SCHEDOP_shutdown) and tells watchers.
+    fn shutdown(&self, domid: DomId, reason: ShutdownReason) -> Result<(), HypervisorError> {
+        let mut st = self.state();
+        let d = domain(&mut st, domid)?;
+        if d.shutdown.is_none() {
+            d.shutdown = Some(reason);
+            d.running.send_replace(false);
+            notify(d, DomainEvent::Shutdown(reason));
+        }
+        Ok(())
+    }
+
+    /// The guest's balloon target, in MiB.
+    fn target_mib(&self, domid: DomId) -> u64 {
+        self.state()
+            .domains
+            .get(&domid.0)
+            .map_or(0, |d| d.target_mib)
+    }
+}
+
+/// A simulated Xen host.
+#[derive(Debug)]
+pub struct SimHypervisor {
+    inner: Arc<Inner>,
 }
 
 fn domain(st: &mut State, domid: DomId) -> Result<&mut SimDomain, HypervisorError> {
@@ -87,6 +115,65 @@ fn notify(d: &mut SimDomain, event: DomainEvent) {
     d.watchers.retain(|w| w.send(event).is_ok());
 }
 
+impl SimHypervisor {
+    pub fn new(config: SimConfig) -> Self {
+        let state = Mutex::new(State {
+            domains: BTreeMap::new(),
+            next_domid: 1,
+            used_mib: 0,
+            next_port: 1,
+        });
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                state,
+                world: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Lets simulated guests act through xenstore: they connect to `store`
+    /// as their own domain, on `runtime`. Without it, domains run with no
+    /// guest activity.
+    pub fn attach_guests(&self, store: Arc<dyn EmbeddedStore>, runtime: tokio::runtime::Handle) {
+        let _ = self.inner.world.set((store, runtime));
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state()
+    }
+
+    fn dom0_info(&self) -> DomainInfo {
+        let c = &self.inner.config;
+        DomainInfo {
+            domid: DomId::DOM0,
+            uuid: [0; 16],
+            domain_type: DomainType::Pv,
+            paused: false,
+            dying: false,
+            shutdown: None,
+            memory_kib: c.dom0_mib * 1024,
+            max_memory_kib: c.dom0_mib * 1024,
+            vcpus: c.cpus,
+            cpu_time_ns: 0,
+        }
+    }
+
+    /// Ids of the domains that exist.
+    pub fn domids(&self) -> Vec<DomId> {
+        self.state().domains.keys().map(|d| DomId(*d)).collect()
+    }
+
+    /// The uuid → domid map (for reattaching after a restart).
+    pub fn by_uuid(&self) -> HashMap<[u8; 16], DomId> {
+        self.state()
+            .domains
+            .iter()
+            .map(|(id, d)| (d.uuid, DomId(*id)))
+            .collect()
+    }
+}
+
 impl Hypervisor for SimHypervisor {
     fn kind(&self) -> HypervisorKind {
         HypervisorKind::Sim
@@ -96,14 +183,14 @@ impl Hypervisor for SimHypervisor {
         let st = self.state();
         Ok(PhysInfo {
             xen_version: SIM_XEN_VERSION.to_owned(),
-            total_mib: self.config.total_mib,
-            free_mib: self.free_mib(&st),
-            cpus: self.config.cpus,
+            total_mib: self.inner.config.total_mib,
+            free_mib: self.inner.free_mib(&st),
+            cpus: self.inner.config.cpus,
         })
     }
 
     fn create_domain(&self, config: &DomainConfig) -> Result<DomId, HypervisorError> {
-        if config.vcpus == 0 || config.vcpus > self.config.cpus.max(1) * 8 {
+        if config.vcpus == 0 || config.vcpus > self.inner.config.cpus.max(1) * 8 {
             return Err(HypervisorError::InvalidConfig(format!(
                 "{} vcpus",
                 config.vcpus
@@ -113,7 +200,7 @@ impl Hypervisor for SimHypervisor {
             return Err(HypervisorError::InvalidConfig("no memory".into()));
         }
         let mut st = self.state();
-        let free_mib = self.free_mib(&st);
+        let free_mib = self.inner.free_mib(&st);
         if config.memory_mib > free_mib {
             return Err(HypervisorError::NotEnoughMemory {
                 needed_mib: config.memory_mib,
@@ -121,24 +208,23 @@ impl Hypervisor for SimHypervisor {
             });
         }
         // Round-robin from the last id handed out, skipping ids in use.
+        let wrap = |d: u16| {
+            if d + 1 >= DomId::FIRST_RESERVED {
+                1
+            } else {
+                d + 1
+            }
+        };
         let mut candidate = st.next_domid;
         let mut tries = 0u32;
         while st.domains.contains_key(&candidate) {
-            candidate = if candidate + 1 >= DomId::FIRST_RESERVED {
-                1
-            } else {
-                candidate + 1
-            };
+            candidate = wrap(candidate);
             tries += 1;
             if tries >= u32::from(DomId::FIRST_RESERVED) {
                 return Err(HypervisorError::NoFreeDomid);
             }
         }
-        st.next_domid = if candidate + 1 >= DomId::FIRST_RESERVED {
-            1
-        } else {
-            candidate + 1
-        };
+        st.next_domid = wrap(candidate);
         st.used_mib += config.memory_mib;
         st.domains.insert(
             candidate,
@@ -152,6 +238,8 @@ impl Hypervisor for SimHypervisor {
                 built: false,
                 shutdown: None,
                 watchers: Vec::new(),
+                cmdline: None,
+                running: watch::Sender::new(false),
             },
         );
         Ok(DomId(candidate))
@@ -171,6 +259,7 @@ impl Hypervisor for SimHypervisor {
             )));
         }
         d.built = true;
+        d.cmdline = Some(image.cmdline.clone());
         // Guest frame numbers as a PV builder would place them, high in the guest's memory.
         let top = d.memory_mib * 256;
         Ok(Built {
@@ -190,22 +279,27 @@ impl Hypervisor for SimHypervisor {
             )));
         }
         d.paused = false;
+        d.running.send_replace(d.shutdown.is_none());
+        // The first time it runs, its guest boots.
+        if let (Some(cmdline), Some((store, rt))) = (d.cmdline.take(), self.inner.world.get()) {
+            let profile = GuestProfile::from_cmdline(&cmdline, domid);
+            let guest =
+                guest::Guest::new(domid, profile, self.inner.clone(), d.running.subscribe());
+            rt.spawn(guest.run(store.clone()));
+        }
         Ok(())
     }
 
     fn pause(&self, domid: DomId) -> Result<(), HypervisorError> {
-        domain(&mut self.state(), domid)?.paused = true;
+        let mut st = self.state();
+        let d = domain(&mut st, domid)?;
+        d.paused = true;
+        d.running.send_replace(false);
         Ok(())
     }
 
     fn shutdown(&self, domid: DomId, reason: ShutdownReason) -> Result<(), HypervisorError> {
-        let mut st = self.state();
-        let d = domain(&mut st, domid)?;
-        if d.shutdown.is_none() {
-            d.shutdown = Some(reason);
-            notify(d, DomainEvent::Shutdown(reason));
-        }
-        Ok(())
+        self.inner.shutdown(domid, reason)
     }
 
     fn destroy(&self, domid: DomId) -> Result<(), HypervisorError> {
@@ -267,23 +361,6 @@ impl Hypervisor for SimHypervisor {
     }
 }
 
-impl SimHypervisor {
-    fn dom0_info(&self) -> DomainInfo {
-        DomainInfo {
-            domid: DomId::DOM0,
-            uuid: [0; 16],
-            domain_type: DomainType::Pv,
-            paused: false,
-            dying: false,
-            shutdown: None,
-            memory_kib: self.config.dom0_mib * 1024,
-            max_memory_kib: self.config.dom0_mib * 1024,
-            vcpus: self.config.cpus,
-            cpu_time_ns: 0,
-        }
-    }
-}
-
 fn info(domid: DomId, d: &SimDomain) -> DomainInfo {
     DomainInfo {
         domid,
@@ -298,23 +375,6 @@ fn info(domid: DomId, d: &SimDomain) -> DomainInfo {
         cpu_time_ns: 0,
     }
 }
-
-/// Ids of the domains that exist (for tests of the simulation).
-impl SimHypervisor {
-    pub fn domids(&self) -> Vec<DomId> {
-        self.state().domains.keys().map(|d| DomId(*d)).collect()
-    }
-
-    /// The uuid → domid map (for reattaching after a restart).
-    pub fn by_uuid(&self) -> HashMap<[u8; 16], DomId> {
-        self.state()
-            .domains
-            .iter()
-            .map(|(id, d)| (d.uuid, DomId(*id)))
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -97,11 +97,18 @@ impl XsClient {
         store: &S,
         domid: Option<u32>,
     ) -> Result<Self, XsClientError> {
+        Self::connect_embedded_dyn(Arc::new(store.clone()), domid).await
+    }
+
+    /// [`XsClient::connect_embedded`] for a store already shared.
+    pub async fn connect_embedded_dyn(
+        store: Arc<dyn EmbeddedStore>,
+        domid: Option<u32>,
+    ) -> Result<Self, XsClientError> {
         let (conn, rx) = store
             .connect(domid)
             .await
             .map_err(XsClientError::Embedded)?;
-        let store: Arc<dyn EmbeddedStore> = Arc::new(store.clone());
         let limit = match domid {
             Some(d) if d != 0 => Some(Arc::new(Semaphore::new(DOMAIN_OUTSTANDING))),
             _ => None,

@@ -1,0 +1,292 @@
+//! A simulated guest: what a Linux PV guest with Xen drivers (and, when it
+//! has one, a guest agent) does that the toolstack can see, all of it
+//! through xenstore as its own domain, with that domain's permissions:
+//!
+//! - it advertises control/feature-poweroff, -reboot, -suspend;
+//! - it acknowledges control/shutdown (writes "") and shuts its domain down
+//!   with that reason;
+//! - its frontends (vbd, vif) do the xenbus handshake: Initialising (1) ->
+//!   ring-ref and event-channel, Initialised (3) once the backend waits
+//!   (InitWait, 2) -> Connected (4) once the backend is; Closing (5) ->
+//!   Closed (6) when the backend closes;
+//! - its agent (unless `xenith.agent=0` is on its command line) writes
+//!   data/os_*, data/meminfo_*, attr/vif/N/ipv4/0 and data/updated.
+//!
+//! Its code runs only while the domain runs: paused, it waits.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::Inner;
+use crate::drivers::hypervisor::{DomId, ShutdownReason};
+use crate::drivers::xenstore::{EmbeddedStore, XsClient, XsClientError};
+
+/// What a simulated guest is like, read from its kernel command line
+/// (`xenith.agent=0|1`, `xenith.os=NAME`, `xenith.distro=NAME`,
+/// `xenith.hang=1` for frontends that never connect).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestProfile {
+    pub agent: bool,
+    pub os_name: String,
+    pub distro: String,
+    pub hang_frontends: bool,
+    domid: DomId,
+}
+
+impl GuestProfile {
+    pub fn from_cmdline(cmdline: &str, domid: DomId) -> Self {
+        let mut p = GuestProfile {
+            agent: true,
+            os_name: "Debian GNU/Linux 12 (bookworm)".into(),
+            distro: "debian".into(),
+            hang_frontends: false,
+            domid,
+        };
+        for word in cmdline.split_whitespace() {
+            match word.split_once('=') {
+                Some(("xenith.agent", v)) => p.agent = v != "0",
+                Some(("xenith.os", v)) => p.os_name = v.replace('_', " "),
+                Some(("xenith.distro", v)) => p.distro = v.to_owned(),
+                Some(("xenith.hang", v)) => p.hang_frontends = v != "0",
+                _ => {}
+            }
+        }
+        p
+    }
+
+    /// The address the agent reports for vif `devid`: 10.<128+devid>.<domid>.
+    pub fn ipv4(&self, devid: u32) -> String {
+        format!(
+            "10.{}.{}.{}",
+            128 + devid.min(127),
+            self.domid.0 >> 8,
+            self.domid.0 & 0xff
+        )
+    }
+}
+
+pub(super) struct Guest {
+    domid: DomId,
+    profile: GuestProfile,
+    hv: Arc<Inner>,
+    running: watch::Receiver<bool>,
+}
+
+/// The guest stops: its domain is gone, or shut down.
+struct Gone;
+
+impl From<XsClientError> for Gone {
+    fn from(_: XsClientError) -> Self {
+        Gone
+    }
+}
+
+impl Guest {
+    pub(super) fn new(
+        domid: DomId,
+        profile: GuestProfile,
+        hv: Arc<Inner>,
+        running: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            domid,
+            profile,
+            hv,
+            running,
+        }
+    }
+
+    pub(super) async fn run(self, store: Arc<dyn EmbeddedStore>) {
+        let domid = self.domid;
+        match XsClient::connect_embedded_dyn(store, Some(u32::from(domid.0))).await {
+            Ok(xs) => {
+                let _ = self.live(xs).await;
+            }
+            Err(error) => tracing::warn!(%domid, %error, "simulated guest cannot reach xenstore"),
+        }
+    }
+
+    async fn wait_running(running: &mut watch::Receiver<bool>) -> Result<(), Gone> {
+        running.wait_for(|r| *r).await.map(drop).map_err(|_| Gone)
+    }
+
+    async fn live(mut self, xs: XsClient) -> Result<(), Gone> {
+        Self::wait_running(&mut self.running).await?;
+        for feature in ["feature-poweroff", "feature-reboot", "feature-suspend"] {
+            xs.write(&format!("control/{feature}"), "1").await?;
+        }
+        if self.profile.agent {
+            self.agent_report(&xs).await?;
+        }
+        let mut control = xs.watch("control/shutdown").await?;
+        let mut devices = xs.watch("device").await?;
+        let mut known: HashSet<String> = HashSet::new();
+        loop {
+            tokio::select! {
+                event = control.next() => {
+                    event.ok_or(Gone)?;
+                    Self::wait_running(&mut self.running).await?;
+                    let word = xs.read_opt("control/shutdown").await?.unwrap_or_default();
+                    if let Some(reason) = ShutdownReason::from_control_word(&word) {
+                        // Acknowledge, then go down with that reason.
+                        xs.write("control/shutdown", "").await?;
+                        let _ = self.hv.shutdown(self.domid, reason);
+                        return Ok(());
+                    }
+                }
+                event = devices.next() => {
+                    event.ok_or(Gone)?;
+                    for kind in ["vbd", "vif"] {
+                        let ids = match xs.directory(&format!("device/{kind}")).await {
+                            Ok(ids) => ids,
+                            Err(XsClientError::Xs(_)) => continue,
+                            Err(e) => return Err(e.into()),
+                        };
+                        for id in ids {
+                            let key = format!("{kind}/{id}");
+                            if known.insert(key.clone()) {
+                                let frontend = Frontend {
+                                    xs: xs.clone(),
+                                    path: format!("device/{key}"),
+                                    kind,
+                                    devid: id.parse().unwrap_or(0),
+                                    profile: self.profile.clone(),
+                                    running: self.running.clone(),
+                                };
+                                tokio::spawn(frontend.run());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn agent_report(&self, xs: &XsClient) -> Result<(), Gone> {
+        let p = &self.profile;
+        let mem_kib = self.hv.target_mib(self.domid) * 1024;
+        for (key, value) in [
+            ("data/os_name", p.os_name.clone()),
+            ("data/os_distro", p.distro.clone()),
+            ("data/os_majorver", "12".to_owned()),
+            ("data/os_minorver", "0".to_owned()),
+            ("data/os_uname", "6.1.0-xenith-sim".to_owned()),
+            ("data/meminfo_total", mem_kib.to_string()),
+            ("data/meminfo_free", (mem_kib * 3 / 4).to_string()),
+            ("control/feature-balloon", "1".to_owned()),
+        ] {
+            xs.write(key, value).await?;
+        }
+        xs.write("data/updated", updated()).await?;
+        Ok(())
+    }
+}
+
+fn updated() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    secs.to_string()
+}
+
+/// One frontend's side of the xenbus handshake.
+struct Frontend {
+    xs: XsClient,
+    /// Relative: device/vbd/51712.
+    path: String,
+    kind: &'static str,
+    devid: u32,
+    profile: GuestProfile,
+    running: watch::Receiver<bool>,
+}
+
+impl Frontend {
+    async fn run(mut self) {
+        let _ = self.handshake().await;
+    }
+
+    async fn handshake(&mut self) -> Result<(), Gone> {
+        let xs = self.xs.clone();
+        let Some(backend) = xs.read_opt(&format!("{}/backend", self.path)).await? else {
+            return Ok(());
+        };
+        let mut backend_state = xs.watch(&format!("{backend}/state")).await?;
+        loop {
+            backend_state.next().await.ok_or(Gone)?;
+            Guest::wait_running(&mut self.running).await?;
+            if self.profile.hang_frontends {
+                continue;
+            }
+            let front = match xs.read_opt(&format!("{}/state", self.path)).await? {
+                Some(s) => s,
+                // The toolstack removed the device: this frontend is done.
+                None => return Ok(()),
+            };
+            let back = xs
+                .read_opt(&format!("{backend}/state"))
+                .await?
+                .unwrap_or_default();
+            match (front.as_str(), back.as_str()) {
+                ("1", "2") => self.initialise().await?,
+                ("3", "4") => {
+                    self.set_state("4").await?;
+                    if self.kind == "vif" && self.profile.agent {
+                        let ip = self.profile.ipv4(self.devid);
+                        xs.write(&format!("attr/vif/{}/ipv4/0", self.devid), ip)
+                            .await?;
+                        xs.write("data/updated", updated()).await?;
+                    }
+                }
+                (f, "5") if f != "5" && f != "6" => {
+                    self.set_state("5").await?;
+                    self.set_state("6").await?;
+                }
+                (f, "6") if f != "6" => self.set_state("6").await?,
+                _ => {}
+            }
+        }
+    }
+
+    /// Grants the rings, allocates the event channel, says Initialised.
+    async fn initialise(&self) -> Result<(), Gone> {
+        let ring = 8 + self.devid % 1000;
+        let keys: &[(&str, String)] = match self.kind {
+            "vbd" => &[
+                ("ring-ref", ring.to_string()),
+                ("event-channel", (ring + 1).to_string()),
+                ("protocol", "x86_64-abi".to_owned()),
+            ],
+            _ => &[
+                ("tx-ring-ref", ring.to_string()),
+                ("rx-ring-ref", (ring + 1).to_string()),
+                ("event-channel", (ring + 2).to_string()),
+                ("request-rx-copy", "1".to_owned()),
+                ("feature-rx-notify", "1".to_owned()),
+                ("feature-sg", "1".to_owned()),
+            ],
+        };
+        let xs = &self.xs;
+        let path = self.path.clone();
+        let keys = keys.to_vec();
+        xs.transaction(|tx| {
+            let (path, keys) = (path.clone(), keys.clone());
+            async move {
+                for (k, v) in keys {
+                    tx.write(&format!("{path}/{k}"), v).await?;
+                }
+                tx.write(&format!("{path}/state"), "3").await
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn set_state(&self, state: &str) -> Result<(), Gone> {
+        self.xs
+            .write(&format!("{}/state", self.path), state)
+            .await?;
+        Ok(())
+    }
+}

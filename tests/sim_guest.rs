@@ -1,0 +1,268 @@
+//! The simulated guest, driven the way a toolstack and a backend would:
+//! it only acts through xenstore, as its own domain.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use xenith::actors::supervisor::{RootSupervisor, Strategy, SupervisorFlags};
+use xenith::config::SimConfig;
+use xenith::drivers::sim::SimHypervisor;
+use xenith::drivers::xenstore::XsClient;
+use xenith::drivers::{
+    BootImage, DomId, DomainConfig, DomainEvent, DomainType, Hypervisor, ShutdownReason,
+};
+use xenith::proto::xenstore::{Perm, PermLetter};
+use xenith::xenstored::Quota;
+
+fn owned_by(domid: u32) -> Vec<Perm> {
+    vec![Perm {
+        letter: PermLetter::None,
+        domid,
+    }]
+}
+
+fn readable_by(domid: u32) -> Vec<Perm> {
+    vec![
+        Perm {
+            letter: PermLetter::None,
+            domid: 0,
+        },
+        Perm {
+            letter: PermLetter::Read,
+            domid,
+        },
+    ]
+}
+
+async fn wait_value(xs: &XsClient, path: &str, want: &str) {
+    let t0 = Instant::now();
+    loop {
+        if xs.read_opt(path).await.unwrap().as_deref() == Some(want) {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{path} never became {want:?} (is {:?})",
+            xs.read_opt(path).await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+struct World {
+    sim: Arc<SimHypervisor>,
+    xs: XsClient,
+    _root: RootSupervisor,
+    _dir: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, store) =
+        xenith::daemon::xenstored_spec(dir.path().join("xs.sock"), Quota::default());
+    let flags = SupervisorFlags::new(Strategy::OneForOne, 3, Duration::from_secs(10));
+    let root = RootSupervisor::start("root", flags, vec![spec])
+        .await
+        .unwrap();
+    let sim = Arc::new(SimHypervisor::new(SimConfig {
+        total_mib: 8192,
+        dom0_mib: 1024,
+        cpus: 4,
+    }));
+    sim.attach_guests(Arc::new(store.clone()), tokio::runtime::Handle::current());
+    let xs = XsClient::connect_embedded(&store, None).await.unwrap();
+    World {
+        sim,
+        xs,
+        _root: root,
+        _dir: dir,
+    }
+}
+
+/// What a toolstack does before unpausing: the domain's tree and one vbd
+/// and one vif, both sides.
+async fn create(w: &World, cmdline: &str) -> DomId {
+    let cfg = DomainConfig {
+        uuid: [1; 16],
+        domain_type: DomainType::Pv,
+        memory_mib: 256,
+        vcpus: 1,
+    };
+    let d = w.sim.create_domain(&cfg).unwrap();
+    let image = BootImage {
+        kernel: "/boot/vmlinuz".into(),
+        ramdisk: None,
+        cmdline: cmdline.into(),
+    };
+    let built = w.sim.build_domain(d, &image).unwrap();
+    let n = u32::from(d.0);
+    let xs = &w.xs;
+    xs.introduce(n, built.store_gfn, built.store_port)
+        .await
+        .unwrap();
+    let home = format!("/local/domain/{n}");
+    xs.write(&home, "").await.unwrap();
+    xs.set_perms(&home, &readable_by(n)).await.unwrap();
+    for dir in ["control", "data", "attr", "device"] {
+        xs.write(&format!("{home}/{dir}"), "").await.unwrap();
+        xs.set_perms(&format!("{home}/{dir}"), &owned_by(n))
+            .await
+            .unwrap();
+    }
+    xs.write(&format!("{home}/control/shutdown"), "")
+        .await
+        .unwrap();
+    xs.set_perms(&format!("{home}/control/shutdown"), &owned_by(n))
+        .await
+        .unwrap();
+    for (kind, devid) in [("vbd", 51712), ("vif", 0)] {
+        let back = format!("/local/domain/0/backend/{kind}/{n}/{devid}");
+        let front = format!("{home}/device/{kind}/{devid}");
+        xs.write(&format!("{back}/frontend"), &front).await.unwrap();
+        xs.write(&format!("{back}/state"), "1").await.unwrap();
+        xs.set_perms(&back, &readable_by(n)).await.unwrap();
+        xs.set_perms(&format!("{back}/state"), &readable_by(n))
+            .await
+            .unwrap();
+        xs.write(&format!("{front}/backend"), &back).await.unwrap();
+        xs.write(&format!("{front}/backend-id"), "0").await.unwrap();
+        xs.write(&format!("{front}/state"), "1").await.unwrap();
+        for key in ["", "/backend", "/backend-id", "/state"] {
+            xs.set_perms(&format!("{front}{key}"), &owned_by(n))
+                .await
+                .unwrap();
+        }
+    }
+    d
+}
+
+#[actix::test]
+async fn a_guest_advertises_connects_its_frontends_reports_and_powers_off() {
+    let w = world().await;
+    let d = create(&w, "console=hvc0").await;
+    let n = d.0;
+    let home = format!("/local/domain/{n}");
+    let xs = &w.xs;
+    let mut events = w.sim.subscribe(d).unwrap();
+    // Nothing happens while paused.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        xs.read_opt(&format!("{home}/control/feature-poweroff"))
+            .await
+            .unwrap(),
+        None
+    );
+    w.sim.unpause(d).unwrap();
+    for f in ["poweroff", "reboot", "suspend"] {
+        wait_value(xs, &format!("{home}/control/feature-{f}"), "1").await;
+    }
+    wait_value(xs, &format!("{home}/data/os_distro"), "debian").await;
+    assert_eq!(
+        xs.read_opt(&format!("{home}/data/meminfo_total"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("262144")
+    );
+
+    // The handshake, both devices: backend InitWait -> frontend Initialised -> backend Connected -> Connected.
+    for (kind, devid) in [("vbd", 51712), ("vif", 0)] {
+        let back = format!("/local/domain/0/backend/{kind}/{n}/{devid}");
+        let front = format!("{home}/device/{kind}/{devid}");
+        xs.write(&format!("{back}/state"), "2").await.unwrap();
+        wait_value(xs, &format!("{front}/state"), "3").await;
+        assert!(xs
+            .read_opt(&format!("{front}/event-channel"))
+            .await
+            .unwrap()
+            .is_some());
+        xs.write(&format!("{back}/state"), "4").await.unwrap();
+        wait_value(xs, &format!("{front}/state"), "4").await;
+    }
+    assert!(xs
+        .read_opt(&format!("{home}/device/vbd/51712/ring-ref"))
+        .await
+        .unwrap()
+        .is_some());
+    assert!(xs
+        .read_opt(&format!("{home}/device/vif/0/tx-ring-ref"))
+        .await
+        .unwrap()
+        .is_some());
+    wait_value(
+        xs,
+        &format!("{home}/attr/vif/0/ipv4/0"),
+        &format!("10.128.0.{n}"),
+    )
+    .await;
+
+    // Paused, the guest does not answer; unpaused, it closes as asked.
+    w.sim.pause(d).unwrap();
+    let back = format!("/local/domain/0/backend/vbd/{n}/51712");
+    xs.write(&format!("{back}/state"), "5").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        xs.read_opt(&format!("{home}/device/vbd/51712/state"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("4")
+    );
+    w.sim.unpause(d).unwrap();
+    wait_value(xs, &format!("{home}/device/vbd/51712/state"), "6").await;
+
+    // A clean shutdown: acknowledged, then the domain shuts down with that reason.
+    xs.write(&format!("{home}/control/shutdown"), "poweroff")
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .unwrap();
+    assert_eq!(event, Some(DomainEvent::Shutdown(ShutdownReason::Poweroff)));
+    assert_eq!(
+        xs.read_opt(&format!("{home}/control/shutdown"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("")
+    );
+    assert_eq!(
+        w.sim.domain_info(d).unwrap().shutdown,
+        Some(ShutdownReason::Poweroff)
+    );
+}
+
+#[actix::test]
+async fn a_guest_without_an_agent_reports_nothing_and_a_hung_frontend_never_connects() {
+    let w = world().await;
+    let d = create(&w, "xenith.agent=0 xenith.hang=1").await;
+    let home = format!("/local/domain/{}", d.0);
+    w.sim.unpause(d).unwrap();
+    wait_value(&w.xs, &format!("{home}/control/feature-reboot"), "1").await;
+    let back = format!("/local/domain/0/backend/vbd/{}/51712", d.0);
+    w.xs.write(&format!("{back}/state"), "2").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        w.xs.read_opt(&format!("{home}/device/vbd/51712/state"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        w.xs.read_opt(&format!("{home}/data/os_name"))
+            .await
+            .unwrap(),
+        None
+    );
+    // Reboot: acknowledged with the reboot reason.
+    let mut events = w.sim.subscribe(d).unwrap();
+    w.xs.write(&format!("{home}/control/shutdown"), "reboot")
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .unwrap();
+    assert_eq!(event, Some(DomainEvent::Shutdown(ShutdownReason::Reboot)));
+}
