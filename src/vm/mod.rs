@@ -1,6 +1,7 @@
 //! VM definitions: the spec (CONTRACT.md `vm.create`, and config/vms/*.toml
 //! files, field for field) and the records xenith keeps of its VMs.
 
+pub mod layout;
 pub mod record;
 pub mod spec;
 

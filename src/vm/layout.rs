@@ -1,0 +1,358 @@
+//! The xenstore entries a VM's domain and devices get, as libxl 4.17
+//! writes them (docs/libxl-xenstore-layout.md): each entry's path, value,
+//! and ACL when one is set explicitly (otherwise the node inherits its
+//! parent's, the C daemon's rule, which the toolstack relies on).
+//!
+//! Pure: the domain and device actors write these; the tests compare them
+//! key by key with the reference.
+
+use crate::drivers::{Built, DomId, DomainType};
+use crate::proto::xenstore::{Perm, PermLetter};
+
+use super::spec::{Disk, DiskMode, Nic, VmSpec};
+
+/// One node to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub path: String,
+    pub value: String,
+    /// Set explicitly after writing; None inherits the parent's.
+    pub perms: Option<Vec<Perm>>,
+}
+
+fn e(path: String, value: impl Into<String>, perms: Option<Vec<Perm>>) -> Entry {
+    Entry {
+        path,
+        value: value.into(),
+        perms,
+    }
+}
+
+fn acl(owner: u32, owner_letter: PermLetter, extra: Option<(PermLetter, u32)>) -> Vec<Perm> {
+    let mut v = vec![Perm {
+        letter: owner_letter,
+        domid: owner,
+    }];
+    if let Some((letter, domid)) = extra {
+        v.push(Perm { letter, domid });
+    }
+    v
+}
+
+/// `n0 rN`: dom0's, the guest reads (libxl's roperm).
+pub fn ro(domid: DomId) -> Vec<Perm> {
+    acl(
+        0,
+        PermLetter::None,
+        Some((PermLetter::Read, u32::from(domid.0))),
+    )
+}
+
+/// `nN`: the guest's own (libxl's rwperm).
+pub fn rw(domid: DomId) -> Vec<Perm> {
+    acl(u32::from(domid.0), PermLetter::None, None)
+}
+
+/// `n0`: dom0 only (libxl's noperm).
+pub fn none() -> Vec<Perm> {
+    acl(0, PermLetter::None, None)
+}
+
+/// A frontend's ACL: the guest's, the backend (dom0) reads: `nN r0`.
+pub fn frontend_acl(domid: DomId) -> Vec<Perm> {
+    acl(
+        u32::from(domid.0),
+        PermLetter::None,
+        Some((PermLetter::Read, 0)),
+    )
+}
+
+/// The guest's home.
+pub fn home(domid: DomId) -> String {
+    format!("/local/domain/{domid}")
+}
+
+/// `/vm/<uuid>`.
+pub fn vm_path(uuid: &uuid::Uuid) -> String {
+    format!("/vm/{uuid}")
+}
+
+/// The console ring's size limit libxl sets (LIBXL_XENCONSOLE_LIMIT).
+pub const CONSOLE_LIMIT: u64 = 1_048_576;
+
+/// `start_time` as libxl writes it: seconds, a dot, two digits of hundredths.
+pub fn start_time(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{}.{:02}", d.as_secs(), d.subsec_micros() / 10_000)
+}
+
+/// What `libxl__domain_make` writes (one transaction, right after the
+/// domain is created): the home, its directories, control/, /vm/UUID,
+/// /libxl/N.
+pub fn domain_make(uuid: &uuid::Uuid, domid: DomId, spec: &VmSpec) -> Vec<Entry> {
+    let h = home(domid);
+    let n = domid.0;
+    let mut v = vec![
+        e(h.clone(), "", Some(ro(domid))),
+        e(format!("{h}/vm"), vm_path(uuid), None),
+        e(format!("{h}/name"), spec.name.clone(), None),
+        e(format!("{h}/cpu"), "", Some(ro(domid))),
+        e(format!("{h}/memory"), "", Some(ro(domid))),
+        e(format!("{h}/device"), "", Some(ro(domid))),
+        e(
+            format!("{h}/device/suspend/event-channel"),
+            "",
+            Some(rw(domid)),
+        ),
+        e(format!("{h}/control"), "", Some(ro(domid))),
+    ];
+    if spec.domain_type == DomainType::Hvm {
+        v.push(e(format!("{h}/hvmloader"), "", Some(ro(domid))));
+    }
+    for key in [
+        "shutdown",
+        "feature-poweroff",
+        "feature-reboot",
+        "feature-suspend",
+    ] {
+        v.push(e(format!("{h}/control/{key}"), "", Some(rw(domid))));
+    }
+    if spec.domain_type == DomainType::Hvm {
+        for key in ["feature-s3", "feature-s4"] {
+            v.push(e(format!("{h}/control/{key}"), "", Some(rw(domid))));
+        }
+    }
+    v.push(e(format!("{h}/control/sysrq"), "", Some(rw(domid))));
+    for dir in ["data", "drivers", "feature", "attr", "error"] {
+        v.push(e(format!("{h}/{dir}"), "", Some(rw(domid))));
+    }
+    v.push(e(
+        format!("{h}/control/platform-feature-multiprocessor-suspend"),
+        "1",
+        None,
+    ));
+    v.push(e(
+        format!("{h}/control/platform-feature-xs_reset_watches"),
+        "1",
+        None,
+    ));
+    let vm = vm_path(uuid);
+    v.push(e(vm.clone(), "", Some(ro(domid))));
+    v.push(e(format!("{vm}/uuid"), uuid.to_string(), None));
+    v.push(e(format!("{vm}/name"), spec.name.clone(), None));
+    v.push(e(format!("/libxl/{n}"), "", Some(none())));
+    v.push(e(format!("/libxl/{n}/device"), "", Some(none())));
+    let ty = match spec.domain_type {
+        DomainType::Pv => "pv",
+        DomainType::Pvh => "pvh",
+        DomainType::Hvm => "hvm",
+    };
+    v.push(e(format!("/libxl/{n}/type"), ty, None));
+    v.push(e(format!("/libxl/{n}/dm-version"), "qemu_xen", None));
+    v
+}
+
+/// What `libxl__build_post` writes once the image is built: memory, domid,
+/// store, vcpus, /vm/UUID image keys and start_time.
+pub fn build_post(
+    uuid: &uuid::Uuid,
+    domid: DomId,
+    spec: &VmSpec,
+    built: &Built,
+    started: std::time::SystemTime,
+) -> Vec<Entry> {
+    let h = home(domid);
+    let kib = spec.memory_mib * 1024;
+    let mut v = vec![
+        e(format!("{h}/memory/static-max"), kib.to_string(), None),
+        e(format!("{h}/memory/target"), kib.to_string(), None),
+        e(format!("{h}/memory/videoram"), "0", None),
+        e(format!("{h}/domid"), domid.0.to_string(), None),
+        e(
+            format!("{h}/store/port"),
+            built.store_port.to_string(),
+            None,
+        ),
+        e(
+            format!("{h}/store/ring-ref"),
+            built.store_gfn.to_string(),
+            None,
+        ),
+    ];
+    for i in 0..spec.vcpus {
+        v.push(e(format!("{h}/cpu/{i}/availability"), "online", None));
+    }
+    let vm = vm_path(uuid);
+    match spec.domain_type {
+        DomainType::Pv => {
+            v.push(e(format!("{vm}/image/ostype"), "linux", None));
+            if let Some(k) = &spec.kernel {
+                v.push(e(
+                    format!("{vm}/image/kernel"),
+                    k.display().to_string(),
+                    None,
+                ));
+            }
+            if let Some(r) = &spec.ramdisk {
+                v.push(e(
+                    format!("{vm}/image/ramdisk"),
+                    r.display().to_string(),
+                    None,
+                ));
+            }
+            if !spec.cmdline.is_empty() {
+                v.push(e(format!("{vm}/image/cmdline"), spec.cmdline.clone(), None));
+            }
+        }
+        DomainType::Hvm => v.push(e(format!("{vm}/image/ostype"), "hvm", None)),
+        DomainType::Pvh => {}
+    }
+    v.push(e(format!("{vm}/start_time"), start_time(started), None));
+    v
+}
+
+/// Console 0: `/local/domain/N/console` (read-only for the guest, except
+/// backend-id) and its backend for xenconsoled in dom0.
+pub fn console(domid: DomId, built: &Built) -> Vec<Entry> {
+    let h = home(domid);
+    let n = domid.0;
+    let back = format!("/local/domain/0/backend/console/{n}/0");
+    vec![
+        e(format!("{h}/console"), "", Some(ro(domid))),
+        e(format!("{h}/console/backend"), back.clone(), None),
+        e(
+            format!("{h}/console/backend-id"),
+            "0",
+            Some(frontend_acl(domid)),
+        ),
+        e(
+            format!("{h}/console/limit"),
+            CONSOLE_LIMIT.to_string(),
+            None,
+        ),
+        e(format!("{h}/console/type"), "xenconsoled", None),
+        e(format!("{h}/console/output"), "pty", None),
+        e(format!("{h}/console/tty"), "", None),
+        e(
+            format!("{h}/console/port"),
+            built.console_port.to_string(),
+            None,
+        ),
+        e(
+            format!("{h}/console/ring-ref"),
+            built.console_gfn.to_string(),
+            None,
+        ),
+        e(back.clone(), "", Some(ro(domid))),
+        e(format!("{back}/frontend-id"), n.to_string(), None),
+        e(format!("{back}/online"), "1", None),
+        e(format!("{back}/state"), "1", None),
+        e(format!("{back}/protocol"), "vt100", None),
+        e(format!("{back}/frontend"), format!("{h}/console"), None),
+    ]
+}
+
+/// A device's two sides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceTrees {
+    pub backend: String,
+    pub frontend: String,
+    pub entries: Vec<Entry>,
+}
+
+fn device(
+    domid: DomId,
+    kind: &str,
+    devid: u32,
+    back: Vec<(&str, String)>,
+    front: Vec<(&str, String)>,
+) -> DeviceTrees {
+    let n = domid.0;
+    let backend = format!("/local/domain/0/backend/{kind}/{n}/{devid}");
+    let frontend = format!("{}/device/{kind}/{devid}", home(domid));
+    let mut entries = vec![e(backend.clone(), "", Some(ro(domid)))];
+    entries.push(e(format!("{backend}/frontend"), frontend.clone(), None));
+    entries.extend(
+        back.into_iter()
+            .map(|(k, v)| e(format!("{backend}/{k}"), v, None)),
+    );
+    entries.push(e(frontend.clone(), "", Some(frontend_acl(domid))));
+    entries.push(e(format!("{frontend}/backend"), backend.clone(), None));
+    entries.extend(
+        front
+            .into_iter()
+            .map(|(k, v)| e(format!("{frontend}/{k}"), v, Some(frontend_acl(domid)))),
+    );
+    DeviceTrees {
+        backend,
+        frontend,
+        entries,
+    }
+}
+
+/// A disk (blkback, `phy`), both sides, state 1.
+pub fn vbd(domid: DomId, disk: &Disk, pv: bool) -> DeviceTrees {
+    let rw_mode = disk.mode == DiskMode::Rw;
+    let back = vec![
+        ("params", disk.path.display().to_string()),
+        ("script", "/etc/xen/scripts/block".to_owned()),
+        ("frontend-id", domid.0.to_string()),
+        ("online", "1".to_owned()),
+        ("removable", "0".to_owned()),
+        ("bootable", "1".to_owned()),
+        ("state", "1".to_owned()),
+        ("dev", disk.device.clone()),
+        ("type", "phy".to_owned()),
+        ("mode", if rw_mode { "w" } else { "r" }.to_owned()),
+        ("device-type", "disk".to_owned()),
+        ("discard-enable", if rw_mode { "1" } else { "0" }.to_owned()),
+        ("specification", "xen".to_owned()),
+    ];
+    let mut front = vec![
+        ("backend-id", "0".to_owned()),
+        ("state", "1".to_owned()),
+        ("virtual-device", disk.devid.to_string()),
+        ("device-type", "disk".to_owned()),
+        ("trusted", "1".to_owned()),
+    ];
+    if pv {
+        front.push(("protocol", "x86_64-abi".to_owned()));
+    }
+    device(domid, "vbd", disk.devid, back, front)
+}
+
+/// A NIC (netback), both sides, state 1; `hotplug-status` empty so that
+/// netback waits for the hotplug step.
+pub fn vif(domid: DomId, nic: &Nic) -> DeviceTrees {
+    let back = vec![
+        ("frontend-id", domid.0.to_string()),
+        ("online", "1".to_owned()),
+        ("state", "1".to_owned()),
+        ("script", "/etc/xen/scripts/vif-bridge".to_owned()),
+        ("mac", nic.mac.clone()),
+        ("bridge", nic.bridge.clone()),
+        ("handle", nic.devid.to_string()),
+        ("type", "vif".to_owned()),
+        ("hotplug-status", String::new()),
+    ];
+    let front = vec![
+        ("backend-id", "0".to_owned()),
+        ("state", "1".to_owned()),
+        ("handle", nic.devid.to_string()),
+        ("mac", nic.mac.clone()),
+        ("trusted", "1".to_owned()),
+    ];
+    let mut trees = device(domid, "vif", nic.devid, back, front);
+    // mtu is a read-only front key: the backend's (n0 rN).
+    trees.entries.push(e(
+        format!("{}/mtu", trees.frontend),
+        "1500",
+        Some(ro(domid)),
+    ));
+    trees
+}
+
+/// The dom0 interface netback creates for a vif (`vif<domid>.<devid>`).
+pub fn vif_name(domid: DomId, nic: &Nic) -> String {
+    format!("vif{}.{}", domid.0, nic.devid)
+}
