@@ -74,11 +74,12 @@ pub(super) struct Guest {
     running: watch::Receiver<bool>,
 }
 
-/// The guest stops: its domain is gone, or shut down.
+/// The guest stops: its domain is gone, or shut down (or xenstore said no).
 struct Gone;
 
 impl From<XsClientError> for Gone {
-    fn from(_: XsClientError) -> Self {
+    fn from(error: XsClientError) -> Self {
+        tracing::debug!(%error, "simulated guest stops");
         Gone
     }
 }
@@ -175,11 +176,17 @@ impl Guest {
             ("data/os_uname", "6.1.0-xenith-sim".to_owned()),
             ("data/meminfo_total", mem_kib.to_string()),
             ("data/meminfo_free", (mem_kib * 3 / 4).to_string()),
+            // libxl leaves control/ read-only for the guest; XAPI lets it write this.
             ("control/feature-balloon", "1".to_owned()),
+            ("data/updated", updated()),
         ] {
-            xs.write(key, value).await?;
+            // Like a real agent: a key the toolstack did not make writable is
+            // skipped; only a lost connection stops the guest.
+            match xs.write(key, value).await {
+                Ok(()) | Err(XsClientError::Xs(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
-        xs.write("data/updated", updated()).await?;
         Ok(())
     }
 }
@@ -205,6 +212,7 @@ struct Frontend {
 impl Frontend {
     async fn run(mut self) {
         let _ = self.handshake().await;
+        tracing::debug!(frontend = %self.path, "simulated frontend done");
     }
 
     async fn handshake(&mut self) -> Result<(), Gone> {

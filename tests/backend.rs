@@ -1,0 +1,227 @@
+//! Device backend actors with the simulated guest's frontends: plug,
+//! connect, crash and re-sync, unplug.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use xenith::actors::backend::{
+    BackendActor, DeviceSpec, DeviceStatus, InjectPanic, Unplug, XenbusState,
+};
+use xenith::actors::supervisor::{
+    ChildSpec, RootSupervisor, Strategy, SupervisorFlags, SupervisorHandle,
+};
+use xenith::config::SimConfig;
+use xenith::drivers::sim::SimHypervisor;
+use xenith::drivers::xenstore::XsClient;
+use xenith::drivers::{BootImage, DomainConfig, Hypervisor};
+use xenith::vm::{layout, VmSpecFile};
+use xenith::xenstored::Quota;
+
+async fn status(sup: &SupervisorHandle, id: &str) -> Option<(XenbusState, XenbusState)> {
+    let addr = sup.child::<BackendActor>(id).await.unwrap()?;
+    addr.send(DeviceStatus).await.ok()
+}
+
+async fn eventually_connected(sup: &SupervisorHandle, id: &str, xs: &XsClient) {
+    let t0 = Instant::now();
+    while status(sup, id).await != Some((XenbusState::Connected, XenbusState::Connected)) {
+        if t0.elapsed() > Duration::from_secs(5) {
+            let mut dump = Vec::new();
+            for p in [
+                "/local/domain/1/device/vbd/51712",
+                "/local/domain/0/backend/vbd/1/51712",
+                "/local/domain/1/control",
+                "/local/domain/1/data",
+            ] {
+                for k in xs.directory(p).await.unwrap_or_default() {
+                    dump.push(format!(
+                        "{p}/{k} = {:?} {:?}",
+                        xs.read_opt(&format!("{p}/{k}")).await.unwrap(),
+                        xs.get_perms(&format!("{p}/{k}")).await.unwrap()
+                    ));
+                }
+            }
+            panic!("{id}: {:?}\n{}", status(sup, id).await, dump.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[actix::test]
+async fn backends_connect_survive_a_panic_and_unplug_cleanly() {
+    common::quiet_injected_panics();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("xenith=debug")
+        .with_test_writer()
+        .try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let (xs_spec, store) =
+        xenith::daemon::xenstored_spec(dir.path().join("xs.sock"), Quota::default());
+    let flags = SupervisorFlags::new(Strategy::OneForOne, 10, Duration::from_secs(10));
+    let root = RootSupervisor::start("root", flags, vec![xs_spec])
+        .await
+        .unwrap();
+    let sim = Arc::new(SimHypervisor::new(SimConfig {
+        total_mib: 8192,
+        dom0_mib: 1024,
+        cpus: 4,
+    }));
+    sim.attach_guests(Arc::new(store.clone()), tokio::runtime::Handle::current());
+    let xs = XsClient::connect_embedded(&store, None).await.unwrap();
+
+    // A PV VM with one disk and one NIC, its domain built and its tree written.
+    let uuid = uuid::Uuid::new_v4();
+    let spec = VmSpecFile::from_toml(
+        "name=\"d\"\ntype=\"pv\"\nmemory_mib=128\nkernel=\"/k\"\n[[disks]]\npath=\"/dev/vg/d\"\ndevice=\"xvda\"\n[[nics]]\n",
+    )
+    .unwrap()
+    .validate(&uuid)
+    .unwrap();
+    let cfg = DomainConfig {
+        uuid: *uuid.as_bytes(),
+        domain_type: spec.domain_type,
+        memory_mib: 128,
+        vcpus: 1,
+    };
+    let d = sim.create_domain(&cfg).unwrap();
+    let built = sim
+        .build_domain(
+            d,
+            &BootImage {
+                kernel: "/k".into(),
+                ramdisk: None,
+                cmdline: String::new(),
+            },
+        )
+        .unwrap();
+    for e in layout::domain_make(&uuid, d, &spec)
+        .into_iter()
+        .chain(layout::build_post(
+            &uuid,
+            d,
+            &spec,
+            &built,
+            std::time::SystemTime::now(),
+        ))
+    {
+        xs.write(&e.path, &e.value).await.unwrap();
+        if let Some(p) = &e.perms {
+            xs.set_perms(&e.path, p).await.unwrap();
+        }
+    }
+    xs.introduce(u32::from(d.0), built.store_gfn, built.store_port)
+        .await
+        .unwrap();
+    sim.unpause(d).unwrap();
+
+    let vbd = DeviceSpec {
+        kind: "vbd",
+        name: "xvda".into(),
+        trees: layout::vbd(d, &spec.disks[0], true),
+        hotplug: vec![
+            ("physical-device".into(), "fd:0".into()),
+            ("hotplug-status".into(), "connected".into()),
+        ],
+    };
+    let vif = DeviceSpec {
+        kind: "vif",
+        name: "0".into(),
+        trees: layout::vif(d, &spec.nics[0]),
+        hotplug: vec![("hotplug-status".into(), "connected".into())],
+    };
+    let (vbd_back, vbd_front) = (vbd.trees.backend.clone(), vbd.trees.frontend.clone());
+    let vm = ChildSpec::supervisor(
+        "vm",
+        SupervisorFlags::new(Strategy::OneForOne, 10, Duration::from_secs(60)),
+        vec![
+            BackendActor::spec(vbd, xs.clone()),
+            BackendActor::spec(vif, xs.clone()),
+        ],
+    );
+    root.handle().start_child(vm).await.unwrap();
+    let sup = root.handle().child_supervisor("vm").await.unwrap().unwrap();
+    eventually_connected(&sup, "vbd:xvda", &xs).await;
+    eventually_connected(&sup, "vif:0", &xs).await;
+    assert_eq!(
+        xs.read_opt(&format!("{vbd_back}/physical-device"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("fd:0")
+    );
+    let ip = xs
+        .read_opt(&format!("/local/domain/{}/attr/vif/0/ipv4/0", d.0))
+        .await
+        .unwrap();
+    assert!(ip.is_some(), "the guest's agent reported its address");
+
+    // A panic in the vbd backend: restarted alone, re-synced, the guest undisturbed.
+    let front_before = xs.read_opt(&format!("{vbd_front}/ring-ref")).await.unwrap();
+    let addr = sup
+        .child::<BackendActor>("vbd:xvda")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(addr.send(InjectPanic).await.is_err());
+    let t0 = Instant::now();
+    while sup
+        .tree()
+        .await
+        .unwrap()
+        .find(&["vbd:xvda"])
+        .unwrap()
+        .restarts
+        != 1
+    {
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let tree = sup.tree().await.unwrap();
+    assert_eq!(tree.find(&["vif:0"]).unwrap().restarts, 0);
+    // The restarted backend read the state back (no rewrite): still Connected on both sides.
+    let addr = sup
+        .child::<BackendActor>("vbd:xvda")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        addr.send(DeviceStatus).await.unwrap().0,
+        XenbusState::Connected
+    );
+    assert_eq!(
+        xs.read_opt(&format!("{vbd_front}/state"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("4")
+    );
+    assert_eq!(
+        xs.read_opt(&format!("{vbd_front}/ring-ref")).await.unwrap(),
+        front_before
+    );
+
+    // Unplug: Closing, the frontend closes, Closed, both trees gone, the actor ends normally.
+    addr.send(Unplug).await.unwrap().unwrap();
+    assert_eq!(xs.read_opt(&vbd_back).await.unwrap(), None);
+    assert_eq!(xs.read_opt(&vbd_front).await.unwrap(), None);
+    let t0 = Instant::now();
+    loop {
+        let node = sup
+            .tree()
+            .await
+            .unwrap()
+            .find(&["vbd:xvda"])
+            .cloned()
+            .unwrap();
+        if node.state == "stopped" {
+            assert_eq!(node.last_exit.as_deref(), Some("normal"));
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    root.shutdown().await;
+}
