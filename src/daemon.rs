@@ -9,10 +9,13 @@
 //! ├── xenstored   (embedded only; rest_for_one)
 //! │   ├── store            the xenstore database
 //! │   └── xenstore-socket  its Unix socket
+//! ├── domains     one_for_one, one child per VM:
+//! │   └── <uuid>  the VM's supervisor (one_for_one): domain, vbd:*, vif:*
 //! └── rpc         the MessagePack-RPC listener
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::actors::host::{HostActor, HostHandle};
 use crate::actors::slot::AddrSlot;
@@ -23,11 +26,22 @@ use crate::actors::supervisor::{
 use crate::actors::xenstored::{XenstoredActor, XenstoredHandle};
 use crate::api::Api;
 use crate::config::{Config, XenstoreChoice};
+use crate::drivers::xenstore::{EmbeddedStore, XsClient};
 use crate::drivers::{self, HypervisorError};
 use crate::proto::rpc::RpcService;
 use crate::proto::socket::SocketListener;
 use crate::proto::xenstore::server::XsService;
+use crate::vm::RecordStore;
 use crate::xenstored::Quota;
+
+/// The domains supervisor: one child (a VM supervisor) per VM, restarted
+/// one by one. Its intensity is high: a VM whose own supervisor gives up is
+/// restarted here, and one VM's trouble must not take the others down.
+pub const DOMAINS_FLAGS: SupervisorFlags = SupervisorFlags {
+    strategy: Strategy::OneForOne,
+    max_restarts: 1000,
+    period: std::time::Duration::from_secs(60),
+};
 
 /// Sockets where a host's own xenstored listens.
 const HOST_XENSTORED_SOCKETS: &[&str] = &["/run/xenstored/socket", "/var/run/xenstored/socket"];
@@ -41,6 +55,10 @@ pub enum DaemonError {
     Start(#[from] SupervisorError),
     #[error("cannot create the state directory {0}")]
     StateDir(PathBuf, #[source] std::io::Error),
+    #[error("VM records")]
+    Records(#[source] crate::vm::RecordError),
+    #[error("cannot connect to xenstore")]
+    Xenstore(#[source] crate::drivers::xenstore::XsClientError),
     #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
     #[error("the supervision tree ended: {0}")]
@@ -124,8 +142,14 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     prepare_state_dir(&config.state_dir)?;
-    let driver = drivers::select(&config)?;
+    let records = RecordStore::open(&config.state_dir).map_err(DaemonError::Records)?;
     let (xs_kind, xs_socket) = resolve_xenstore(&config.xenstore, &config.socket);
+    let embedded =
+        (xs_kind == "embedded").then(|| xenstored_spec(xs_socket.clone(), Quota::default()));
+    let guests = embedded
+        .as_ref()
+        .map(|(_, h)| Arc::new(h.clone()) as Arc<dyn EmbeddedStore>);
+    let driver = drivers::select(&config, guests)?;
     tracing::info!(
         hypervisor = driver.kind().as_str(),
         xenstore = xs_kind,
@@ -137,25 +161,55 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
 
     let host_slot = AddrSlot::new();
     let root_slot = AddrSlot::new();
-    let api = Api::new(HostHandle::new(host_slot.clone()), root_slot.clone());
+    let domains_slot = AddrSlot::new();
+    let api = Api::new(
+        HostHandle::new(host_slot.clone()),
+        root_slot.clone(),
+        domains_slot.clone(),
+        records.clone(),
+        driver.clone(),
+    );
     let flags = SupervisorFlags::new(
         Strategy::OneForOne,
         config.supervisor.max_restarts,
         config.supervisor.period,
     );
     let mut children = vec![HostActor::spec(driver, host_slot)];
-    if xs_kind == "embedded" {
-        children.push(xenstored_spec(xs_socket.clone(), Quota::default()).0);
-    }
-    children.extend([RpcService::spec(
+    let embedded_handle = embedded.map(|(spec, handle)| {
+        children.push(spec);
+        handle
+    });
+    children.push(ChildSpec::supervisor_published(
+        "domains",
+        DOMAINS_FLAGS,
+        vec![],
+        Some(domains_slot),
+    ));
+    children.push(RpcService::spec(
         config.socket.clone(),
         config.rpc.clone(),
-        api,
-    )]);
+        api.clone(),
+    ));
     let root = RootSupervisor::start("root", flags, children).await?;
     root.handle().publish(&root_slot);
+
+    // The toolstack's own xenstore connection, then the VMs it knows.
+    let xs = match &embedded_handle {
+        Some(handle) => XsClient::connect_embedded(handle, None).await,
+        None => XsClient::connect_socket(&xs_socket).await,
+    }
+    .map_err(DaemonError::Xenstore)?;
+    api.set_xenstore(xs);
+    let known = records.load_all().map_err(DaemonError::Records)?;
+    let count = known.len();
+    for record in known {
+        let (uuid, name) = (record.uuid, record.spec.name.clone());
+        if let Err(error) = api.adopt(record).await {
+            tracing::error!(vm = %uuid, %name, %error, "cannot take this VM back");
+        }
+    }
     notify(&[sd_notify::NotifyState::Ready]);
-    tracing::info!(socket = %config.socket.display(), "xenithd ready");
+    tracing::info!(socket = %config.socket.display(), vms = count, "xenithd ready");
 
     let signal_name = tokio::select! {
         _ = term.recv() => "SIGTERM",

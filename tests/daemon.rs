@@ -134,7 +134,7 @@ fn serves_host_info_and_the_tree_and_stops_in_order_on_sigterm() {
         .iter()
         .map(|c| c["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["host", "xenstored", "rpc"]);
+    assert_eq!(ids, ["host", "xenstored", "domains", "rpc"]);
     let xs: Vec<&str> = tree["children"][1]["children"]
         .as_array()
         .unwrap()
@@ -205,7 +205,7 @@ fn bad_requests_get_errors_and_an_undecodable_stream_closes_only_its_connection(
     // Unknown method, a contract method not served yet, bad params, a non-request frame.
     s.write_all(&request(1, "no.such", Value::Map(vec![])))
         .unwrap();
-    s.write_all(&request(2, "vm.create", Value::Map(vec![])))
+    s.write_all(&request(2, "vm.console", Value::Map(vec![])))
         .unwrap();
     s.write_all(&request(
         3,

@@ -2,6 +2,7 @@
 //! messages, its handlers, and a small typed handle that hides its `Addr`.
 
 pub mod backend;
+pub mod domain;
 pub mod host;
 pub mod slot;
 pub mod supervisor;

@@ -1,22 +1,34 @@
 //! The one internal API every frontend (the RPC socket, the TLS listener,
 //! the shell through them) goes through. Frontends parse their wire format
-//! into calls on [`Api`]; `Api` drives the actors through their handles.
+//! into a [`Call`]; `Api` drives the actors through their handles.
 
 mod error;
+pub mod vm;
+
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
 pub use error::{ApiError, ErrorCode};
 
+use crate::actors::domain::VmOp;
 use crate::actors::host::{HostHandle, HostInfo};
 use crate::actors::slot::AddrSlot;
 use crate::actors::supervisor::{Supervisor, SupervisorHandle, TreeNode};
+use crate::drivers::xenstore::XsClient;
+use crate::drivers::Hypervisor;
+use crate::vm::{RecordStore, VmSpecFile};
 
 /// One operation, as a frontend parsed it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Call {
     HostInfo,
     SupervisorTree,
+    VmCreate(Box<VmSpecFile>),
+    VmList,
+    VmGet(String),
+    VmOp(String, VmOp),
+    VmRemove(String),
 }
 
 /// What an operation returns (serialises as the inner value).
@@ -25,18 +37,55 @@ pub enum Call {
 pub enum Reply {
     HostInfo(HostInfo),
     Tree(TreeNode),
+    Created { uuid: String },
+    VmList(Vec<vm::VmSummary>),
+    Vm(Box<vm::VmInfo>),
+    VmSummary(vm::VmSummary),
+}
+
+/// What the API reaches.
+#[derive(Debug)]
+pub(crate) struct ApiInner {
+    pub(crate) host: HostHandle,
+    pub(crate) root: AddrSlot<Supervisor>,
+    pub(crate) domains: AddrSlot<Supervisor>,
+    pub(crate) records: RecordStore,
+    pub(crate) driver: Arc<dyn Hypervisor>,
+    /// The toolstack's (privileged) xenstore connection, set once the tree
+    /// (and an embedded xenstored) runs.
+    pub(crate) xs: OnceLock<XsClient>,
 }
 
 /// xenith's operations, shared by all frontends.
 #[derive(Debug, Clone)]
 pub struct Api {
-    host: HostHandle,
-    root: AddrSlot<Supervisor>,
+    pub(crate) inner: Arc<ApiInner>,
 }
 
 impl Api {
-    pub fn new(host: HostHandle, root: AddrSlot<Supervisor>) -> Self {
-        Self { host, root }
+    pub fn new(
+        host: HostHandle,
+        root: AddrSlot<Supervisor>,
+        domains: AddrSlot<Supervisor>,
+        records: RecordStore,
+        driver: Arc<dyn Hypervisor>,
+    ) -> Self {
+        let inner = ApiInner {
+            host,
+            root,
+            domains,
+            records,
+            driver,
+            xs: OnceLock::new(),
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The toolstack's xenstore connection (set once, at start).
+    pub fn set_xenstore(&self, xs: XsClient) {
+        let _ = self.inner.xs.set(xs);
     }
 
     /// Runs one parsed call.
@@ -44,20 +93,30 @@ impl Api {
         match call {
             Call::HostInfo => self.host_info().await.map(Reply::HostInfo),
             Call::SupervisorTree => self.supervisor_tree().await.map(Reply::Tree),
+            Call::VmCreate(spec) => self
+                .vm_create(*spec)
+                .await
+                .map(|uuid| Reply::Created { uuid }),
+            Call::VmList => self.vm_list().await.map(Reply::VmList),
+            Call::VmGet(vm) => self.vm_get(&vm).await.map(|v| Reply::Vm(Box::new(v))),
+            Call::VmOp(vm, op) => self.vm_op(&vm, op).await.map(Reply::VmSummary),
+            Call::VmRemove(vm) => self.vm_remove(&vm).await.map(Reply::VmSummary),
         }
     }
 
     /// `host.info`.
     pub async fn host_info(&self) -> Result<HostInfo, ApiError> {
-        self.host.info().await.map_err(ApiError::internal)
+        self.inner.host.info().await.map_err(ApiError::internal)
     }
 
     /// `supervisor.tree`: the whole supervision tree.
     pub async fn supervisor_tree(&self) -> Result<TreeNode, ApiError> {
-        let root =
-            self.root.get().map(SupervisorHandle::from).ok_or_else(|| {
-                ApiError::new(ErrorCode::InternalError, "the tree is still starting")
-            })?;
+        let root = self
+            .inner
+            .root
+            .get()
+            .map(SupervisorHandle::from)
+            .ok_or_else(|| ApiError::new(ErrorCode::InternalError, "the tree is still starting"))?;
         root.tree().await.map_err(ApiError::internal)
     }
 }

@@ -235,7 +235,13 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
 
 /// Picks the backend the configuration asks for (`auto`: xen when
 /// /dev/xen/privcmd exists, sim otherwise).
-pub fn select(config: &Config) -> Result<Arc<dyn Hypervisor>, HypervisorError> {
+///
+/// On the simulated host, `guests` (the embedded xenstored) is where the
+/// simulated guests run their xenstore side; without it they are silent.
+pub fn select(
+    config: &Config,
+    guests: Option<Arc<dyn super::xenstore::EmbeddedStore>>,
+) -> Result<Arc<dyn Hypervisor>, HypervisorError> {
     let kind = match config.hypervisor {
         HypervisorChoice::Sim => HypervisorKind::Sim,
         HypervisorChoice::Xen => HypervisorKind::Xen,
@@ -243,7 +249,13 @@ pub fn select(config: &Config) -> Result<Arc<dyn Hypervisor>, HypervisorError> {
         HypervisorChoice::Auto => HypervisorKind::Sim,
     };
     match kind {
-        HypervisorKind::Sim => Ok(Arc::new(super::sim::SimHypervisor::new(config.sim))),
+        HypervisorKind::Sim => {
+            let sim = super::sim::SimHypervisor::new(config.sim);
+            if let (Some(store), Ok(rt)) = (guests, tokio::runtime::Handle::try_current()) {
+                sim.attach_guests(store, rt);
+            }
+            Ok(Arc::new(sim))
+        }
         // The libxenctrl backend is the subject of its own work item.
         HypervisorKind::Xen => Err(HypervisorError::Unavailable(
             "xen",

@@ -8,6 +8,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use xenith::actors::supervisor::{ChildSpec, ExitSlot, StartError, SupervisorHandle};
 
+pub mod daemon;
 pub mod xenstored;
 
 /// Every worker instance gets a unique number, so a restart is visible.

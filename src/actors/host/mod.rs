@@ -4,15 +4,20 @@
 
 mod messages;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, MessageResult, WrapFuture};
+use actix::{
+    Actor, ActorFutureExt, AsyncContext, Context, Handler, MessageResult, ResponseActFuture,
+    WrapFuture,
+};
 
-pub use messages::{GetHostInfo, HostInfo};
+pub use messages::{GetHostInfo, HostInfo, ListVms, RegisterVm, ResolveVm, UnregisterVm};
 
+use super::domain::VmHandle;
 use super::slot::AddrSlot;
 use super::supervisor::{ChildSpec, StartError};
+use crate::api::{ApiError, ErrorCode};
 use crate::drivers::{Hypervisor, HypervisorError, PhysInfo};
 
 /// How often the cached physical facts are refreshed.
@@ -38,6 +43,23 @@ pub struct HostActor {
     hostname: String,
     phys: PhysInfo,
     slot: AddrSlot<HostActor>,
+    /// The inventory. It outlives this incarnation (the child spec owns
+    /// it, like an OTP table with an heir): a restarted host actor finds
+    /// every VM again. Only the current incarnation touches it.
+    inventory: Arc<Mutex<Inventory>>,
+}
+
+/// Every VM xenith knows, by uuid, and names to uuids.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    vms: std::collections::BTreeMap<uuid::Uuid, VmHandle>,
+    names: std::collections::HashMap<String, uuid::Uuid>,
+}
+
+impl HostActor {
+    fn inventory(&self) -> MutexGuard<'_, Inventory> {
+        self.inventory.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Runs a hypervisor call on the blocking pool.
@@ -57,8 +79,9 @@ impl HostActor {
     /// The host actor's child spec: it reads the host's facts before it
     /// counts as started (no hypervisor, no start).
     pub fn spec(driver: Arc<dyn Hypervisor>, slot: AddrSlot<HostActor>) -> ChildSpec {
+        let inventory = Arc::new(Mutex::new(Inventory::default()));
         ChildSpec::worker_async("host", move |_exit| {
-            let (driver, slot) = (driver.clone(), slot.clone());
+            let (driver, slot, inventory) = (driver.clone(), slot.clone(), inventory.clone());
             async move {
                 let phys = blocking(&driver, |d| d.physinfo())
                     .await
@@ -71,6 +94,7 @@ impl HostActor {
                     hostname,
                     phys,
                     slot,
+                    inventory: inventory.clone(),
                 })
             }
         })
@@ -97,19 +121,88 @@ impl Actor for HostActor {
 }
 
 impl Handler<GetHostInfo> for HostActor {
-    type Result = MessageResult<GetHostInfo>;
+    type Result = ResponseActFuture<Self, HostInfo>;
 
+    /// Free memory changes with every VM start and stop: read the
+    /// hypervisor's facts now (on the blocking pool), falling back to the
+    /// last ones known if that fails.
     fn handle(&mut self, _msg: GetHostInfo, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(HostInfo {
-            hostname: self.hostname.clone(),
-            hypervisor: self.driver.kind().as_str().to_owned(),
-            xen_version: self.phys.xen_version.clone(),
-            total_mib: self.phys.total_mib,
-            free_mib: self.phys.free_mib,
-            cpus: self.phys.cpus,
-            // VMs arrive with the domains supervisor; until then the host has none.
-            vms: 0,
-        })
+        let driver = self.driver.clone();
+        Box::pin(
+            async move { blocking(&driver, |d| d.physinfo()).await }
+                .into_actor(self)
+                .map(|fresh, act, _ctx| {
+                    if let Ok(phys) = fresh {
+                        act.phys = phys;
+                    }
+                    HostInfo {
+                        hostname: act.hostname.clone(),
+                        hypervisor: act.driver.kind().as_str().to_owned(),
+                        xen_version: act.phys.xen_version.clone(),
+                        total_mib: act.phys.total_mib,
+                        free_mib: act.phys.free_mib,
+                        cpus: act.phys.cpus,
+                        vms: act.inventory().vms.len() as u64,
+                    }
+                }),
+        )
+    }
+}
+
+impl Handler<RegisterVm> for HostActor {
+    type Result = Result<(), ApiError>;
+
+    fn handle(&mut self, RegisterVm(vm): RegisterVm, _ctx: &mut Context<Self>) -> Self::Result {
+        let mut inv = self.inventory();
+        if inv.names.contains_key(&vm.name) {
+            return Err(ApiError::new(
+                ErrorCode::AlreadyExists,
+                format!("a VM named {} exists", vm.name),
+            )
+            .with_details(vec![vm.name.clone()]));
+        }
+        if inv.vms.contains_key(&vm.uuid) {
+            return Err(ApiError::new(
+                ErrorCode::AlreadyExists,
+                format!("VM {} exists", vm.uuid),
+            ));
+        }
+        inv.names.insert(vm.name.clone(), vm.uuid);
+        inv.vms.insert(vm.uuid, vm);
+        Ok(())
+    }
+}
+
+impl Handler<UnregisterVm> for HostActor {
+    type Result = ();
+
+    fn handle(&mut self, UnregisterVm(uuid): UnregisterVm, _ctx: &mut Context<Self>) {
+        let mut inv = self.inventory();
+        if let Some(vm) = inv.vms.remove(&uuid) {
+            inv.names.remove(&vm.name);
+        }
+    }
+}
+
+impl Handler<ResolveVm> for HostActor {
+    type Result = Option<VmHandle>;
+
+    fn handle(&mut self, ResolveVm(key): ResolveVm, _ctx: &mut Context<Self>) -> Self::Result {
+        let inv = self.inventory();
+        let uuid = uuid::Uuid::parse_str(&key)
+            .ok()
+            .or_else(|| inv.names.get(&key).copied())?;
+        inv.vms.get(&uuid).cloned()
+    }
+}
+
+impl Handler<ListVms> for HostActor {
+    type Result = MessageResult<ListVms>;
+
+    fn handle(&mut self, _msg: ListVms, _ctx: &mut Context<Self>) -> Self::Result {
+        let mut vms: Vec<VmHandle> = self.inventory().vms.values().cloned().collect();
+        vms.sort_by(|a, b| a.name.cmp(&b.name));
+        MessageResult(vms)
     }
 }
 
@@ -124,8 +217,27 @@ impl HostHandle {
         Self { slot }
     }
 
+    fn addr(&self) -> Result<actix::Addr<HostActor>, HostError> {
+        self.slot.get().ok_or(HostError::Unavailable)
+    }
+
     pub async fn info(&self) -> Result<HostInfo, HostError> {
-        let addr = self.slot.get().ok_or(HostError::Unavailable)?;
-        Ok(addr.send(GetHostInfo).await?)
+        Ok(self.addr()?.send(GetHostInfo).await?)
+    }
+
+    pub async fn register(&self, vm: VmHandle) -> Result<Result<(), ApiError>, HostError> {
+        Ok(self.addr()?.send(RegisterVm(vm)).await?)
+    }
+
+    pub async fn unregister(&self, uuid: uuid::Uuid) -> Result<(), HostError> {
+        Ok(self.addr()?.send(UnregisterVm(uuid)).await?)
+    }
+
+    pub async fn resolve(&self, key: &str) -> Result<Option<VmHandle>, HostError> {
+        Ok(self.addr()?.send(ResolveVm(key.to_owned())).await?)
+    }
+
+    pub async fn vms(&self) -> Result<Vec<VmHandle>, HostError> {
+        Ok(self.addr()?.send(ListVms).await?)
     }
 }

@@ -95,7 +95,7 @@ impl RootSupervisor {
         children: Vec<ChildSpec>,
     ) -> Result<Self, SupervisorError> {
         let name = name.into();
-        let started = start_supervisor(name.clone(), flags, children)
+        let started = start_supervisor(name.clone(), flags, children, None)
             .await
             .map_err(|source| SupervisorError::StartFailed { id: name, source })?;
         let handle = started
@@ -131,10 +131,12 @@ pub(crate) async fn start_supervisor(
     name: String,
     flags: SupervisorFlags,
     children: Vec<ChildSpec>,
+    publish: Option<crate::actors::slot::AddrSlot<Supervisor>>,
 ) -> Result<Started, StartError> {
     let (init_tx, init_rx) = oneshot::channel();
     let exit = ExitSlot::new();
-    let sup = Supervisor::new(name.clone(), flags, children, exit.clone(), init_tx);
+    let mut sup = Supervisor::new(name.clone(), flags, children, exit.clone(), init_tx);
+    sup.publish = publish;
     let started = spawn_supervised(sup, exit, ChildKind::Supervisor);
     match init_rx.await {
         Ok(Ok(())) => Ok(started),

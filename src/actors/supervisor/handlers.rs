@@ -24,6 +24,9 @@ impl Actor for Supervisor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // A supervisor of 10,000 VMs gets many requests at once.
         ctx.set_mailbox_capacity(0); // 0: unbounded
+        if let Some(slot) = &self.publish {
+            slot.publish(actix::AsyncContext::address(ctx));
+        }
         self.start_initial(ctx);
     }
 

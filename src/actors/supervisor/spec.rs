@@ -245,13 +245,30 @@ impl ChildSpec {
         flags: SupervisorFlags,
         children: Vec<ChildSpec>,
     ) -> Self {
+        Self::supervisor_published(id, flags, children, None)
+    }
+
+    /// A nested supervisor that publishes its address in `slot` each time
+    /// it starts (before its children start), so that they and others can
+    /// reach it.
+    pub fn supervisor_published(
+        id: impl Into<String>,
+        flags: SupervisorFlags,
+        children: Vec<ChildSpec>,
+        slot: Option<crate::actors::slot::AddrSlot<super::Supervisor>>,
+    ) -> Self {
         let id = id.into();
         let name = id.clone();
         let children = Arc::new(children);
         let start: StartFn = Arc::new(move || {
             let name = name.clone();
             let children = Vec::clone(&children);
-            Box::pin(super::handle::start_supervisor(name, flags, children))
+            Box::pin(super::handle::start_supervisor(
+                name,
+                flags,
+                children,
+                slot.clone(),
+            ))
         });
         Self {
             id,

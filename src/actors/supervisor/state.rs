@@ -56,6 +56,8 @@ pub struct Supervisor {
     pub(crate) initial: Vec<ChildSpec>,
     pub(crate) phase: Phase,
     pub(crate) started_at: SystemTime,
+    /// Where this supervisor publishes its address when it starts.
+    pub(crate) publish: Option<crate::actors::slot::AddrSlot<Supervisor>>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -99,6 +101,7 @@ impl Supervisor {
             initial,
             phase: Phase::Starting,
             started_at: SystemTime::now(),
+            publish: None,
         }
     }
 

@@ -54,11 +54,73 @@ fn params<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, ApiErro
         .map_err(|e| ApiError::new(ErrorCode::InvalidParams, format!("{method}: {e}")))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VmArg {
+    vm: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateArgs {
+    spec: crate::vm::VmSpecFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartArgs {
+    vm: String,
+    #[serde(default)]
+    paused: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShutdownArgs {
+    vm: String,
+    #[serde(default)]
+    force: bool,
+    #[serde(default)]
+    timeout_s: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RebootArgs {
+    vm: String,
+    #[serde(default)]
+    force: bool,
+}
+
 /// Parses a method name and its named arguments into a call.
 pub fn parse_call(method: &str, args: Value) -> Result<Call, ApiError> {
+    use crate::actors::domain::VmOp;
+    let op = |vm: String, op: VmOp| Call::VmOp(vm, op);
     match method {
         "host.info" => params::<NoParams>(method, args).map(|_| Call::HostInfo),
         "supervisor.tree" => params::<NoParams>(method, args).map(|_| Call::SupervisorTree),
+        "vm.create" => params::<CreateArgs>(method, args).map(|a| Call::VmCreate(Box::new(a.spec))),
+        "vm.list" => params::<NoParams>(method, args).map(|_| Call::VmList),
+        "vm.get" => params::<VmArg>(method, args).map(|a| Call::VmGet(a.vm)),
+        "vm.remove" => params::<VmArg>(method, args).map(|a| Call::VmRemove(a.vm)),
+        "vm.start" => {
+            params::<StartArgs>(method, args).map(|a| op(a.vm, VmOp::Start { paused: a.paused }))
+        }
+        "vm.shutdown" => params::<ShutdownArgs>(method, args).map(|a| {
+            op(
+                a.vm,
+                VmOp::Shutdown {
+                    force: a.force,
+                    timeout: crate::api::vm::shutdown_timeout(a.timeout_s),
+                },
+            )
+        }),
+        "vm.reboot" => {
+            params::<RebootArgs>(method, args).map(|a| op(a.vm, VmOp::Reboot { force: a.force }))
+        }
+        "vm.pause" => params::<VmArg>(method, args).map(|a| op(a.vm, VmOp::Pause)),
+        "vm.unpause" => params::<VmArg>(method, args).map(|a| op(a.vm, VmOp::Unpause)),
+        "vm.kill" => params::<VmArg>(method, args).map(|a| op(a.vm, VmOp::Kill)),
         m if CONTRACT_METHODS.contains(&m) => Err(ApiError::new(
             ErrorCode::UnknownMethod,
             format!("{m} is part of the xenith API but this build does not serve it yet"),
@@ -77,7 +139,10 @@ mod tests {
 
     #[test]
     fn known_unknown_and_bad_params() {
-        assert_eq!(parse_call("host.info", Value::Nil).unwrap(), Call::HostInfo);
+        assert!(matches!(
+            parse_call("host.info", Value::Nil).unwrap(),
+            Call::HostInfo
+        ));
         let e = parse_call("host.info", Value::Map(vec![("x".into(), 1.into())])).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidParams);
         assert!(e.message.contains("unknown field `x`"), "{}", e.message);

@@ -1,0 +1,113 @@
+//! A VM's typed handle and its supervisor's spec.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::{DomainActor, Op, PowerState, VmOp, VmParts, VmSnapshot};
+use crate::actors::slot::AddrSlot;
+use crate::actors::supervisor::{
+    ChildSpec, Strategy, Supervisor, SupervisorFlags, SupervisorHandle,
+};
+use crate::api::{ApiError, ErrorCode};
+use crate::drivers::xenstore::XsClient;
+use crate::drivers::Hypervisor;
+use crate::vm::VmRecord;
+
+/// A VM supervisor's restart intensity: its domain actor and device
+/// backends are restarted one by one (one_for_one), at most 10 times a
+/// minute; past that the VM's supervisor gives up and the domains
+/// supervisor restarts it (re-syncing from the hypervisor and xenstore).
+pub const VM_FLAGS: SupervisorFlags = SupervisorFlags {
+    strategy: Strategy::OneForOne,
+    max_restarts: 10,
+    period: Duration::from_secs(60),
+};
+
+/// What the rest of xenith holds of a VM.
+#[derive(Debug, Clone)]
+pub struct VmHandle {
+    pub uuid: uuid::Uuid,
+    pub name: String,
+    pub spec: Arc<crate::vm::VmSpec>,
+    domain: AddrSlot<DomainActor>,
+    vm_sup: AddrSlot<Supervisor>,
+    snapshot: watch::Receiver<VmSnapshot>,
+}
+
+impl VmHandle {
+    /// The VM's supervisor spec (child of the domains supervisor, id =
+    /// uuid) and its handle.
+    pub fn build(
+        record: VmRecord,
+        driver: Arc<dyn Hypervisor>,
+        xs: XsClient,
+    ) -> (ChildSpec, VmHandle) {
+        let (vm_sup, domain) = (AddrSlot::new(), AddrSlot::new());
+        let spec = &record.spec;
+        let initial = VmSnapshot {
+            uuid: record.uuid,
+            name: spec.name.clone(),
+            power_state: PowerState::Halted,
+            domid: None,
+            domain_type: spec.domain_type,
+            memory_mib: spec.memory_mib,
+            vcpus: spec.vcpus,
+            busy: None,
+        };
+        let snapshot = Arc::new(watch::Sender::new(initial));
+        let handle = VmHandle {
+            uuid: record.uuid,
+            name: spec.name.clone(),
+            spec: Arc::new(spec.clone()),
+            domain: domain.clone(),
+            vm_sup: vm_sup.clone(),
+            snapshot: snapshot.subscribe(),
+        };
+        let id = record.uuid.to_string();
+        let parts = VmParts {
+            record,
+            driver,
+            xs,
+            vm_sup: vm_sup.clone(),
+            domain,
+            snapshot,
+        };
+        let child = ChildSpec::supervisor_published(
+            id,
+            VM_FLAGS,
+            vec![DomainActor::spec(parts)],
+            Some(vm_sup),
+        );
+        (child, handle)
+    }
+
+    /// The VM's state as its domain actor last published it.
+    pub fn snapshot(&self) -> VmSnapshot {
+        self.snapshot.borrow().clone()
+    }
+
+    /// Runs an operation; returns when the VM has reached its new state.
+    pub async fn op(&self, op: VmOp) -> Result<(), ApiError> {
+        let addr = self.domain.get().ok_or_else(unavailable)?;
+        addr.send(Op(op)).await.map_err(|_| unavailable())?
+    }
+
+    /// The VM's own supervisor (its domain actor and device backends).
+    pub fn supervisor(&self) -> Option<SupervisorHandle> {
+        self.vm_sup.get().map(SupervisorHandle::from)
+    }
+
+    /// The domain actor's current address (fault injection, tests).
+    pub fn domain_addr(&self) -> Option<actix::Addr<DomainActor>> {
+        self.domain.get()
+    }
+}
+
+fn unavailable() -> ApiError {
+    ApiError::new(
+        ErrorCode::InternalError,
+        "the VM's domain actor is not running (it may be restarting)",
+    )
+}

@@ -1,0 +1,284 @@
+//! The VM operations of the API (`vm.*`).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Api, ApiError, ErrorCode};
+use crate::actors::backend::XenbusState;
+use crate::actors::domain::{PowerState, VmHandle, VmOp};
+use crate::actors::supervisor::SupervisorHandle;
+use crate::drivers::xenstore::XsClient;
+use crate::vm::{layout, VmRecord, VmSpecFile};
+
+/// `vm.list` entries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmSummary {
+    pub uuid: String,
+    pub name: String,
+    pub power_state: String,
+    pub domid: Option<u16>,
+}
+
+/// `vm.get`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmInfo {
+    pub uuid: String,
+    pub name: String,
+    pub power_state: String,
+    pub domid: Option<u16>,
+    #[serde(rename = "type")]
+    pub domain_type: String,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    pub vbds: Vec<DeviceInfo>,
+    pub vifs: Vec<DeviceInfo>,
+    pub guest: GuestInfo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub device: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mac: Option<String>,
+    /// The xenbus state name of the backend.
+    pub state: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GuestInfo {
+    pub os_name: Option<String>,
+    pub os_distro: Option<String>,
+    /// "0/ipv4/0" → address, as the agent reports under attr/vif.
+    pub ips: std::collections::BTreeMap<String, String>,
+    pub agent: bool,
+}
+
+fn summary(vm: &VmHandle) -> VmSummary {
+    let s = vm.snapshot();
+    VmSummary {
+        uuid: s.uuid.to_string(),
+        name: s.name,
+        power_state: s.power_state.name().to_owned(),
+        domid: s.domid,
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::InternalError, e.to_string())
+}
+
+async fn read(xs: &XsClient, path: String) -> Option<String> {
+    xs.read_opt(&path).await.ok().flatten()
+}
+
+impl Api {
+    pub(crate) async fn resolve(&self, key: &str) -> Result<VmHandle, ApiError> {
+        self.inner
+            .host
+            .resolve(key)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::NotFound, format!("no VM {key:?}"))
+                    .with_details(vec![key.to_owned()])
+            })
+    }
+
+    fn domains(&self) -> Result<SupervisorHandle, ApiError> {
+        self.inner
+            .domains
+            .get()
+            .map(SupervisorHandle::from)
+            .ok_or_else(|| internal("the domains supervisor is not running"))
+    }
+
+    fn xs(&self) -> Result<XsClient, ApiError> {
+        self.inner
+            .xs
+            .get()
+            .cloned()
+            .ok_or_else(|| internal("xenstore is not connected yet"))
+    }
+
+    /// Starts a VM's supervisor (Halted, or reattached to its running domain).
+    pub async fn adopt(&self, record: VmRecord) -> Result<VmHandle, ApiError> {
+        let (child, handle) = VmHandle::build(record, self.inner.driver.clone(), self.xs()?);
+        self.inner
+            .host
+            .register(handle.clone())
+            .await
+            .map_err(ApiError::internal)??;
+        if let Err(e) = self.domains()?.start_child(child).await {
+            let _ = self.inner.host.unregister(handle.uuid).await;
+            return Err(ApiError::internal(e));
+        }
+        Ok(handle)
+    }
+
+    /// `vm.create`.
+    pub async fn vm_create(&self, file: VmSpecFile) -> Result<String, ApiError> {
+        let uuid = uuid::Uuid::new_v4();
+        let spec = file.validate(&uuid).map_err(|e| {
+            ApiError::new(ErrorCode::InvalidParams, format!("spec.{e}"))
+                .with_details(vec![format!("spec.{}", e.field)])
+        })?;
+        let record = VmRecord { uuid, spec };
+        if let Some(existing) = self
+            .inner
+            .host
+            .resolve(&record.spec.name)
+            .await
+            .map_err(ApiError::internal)?
+        {
+            return Err(ApiError::new(
+                ErrorCode::AlreadyExists,
+                format!("a VM named {} exists ({})", existing.name, existing.uuid),
+            )
+            .with_details(vec![existing.name]));
+        }
+        self.inner
+            .records
+            .save(&record)
+            .map_err(ApiError::internal)?;
+        if let Err(e) = self.adopt(record).await {
+            let _ = self.inner.records.remove(&uuid);
+            return Err(e);
+        }
+        Ok(uuid.to_string())
+    }
+
+    /// `vm.list`.
+    pub async fn vm_list(&self) -> Result<Vec<VmSummary>, ApiError> {
+        Ok(self
+            .inner
+            .host
+            .vms()
+            .await
+            .map_err(ApiError::internal)?
+            .iter()
+            .map(summary)
+            .collect())
+    }
+
+    /// `vm.get`.
+    pub async fn vm_get(&self, key: &str) -> Result<VmInfo, ApiError> {
+        let vm = self.resolve(key).await?;
+        let s = vm.snapshot();
+        let xs = self.xs()?;
+        let mut vbds = Vec::new();
+        let mut vifs = Vec::new();
+        let state_of = |kind: &str, devid: u32| {
+            s.domid
+                .map(|d| format!("/local/domain/0/backend/{kind}/{d}/{devid}/state"))
+        };
+        for disk in &vm.spec.disks {
+            let state = match state_of("vbd", disk.devid) {
+                Some(p) => read(&xs, p).await,
+                None => None,
+            };
+            vbds.push(DeviceInfo {
+                device: disk.device.clone(),
+                mac: None,
+                state: state_name(state),
+            });
+        }
+        for nic in &vm.spec.nics {
+            let state = match state_of("vif", nic.devid) {
+                Some(p) => read(&xs, p).await,
+                None => None,
+            };
+            vifs.push(DeviceInfo {
+                device: nic.devid.to_string(),
+                mac: Some(nic.mac.clone()),
+                state: state_name(state),
+            });
+        }
+        let mut guest = GuestInfo::default();
+        if let Some(d) = s.domid {
+            let home = layout::home(crate::drivers::DomId(d));
+            guest.os_name = read(&xs, format!("{home}/data/os_name")).await;
+            guest.os_distro = read(&xs, format!("{home}/data/os_distro")).await;
+            guest.agent = read(&xs, format!("{home}/data/updated")).await.is_some();
+            for nic in &vm.spec.nics {
+                for family in ["ipv4", "ipv6"] {
+                    if let Some(ip) =
+                        read(&xs, format!("{home}/attr/vif/{}/{family}/0", nic.devid)).await
+                    {
+                        guest.ips.insert(format!("{}/{family}/0", nic.devid), ip);
+                    }
+                }
+            }
+        }
+        let ty = match s.domain_type {
+            crate::drivers::DomainType::Pv => "pv",
+            crate::drivers::DomainType::Pvh => "pvh",
+            crate::drivers::DomainType::Hvm => "hvm",
+        };
+        Ok(VmInfo {
+            uuid: s.uuid.to_string(),
+            name: s.name,
+            power_state: s.power_state.name().to_owned(),
+            domid: s.domid,
+            domain_type: ty.to_owned(),
+            memory_mib: s.memory_mib,
+            vcpus: s.vcpus,
+            vbds,
+            vifs,
+            guest,
+        })
+    }
+
+    /// `vm.start`, `vm.shutdown`, `vm.reboot`, `vm.pause`, `vm.unpause`, `vm.kill`.
+    pub async fn vm_op(&self, key: &str, op: VmOp) -> Result<VmSummary, ApiError> {
+        let vm = self.resolve(key).await?;
+        vm.op(op).await?;
+        Ok(summary(&vm))
+    }
+
+    /// `vm.remove`: forgets a Halted VM.
+    pub async fn vm_remove(&self, key: &str) -> Result<VmSummary, ApiError> {
+        let vm = self.resolve(key).await?;
+        let s = vm.snapshot();
+        if s.power_state != PowerState::Halted {
+            return Err(ApiError::new(
+                ErrorCode::VmBadPowerState,
+                format!("cannot remove a VM that is {}", s.power_state.name()),
+            )
+            .with_details(vec![
+                vm.uuid.to_string(),
+                "Halted".into(),
+                s.power_state.name().into(),
+            ]));
+        }
+        self.domains()?
+            .remove_child(vm.uuid.to_string())
+            .await
+            .map_err(ApiError::internal)?;
+        self.inner
+            .records
+            .remove(&vm.uuid)
+            .map_err(ApiError::internal)?;
+        self.inner
+            .host
+            .unregister(vm.uuid)
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(VmSummary {
+            power_state: "Halted".into(),
+            ..summary(&vm)
+        })
+    }
+}
+
+fn state_name(state: Option<String>) -> String {
+    state
+        .map_or(XenbusState::Unknown, |s| XenbusState::parse(&s))
+        .name()
+        .to_owned()
+}
+
+/// The default clean-shutdown wait, as seconds from the API.
+pub fn shutdown_timeout(timeout_s: Option<u64>) -> Duration {
+    timeout_s.map_or(crate::actors::domain::SHUTDOWN_TIMEOUT, Duration::from_secs)
+}

@@ -1,0 +1,79 @@
+//! Runs `xenithd` on temporary paths, for tests.
+
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running xenithd; killed when dropped.
+pub struct Xenithd {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Xenithd {
+    /// Starts xenithd on the embedded defaults in a fresh directory.
+    pub fn start(xenithd: &str, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(xenithd, dir, extra)
+    }
+
+    /// Starts xenithd with its socket and state under `dir` (reused across restarts).
+    pub fn start_in(xenithd: &str, dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        let socket = dir.path().join("run/xenith.sock");
+        let state_dir = dir.path().join("state");
+        let child = Command::new(xenithd)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .args(["--hypervisor", "sim", "--xenstore", "embedded"])
+            .args(extra)
+            .env("RUST_LOG", "xenith=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("xenithd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while UnixStream::connect(&socket).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "xenithd did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self {
+            child,
+            socket,
+            state_dir,
+            dir,
+        }
+    }
+
+    /// The embedded xenstored's socket (next to the RPC socket).
+    pub fn xenstored_socket(&self) -> PathBuf {
+        self.socket.with_file_name("xenstored.sock")
+    }
+
+    /// SIGTERM, wait; returns the directory for a restart.
+    pub fn stop(mut self) -> (Option<i32>, tempfile::TempDir) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let code = self.child.wait().unwrap().code();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (code, dir)
+    }
+}
+
+impl Drop for Xenithd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,227 @@
+//! VMs end to end through the RPC socket, on the simulated host: create,
+//! start (devices connect, the guest's agent reports), pause, clean
+//! shutdown, reboot, kill, memory admission, records across a restart,
+//! remove; errors with their codes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::daemon::Xenithd;
+use serde_json::{json, Value};
+use xenith::proto::rpc::{ClientError, RpcClient};
+
+const XENITHD: &str = env!("CARGO_BIN_EXE_xenithd");
+
+fn spec(name: &str, memory_mib: u64) -> Value {
+    json!({
+        "name": name, "type": "pv", "memory_mib": memory_mib, "vcpus": 1,
+        "kernel": "/boot/vmlinuz", "cmdline": "console=hvc0",
+        "disks": [{"path": "/var/lib/xenith/d.img", "device": "xvda", "mode": "rw"}],
+        "nics": [{"bridge": "xenbr0", "mac": "00:16:3e:00:00:01"}],
+    })
+}
+
+async fn call(c: &RpcClient, method: &str, params: Value) -> Result<Value, ClientError> {
+    c.call::<Value, Value>(method, params).await
+}
+
+fn code(r: Result<Value, ClientError>) -> (String, Vec<String>) {
+    match r {
+        Err(ClientError::Remote(e)) => (e.code, e.details),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+async fn wait_for(c: &RpcClient, vm: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let v = call(c, "vm.get", json!({"vm": vm})).await.unwrap();
+        if pred(&v) {
+            return v;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{what} never happened: {v:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn xs_read(d: &Xenithd, path: &str) -> Option<String> {
+    let tool = std::path::Path::new("/usr/bin/xenstore-read");
+    assert!(
+        tool.exists(),
+        "xenstore-read is missing: run ./scripts/test (installs xenstore-utils)"
+    );
+    let out = std::process::Command::new(tool)
+        .arg(path)
+        .env("XENSTORED_PATH", d.xenstored_socket())
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_vm_lives_and_dies_as_asked() {
+    let d = Xenithd::start(XENITHD, &[]);
+    let c = RpcClient::connect(&d.socket).await.unwrap();
+    let created = call(&c, "vm.create", json!({"spec": spec("web", 256)}))
+        .await
+        .unwrap();
+    let uuid = created["uuid"].as_str().unwrap().to_owned();
+    assert_eq!(
+        code(call(&c, "vm.create", json!({"spec": spec("web", 256)})).await).0,
+        "ALREADY_EXISTS"
+    );
+    let mut bad = spec("bad", 256);
+    bad["disks"][0]["device"] = json!("sda");
+    let (code_, details) = code(call(&c, "vm.create", json!({"spec": bad})).await);
+    assert_eq!(
+        (code_.as_str(), details),
+        ("INVALID_PARAMS", vec!["spec.disks[0].device".to_owned()])
+    );
+    assert_eq!(
+        code(call(&c, "vm.get", json!({"vm": "nope"})).await).0,
+        "NOT_FOUND"
+    );
+
+    let list = call(&c, "vm.list", json!({})).await.unwrap();
+    assert_eq!(
+        list,
+        json!([{"uuid": uuid, "name": "web", "power_state": "Halted", "domid": null}])
+    );
+    let host = call(&c, "host.info", json!({})).await.unwrap();
+    assert_eq!(host["vms"], 1);
+    let free_before = host["free_mib"].as_u64().unwrap();
+
+    // Start: Running; the devices connect; the guest's agent reports its address.
+    let started = call(&c, "vm.start", json!({"vm": "web"})).await.unwrap();
+    assert_eq!(started["power_state"], "Running");
+    let domid = started["domid"].as_u64().unwrap();
+    let v = wait_for(&c, &uuid, "devices connected and agent reporting", |v| {
+        v["vbds"][0]["state"] == "Connected"
+            && v["vifs"][0]["state"] == "Connected"
+            && v["guest"]["agent"] == true
+            && v["guest"]["ips"]["0/ipv4/0"].is_string()
+    })
+    .await;
+    assert_eq!(v["guest"]["os_distro"], "debian");
+    assert_eq!(v["vifs"][0]["mac"], "00:16:3e:00:00:01");
+    assert_eq!(
+        xs_read(&d, &format!("/local/domain/{domid}/name")).as_deref(),
+        Some("web")
+    );
+    assert_eq!(
+        xs_read(&d, &format!("/vm/{uuid}/name")).as_deref(),
+        Some("web")
+    );
+    let host = call(&c, "host.info", json!({})).await.unwrap();
+    assert_eq!(host["free_mib"].as_u64().unwrap(), free_before - 256);
+
+    // A wrong state is refused, with the states named.
+    let (c2, details) = code(call(&c, "vm.start", json!({"vm": "web"})).await);
+    assert_eq!(
+        (c2.as_str(), details),
+        (
+            "VM_BAD_POWER_STATE",
+            vec![uuid.clone(), "Halted".into(), "Running".into()]
+        )
+    );
+
+    // Pause and unpause.
+    assert_eq!(
+        call(&c, "vm.pause", json!({"vm": "web"})).await.unwrap()["power_state"],
+        "Paused"
+    );
+    assert_eq!(
+        code(call(&c, "vm.pause", json!({"vm": "web"})).await).0,
+        "VM_BAD_POWER_STATE"
+    );
+    assert_eq!(
+        call(&c, "vm.unpause", json!({"vm": "web"})).await.unwrap()["power_state"],
+        "Running"
+    );
+
+    // A clean shutdown: the guest acknowledges; everything is cleaned up.
+    let halted = call(&c, "vm.shutdown", json!({"vm": "web"})).await.unwrap();
+    assert_eq!(halted["power_state"], "Halted");
+    assert_eq!(halted["domid"], Value::Null);
+    for path in [
+        format!("/local/domain/{domid}"),
+        format!("/vm/{uuid}"),
+        format!("/local/domain/0/backend/vbd/{domid}"),
+    ] {
+        assert_eq!(xs_read(&d, &path), None, "{path} left behind");
+    }
+    let host = call(&c, "host.info", json!({})).await.unwrap();
+    assert_eq!(host["free_mib"].as_u64().unwrap(), free_before);
+
+    // Start again, reboot (a new domain), kill.
+    call(&c, "vm.start", json!({"vm": uuid})).await.unwrap();
+    let first = call(&c, "vm.get", json!({"vm": "web"})).await.unwrap()["domid"].clone();
+    let rebooted = call(&c, "vm.reboot", json!({"vm": "web"})).await.unwrap();
+    assert_eq!(rebooted["power_state"], "Running");
+    assert_ne!(rebooted["domid"], first);
+    wait_for(&c, "web", "devices connected after reboot", |v| {
+        v["vbds"][0]["state"] == "Connected"
+    })
+    .await;
+    assert_eq!(
+        call(&c, "vm.kill", json!({"vm": "web"})).await.unwrap()["power_state"],
+        "Halted"
+    );
+
+    // A VM that does not fit: refused, and nothing is left behind.
+    call(&c, "vm.create", json!({"spec": spec("huge", 1 << 20)}))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(call(&c, "vm.start", json!({"vm": "huge"})).await).0,
+        "HOST_NOT_ENOUGH_FREE_MEMORY"
+    );
+    assert_eq!(
+        call(&c, "vm.get", json!({"vm": "huge"})).await.unwrap()["power_state"],
+        "Halted"
+    );
+    assert_eq!(
+        call(&c, "host.info", json!({})).await.unwrap()["free_mib"]
+            .as_u64()
+            .unwrap(),
+        free_before
+    );
+
+    // Records survive a restart (the simulated domains do not: Halted).
+    call(&c, "vm.start", json!({"vm": "web"})).await.unwrap();
+    drop(c);
+    let (exit, dir) = d.stop();
+    assert_eq!(exit, Some(0));
+    let d = Xenithd::start_in(XENITHD, dir, &[]);
+    let c = RpcClient::connect(&d.socket).await.unwrap();
+    let names: Vec<String> = call(&c, "vm.list", json!({}))
+        .await
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["huge", "web"]);
+
+    // Remove: only Halted VMs; then gone, record and all.
+    assert_eq!(
+        call(&c, "vm.remove", json!({"vm": "huge"})).await.unwrap()["name"],
+        "huge"
+    );
+    assert_eq!(
+        code(call(&c, "vm.get", json!({"vm": "huge"})).await).0,
+        "NOT_FOUND"
+    );
+    assert_eq!(
+        std::fs::read_dir(d.state_dir.join("vms")).unwrap().count(),
+        1
+    );
+}
