@@ -31,7 +31,10 @@ impl Xenithd {
             .arg(&state_dir)
             .args(["--hypervisor", "sim", "--xenstore", "embedded"])
             .args(extra)
-            .env("RUST_LOG", "xenith=info")
+            .env(
+                "RUST_LOG",
+                std::env::var("XENITHD_LOG").unwrap_or_else(|_| "xenith=info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("xenithd.log")).unwrap())

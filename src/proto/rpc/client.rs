@@ -104,10 +104,21 @@ impl RpcClient {
     }
 }
 
+/// The connection's task. Replies are read by this loop; requests are
+/// written by a separate writer task, so a full socket in one direction
+/// never stops the other (which would deadlock with the server).
 async fn drive(stream: UnixStream, mut calls: mpsc::UnboundedReceiver<Pending>) {
     let (rd, wr) = stream.into_split();
     let mut reader = FramedRead::new(rd, MsgpackCodec::new(MAX_REPLY));
-    let mut writer = FramedWrite::new(wr, MsgpackCodec::new(usize::MAX));
+    let (out, mut frames) = mpsc::unbounded_channel::<Value>();
+    tokio::spawn(async move {
+        let mut writer = FramedWrite::new(wr, MsgpackCodec::new(usize::MAX));
+        while let Some(frame) = frames.recv().await {
+            if writer.send(frame).await.is_err() {
+                break;
+            }
+        }
+    });
     let mut waiting: HashMap<u32, oneshot::Sender<Reply>> = HashMap::new();
     let mut next_id: u32 = 0;
     let mut accepting = true;
@@ -118,7 +129,7 @@ async fn drive(stream: UnixStream, mut calls: mpsc::UnboundedReceiver<Pending>) 
                     next_id = next_id.wrapping_add(1);
                     let frame = Value::Array(vec![0.into(), next_id.into(), method.into(), params]);
                     waiting.insert(next_id, reply);
-                    if writer.send(frame).await.is_err() {
+                    if out.send(frame).is_err() {
                         break;
                     }
                 }
@@ -144,7 +155,8 @@ async fn drive(stream: UnixStream, mut calls: mpsc::UnboundedReceiver<Pending>) 
             },
         }
     }
-    // Dropping `waiting` tells every caller still waiting that the connection closed.
+    // Dropping `waiting` tells every caller still waiting that the connection
+    // closed; dropping `out` ends the writer.
 }
 
 fn parse_response(frame: Value) -> Option<(u32, Reply)> {

@@ -49,44 +49,61 @@ impl Service for RpcService {
 
 /// Serves one connection until it closes, is cancelled, or sends a frame
 /// that cannot be decoded (which closes this connection only).
+///
+/// Reading and writing are separate: a writer task sends the replies, so a
+/// client that is slow to read its replies never stops this side from
+/// reading (and the client from writing): with both on one loop, two full
+/// socket buffers deadlock.
 async fn serve(stream: UnixStream, api: Api, config: RpcConfig, cancel: CancellationToken) {
     let (rd, wr) = stream.into_split();
-    let mut reader = FramedRead::new(rd, MsgpackCodec::new(config.max_frame_bytes));
-    let mut writer = FramedWrite::new(wr, MsgpackCodec::new(usize::MAX));
-    let mut in_flight = FuturesUnordered::new();
-    let mut reading = true;
-    loop {
-        if !reading && in_flight.is_empty() {
-            break;
+    let (out, mut replies) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let writer = async move {
+        let mut writer = FramedWrite::new(wr, MsgpackCodec::new(usize::MAX));
+        while let Some(frame) = replies.recv().await {
+            if writer.send(frame).await.is_err() {
+                break;
+            }
         }
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            frame = reader.next(), if reading && in_flight.len() < config.max_in_flight => match frame {
-                None => reading = false,
-                Some(Err(error)) => {
-                    tracing::debug!(%error, "closing an RPC connection");
-                    break;
-                }
-                Some(Ok(frame)) => match wire::parse(frame) {
-                    Ok(Incoming::Request { id, method, params }) => {
-                        in_flight.push(answer(api.clone(), id, method, params));
+    };
+    let reading = async move {
+        let mut reader = FramedRead::new(rd, MsgpackCodec::new(config.max_frame_bytes));
+        let mut in_flight = FuturesUnordered::new();
+        let mut open = true;
+        loop {
+            if !open && in_flight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                frame = reader.next(), if open && in_flight.len() < config.max_in_flight => match frame {
+                    None => open = false,
+                    Some(Err(error)) => {
+                        tracing::debug!(%error, "closing an RPC connection");
+                        break;
                     }
-                    // Clients have nothing to notify the daemon of.
-                    Ok(Incoming::Notification { .. }) => {}
-                    Err(invalid) => {
-                        if writer.send(wire::response_err(invalid.id, &invalid.error)).await.is_err() {
-                            break;
+                    Some(Ok(frame)) => match wire::parse(frame) {
+                        Ok(Incoming::Request { id, method, params }) => {
+                            in_flight.push(answer(api.clone(), id, method, params));
                         }
-                    }
+                        // Clients have nothing to notify the daemon of.
+                        Ok(Incoming::Notification { .. }) => {}
+                        Err(invalid) => {
+                            if out.send(wire::response_err(invalid.id, &invalid.error)).is_err() {
+                                break;
+                            }
+                        }
+                    },
                 },
-            },
-            Some(response) = in_flight.next(), if !in_flight.is_empty() => {
-                if writer.send(response).await.is_err() {
-                    break;
+                Some(response) = in_flight.next(), if !in_flight.is_empty() => {
+                    if out.send(response).is_err() {
+                        break;
+                    }
                 }
             }
         }
-    }
+        // Dropping `out` lets the writer finish what is queued, then stop.
+    };
+    tokio::join!(reading, writer);
 }
 
 async fn answer(api: Api, id: u32, method: String, params: Value) -> Vec<u8> {
