@@ -4,21 +4,15 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use xenith::actors::backend::{
     BackendActor, DeviceSpec, DeviceStatus, InjectPanic, Unplug, XenbusState,
 };
-use xenith::actors::supervisor::{
-    ChildSpec, RootSupervisor, Strategy, SupervisorFlags, SupervisorHandle,
-};
-use xenith::config::SimConfig;
-use xenith::drivers::sim::SimHypervisor;
+use xenith::actors::supervisor::{ChildSpec, Strategy, SupervisorFlags, SupervisorHandle};
 use xenith::drivers::xenstore::XsClient;
 use xenith::drivers::{BootImage, DomainConfig, Hypervisor};
 use xenith::vm::{layout, VmSpecFile};
-use xenith::xenstored::Quota;
 
 async fn status(sup: &SupervisorHandle, id: &str) -> Option<(XenbusState, XenbusState)> {
     let addr = sup.child::<BackendActor>(id).await.unwrap()?;
@@ -57,20 +51,8 @@ async fn backends_connect_survive_a_panic_and_unplug_cleanly() {
         .with_env_filter("xenith=debug")
         .with_test_writer()
         .try_init();
-    let dir = tempfile::tempdir().unwrap();
-    let (xs_spec, store) =
-        xenith::daemon::xenstored_spec(dir.path().join("xs.sock"), Quota::default());
-    let flags = SupervisorFlags::new(Strategy::OneForOne, 10, Duration::from_secs(10));
-    let root = RootSupervisor::start("root", flags, vec![xs_spec])
-        .await
-        .unwrap();
-    let sim = Arc::new(SimHypervisor::new(SimConfig {
-        total_mib: 8192,
-        dom0_mib: 1024,
-        cpus: 4,
-    }));
-    sim.attach_guests(Arc::new(store.clone()), tokio::runtime::Handle::current());
-    let xs = XsClient::connect_embedded(&store, None).await.unwrap();
+    let w = common::world::World::start().await;
+    let (root, sim, xs) = (&w.root, &w.sim, &w.xs);
 
     // A PV VM with one disk and one NIC, its domain built and its tree written.
     let uuid = uuid::Uuid::new_v4();
@@ -97,21 +79,15 @@ async fn backends_connect_survive_a_panic_and_unplug_cleanly() {
             },
         )
         .unwrap();
-    for e in layout::domain_make(&uuid, d, &spec)
-        .into_iter()
-        .chain(layout::build_post(
-            &uuid,
-            d,
-            &spec,
-            &built,
-            std::time::SystemTime::now(),
-        ))
-    {
-        xs.write(&e.path, &e.value).await.unwrap();
-        if let Some(p) = &e.perms {
-            xs.set_perms(&e.path, p).await.unwrap();
-        }
-    }
+    let mut entries = layout::domain_make(&uuid, d, &spec);
+    entries.extend(layout::build_post(
+        &uuid,
+        d,
+        &spec,
+        &built,
+        std::time::SystemTime::now(),
+    ));
+    layout::apply(xs, &entries).await.unwrap();
     xs.introduce(u32::from(d.0), built.store_gfn, built.store_port)
         .await
         .unwrap();
@@ -143,8 +119,8 @@ async fn backends_connect_survive_a_panic_and_unplug_cleanly() {
     );
     root.handle().start_child(vm).await.unwrap();
     let sup = root.handle().child_supervisor("vm").await.unwrap().unwrap();
-    eventually_connected(&sup, "vbd:xvda", &xs).await;
-    eventually_connected(&sup, "vif:0", &xs).await;
+    eventually_connected(&sup, "vbd:xvda", xs).await;
+    eventually_connected(&sup, "vif:0", xs).await;
     assert_eq!(
         xs.read_opt(&format!("{vbd_back}/physical-device"))
             .await
@@ -223,5 +199,4 @@ async fn backends_connect_survive_a_panic_and_unplug_cleanly() {
         assert!(t0.elapsed() < Duration::from_secs(5));
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    root.shutdown().await;
 }

@@ -2,18 +2,15 @@
 //! it only acts through xenstore, as its own domain.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use xenith::actors::supervisor::{RootSupervisor, Strategy, SupervisorFlags};
-use xenith::config::SimConfig;
-use xenith::drivers::sim::SimHypervisor;
 use xenith::drivers::xenstore::XsClient;
 use xenith::drivers::{
     BootImage, DomId, DomainConfig, DomainEvent, DomainType, Hypervisor, ShutdownReason,
 };
 use xenith::proto::xenstore::{Perm, PermLetter};
-use xenith::xenstored::Quota;
 
 fn owned_by(domid: u32) -> Vec<Perm> {
     vec![Perm {
@@ -50,34 +47,10 @@ async fn wait_value(xs: &XsClient, path: &str, want: &str) {
     }
 }
 
-struct World {
-    sim: Arc<SimHypervisor>,
-    xs: XsClient,
-    _root: RootSupervisor,
-    _dir: tempfile::TempDir,
-}
+use common::world::World;
 
 async fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let (spec, store) =
-        xenith::daemon::xenstored_spec(dir.path().join("xs.sock"), Quota::default());
-    let flags = SupervisorFlags::new(Strategy::OneForOne, 3, Duration::from_secs(10));
-    let root = RootSupervisor::start("root", flags, vec![spec])
-        .await
-        .unwrap();
-    let sim = Arc::new(SimHypervisor::new(SimConfig {
-        total_mib: 8192,
-        dom0_mib: 1024,
-        cpus: 4,
-    }));
-    sim.attach_guests(Arc::new(store.clone()), tokio::runtime::Handle::current());
-    let xs = XsClient::connect_embedded(&store, None).await.unwrap();
-    World {
-        sim,
-        xs,
-        _root: root,
-        _dir: dir,
-    }
+    World::start().await
 }
 
 /// What a toolstack does before unpausing: the domain's tree and one vbd

@@ -3,14 +3,11 @@
 //! included) against what libxl 4.17 writes (docs/libxl-xenstore-layout.md).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
+mod common;
 
-use xenith::actors::supervisor::{RootSupervisor, Strategy, SupervisorFlags};
-use xenith::drivers::xenstore::XsClient;
 use xenith::drivers::{Built, DomId};
 use xenith::vm::layout;
 use xenith::vm::VmSpecFile;
-use xenith::xenstored::Quota;
 
 const SPEC: &str = r#"
 name = "web"
@@ -177,14 +174,8 @@ fn expected(uuid: &uuid::Uuid) -> Vec<(String, Option<String>, &'static str)> {
 
 #[actix::test]
 async fn the_layout_matches_libxl_key_by_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let (spec, store) =
-        xenith::daemon::xenstored_spec(dir.path().join("xs.sock"), Quota::default());
-    let flags = SupervisorFlags::new(Strategy::OneForOne, 3, Duration::from_secs(10));
-    let root = RootSupervisor::start("root", flags, vec![spec])
-        .await
-        .unwrap();
-    let xs = XsClient::connect_embedded(&store, None).await.unwrap();
+    let w = common::world::World::start().await;
+    let xs = &w.xs;
 
     let uuid = uuid::Uuid::new_v4();
     let vm = VmSpecFile::from_toml(SPEC)
@@ -209,12 +200,7 @@ async fn the_layout_matches_libxl_key_by_key() {
     entries.extend(layout::console(domid, &built));
     entries.extend(layout::vbd(domid, &vm.disks[0], true).entries);
     entries.extend(layout::vif(domid, &vm.nics[0]).entries);
-    for entry in &entries {
-        xs.write(&entry.path, &entry.value).await.unwrap();
-        if let Some(perms) = &entry.perms {
-            xs.set_perms(&entry.path, perms).await.unwrap();
-        }
-    }
+    layout::apply(xs, &entries).await.unwrap();
 
     let want = expected(&uuid);
     for (path, value, acl) in &want {
@@ -249,5 +235,4 @@ async fn the_layout_matches_libxl_key_by_key() {
         .unwrap();
     let (secs, hundredths) = t.split_once('.').unwrap();
     assert!(secs.parse::<u64>().is_ok() && hundredths.len() == 2, "{t}");
-    root.shutdown().await;
 }

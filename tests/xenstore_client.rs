@@ -4,15 +4,11 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::xenstored::Xenstored;
 
 use futures_util::future::join_all;
-use xenith::actors::supervisor::{RootSupervisor, Strategy, SupervisorFlags};
 use xenith::drivers::xenstore::{XsClient, XsClientError};
 use xenith::proto::xenstore::{Perm, PermLetter, XsError};
-use xenith::xenstored::Quota;
 
 const XENITHD: &str = env!("CARGO_BIN_EXE_xenithd");
 
@@ -100,25 +96,19 @@ async fn over_the_socket_to_xenithd_xenstored() {
 
 #[actix::test]
 async fn in_process_as_dom0_and_as_a_domain() {
-    let dir = tempfile::tempdir().unwrap();
-    let (spec, store) =
-        xenith::daemon::xenstored_spec(dir.path().join("xs.sock"), Quota::default());
-    let flags = SupervisorFlags::new(Strategy::OneForOne, 3, Duration::from_secs(10));
-    let root = RootSupervisor::start("root", flags, vec![spec])
-        .await
-        .unwrap();
-    let dom0 = XsClient::connect_embedded(&store, None).await.unwrap();
-    exercise(&dom0).await;
+    let w = common::world::World::start().await;
+    let (store, dom0) = (&w.store, &w.xs);
+    exercise(dom0).await;
 
     // A domain must be introduced first; then it acts with its own rights.
-    assert!(XsClient::connect_embedded(&store, Some(9)).await.is_err());
+    assert!(XsClient::connect_embedded(store, Some(9)).await.is_err());
     dom0.introduce(9, 0, 0).await.unwrap();
     assert!(dom0.is_domain_introduced(9).await.unwrap());
     dom0.write("/local/domain/9/data", "").await.unwrap();
     dom0.set_perms("/local/domain/9/data", &[perm(PermLetter::None, 9)])
         .await
         .unwrap();
-    let guest = XsClient::connect_embedded(&store, Some(9)).await.unwrap();
+    let guest = XsClient::connect_embedded(store, Some(9)).await.unwrap();
     guest.write("data/os_name", "Debian").await.unwrap();
     assert_eq!(
         dom0.read("/local/domain/9/data/os_name").await.unwrap(),
@@ -144,5 +134,4 @@ async fn in_process_as_dom0_and_as_a_domain() {
         dom0.read_opt("/local/domain/9/data/os_name").await.unwrap(),
         None
     );
-    root.shutdown().await;
 }

@@ -3,8 +3,9 @@
 //! and ACL when one is set explicitly (otherwise the node inherits its
 //! parent's, the C daemon's rule, which the toolstack relies on).
 //!
-//! Pure: the domain and device actors write these; the tests compare them
-//! key by key with the reference.
+//! The entries are plain data; `apply` is the one place that writes them
+//! (the domain and device actors use it; the tests compare the result key
+//! by key with the reference).
 
 use crate::drivers::{Built, DomId, DomainType};
 use crate::proto::xenstore::{Perm, PermLetter};
@@ -355,4 +356,21 @@ pub fn vif(domid: DomId, nic: &Nic) -> DeviceTrees {
 /// The dom0 interface netback creates for a vif (`vif<domid>.<devid>`).
 pub fn vif_name(domid: DomId, nic: &Nic) -> String {
     format!("vif{}.{}", domid.0, nic.devid)
+}
+
+/// Writes entries in one transaction: each value, then its explicit ACL.
+pub async fn apply(
+    xs: &crate::drivers::xenstore::XsClient,
+    entries: &[Entry],
+) -> Result<(), crate::drivers::xenstore::XsClientError> {
+    xs.transaction(|tx| async move {
+        for e in entries {
+            tx.write(&e.path, &e.value).await?;
+            if let Some(perms) = &e.perms {
+                tx.set_perms(&e.path, perms).await?;
+            }
+        }
+        Ok(())
+    })
+    .await
 }

@@ -9,6 +9,7 @@ use actix::prelude::*;
 use xenith::actors::supervisor::{ChildSpec, ExitSlot, StartError, SupervisorHandle};
 
 pub mod daemon;
+pub mod world;
 pub mod xenstored;
 
 /// Every worker instance gets a unique number, so a restart is visible.

@@ -134,20 +134,7 @@ async fn plug_or_resync(xs: &XsClient, d: &DeviceSpec) -> Result<XenbusState, Xs
     if let Some(s) = xs.read_opt(&state_path).await? {
         return Ok(XenbusState::parse(&s));
     }
-    let entries = d.trees.entries.clone();
-    xs.transaction(|tx| {
-        let entries = entries.clone();
-        async move {
-            for e in &entries {
-                tx.write(&e.path, &e.value).await?;
-                if let Some(perms) = &e.perms {
-                    tx.set_perms(&e.path, perms).await?;
-                }
-            }
-            Ok(())
-        }
-    })
-    .await?;
+    crate::vm::layout::apply(xs, &d.trees.entries).await?;
     // The hotplug step, then blkback/netback: InitWait.
     for (k, v) in &d.hotplug {
         xs.write(&format!("{}/{k}", d.trees.backend), v).await?;

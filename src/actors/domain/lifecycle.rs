@@ -72,20 +72,9 @@ pub async fn write_entries(
     entries: Vec<Entry>,
 ) -> Result<(), ApiError> {
     timed(step, async {
-        xs.transaction(|tx| {
-            let entries = entries.clone();
-            async move {
-                for e in &entries {
-                    tx.write(&e.path, &e.value).await?;
-                    if let Some(p) = &e.perms {
-                        tx.set_perms(&e.path, p).await?;
-                    }
-                }
-                Ok(())
-            }
-        })
-        .await
-        .map_err(|e| step_error(step, e))
+        layout::apply(xs, &entries)
+            .await
+            .map_err(|e| step_error(step, e))
     })
     .await
 }
