@@ -34,6 +34,8 @@ pub struct VmInfo {
     pub vbds: Vec<DeviceInfo>,
     pub vifs: Vec<DeviceInfo>,
     pub guest: GuestInfo,
+    /// The operation under way on the VM, if any (an extension of the contract).
+    pub operation: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -226,6 +228,7 @@ impl Api {
             vbds,
             vifs,
             guest,
+            operation: s.busy.map(str::to_owned),
         })
     }
 

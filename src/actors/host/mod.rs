@@ -1,11 +1,11 @@
-//! The host actor: the host's inventory (hypervisor facts, later the VMs
-//! and memory admission). It answers `host.info` from its own state and
-//! refreshes it from the hypervisor on the blocking pool.
+//! The host actor: the host's facts and its inventory of VMs (by uuid and
+//! name). `host.info` reads the hypervisor's facts when asked, on the
+//! blocking pool; memory admission is the hypervisor's own (a domain that
+//! does not fit is refused at creation and leaves nothing behind).
 
 mod messages;
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use actix::{
     Actor, ActorFutureExt, AsyncContext, Context, Handler, MessageResult, ResponseActFuture,
@@ -19,9 +19,6 @@ use super::slot::AddrSlot;
 use super::supervisor::{ChildSpec, StartError};
 use crate::api::{ApiError, ErrorCode};
 use crate::drivers::{Hypervisor, HypervisorError, PhysInfo};
-
-/// How often the cached physical facts are refreshed.
-const REFRESH: Duration = Duration::from_secs(5);
 
 /// What a host request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -106,17 +103,6 @@ impl Actor for HostActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.slot.publish(ctx.address());
-        ctx.run_interval(REFRESH, |act, ctx| {
-            let driver = act.driver.clone();
-            ctx.spawn(
-                async move { blocking(&driver, |d| d.physinfo()).await }
-                    .into_actor(act)
-                    .map(|result, act, _ctx| match result {
-                        Ok(phys) => act.phys = phys,
-                        Err(error) => tracing::warn!(%error, "cannot refresh host facts"),
-                    }),
-            );
-        });
     }
 }
 
