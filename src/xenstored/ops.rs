@@ -175,7 +175,7 @@ impl Store {
                 .map_or(0, |id| s.tree.node(id).generation);
             Ok((
                 generation,
-                children_payload(n.children.iter().map(|c| &**c)),
+                children_payload(n.children(&s.tree, path).iter().map(|c| &**c)),
             ))
         })
     }

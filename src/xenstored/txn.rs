@@ -9,7 +9,7 @@
 //! (by creating or removing a child) is not a conflict: two transactions
 //! setting up different devices under the same parent both commit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::tree::{SharedPerms, Tree};
 use crate::proto::xenstore::path::{basename, is_at_or_below, parent};
@@ -17,12 +17,86 @@ use crate::proto::xenstore::path::{basename, is_at_or_below, parent};
 /// Generation recorded for a node that was absent when read.
 pub const ABSENT: u64 = u64::MAX;
 
-/// A node as a transaction sees it.
+/// A node as a transaction sees it. Its children are not copied (a
+/// directory may have 10,000): the view keeps what the transaction added and
+/// removed, over the tree's own list (`fresh` nodes, created here, have only
+/// what was added).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TNode {
     pub value: Vec<u8>,
     pub perms: SharedPerms,
-    pub children: Vec<Box<str>>,
+    fresh: bool,
+    added: Vec<Box<str>>,
+    removed: HashSet<Box<str>>,
+}
+
+impl TNode {
+    fn fresh(value: Vec<u8>, perms: SharedPerms) -> Self {
+        TNode {
+            value,
+            perms,
+            fresh: true,
+            added: Vec::new(),
+            removed: HashSet::new(),
+        }
+    }
+
+    fn from_tree(value: Vec<u8>, perms: SharedPerms) -> Self {
+        TNode {
+            value,
+            perms,
+            fresh: false,
+            added: Vec::new(),
+            removed: HashSet::new(),
+        }
+    }
+
+    /// Its children as the transaction sees them (`path` is its own path).
+    pub fn children(&self, tree: &Tree, path: &str) -> Vec<Box<str>> {
+        let mut out: Vec<Box<str>> = Vec::new();
+        if !self.fresh {
+            if let Some(id) = tree.lookup(path) {
+                out.extend(
+                    tree.node(id)
+                        .children
+                        .iter()
+                        .map(|c| tree.node(*c).name())
+                        .filter(|n| !self.removed.contains(*n))
+                        .map(Box::from),
+                );
+            }
+        }
+        out.extend(self.added.iter().cloned());
+        out
+    }
+
+    fn has_child(&self, tree: &Tree, path: &str, name: &str) -> bool {
+        if self.added.iter().any(|c| &**c == name) {
+            return true;
+        }
+        if self.fresh || self.removed.contains(name) {
+            return false;
+        }
+        let child = if path == "/" {
+            format!("/{name}")
+        } else {
+            format!("{path}/{name}")
+        };
+        tree.lookup(&child).is_some()
+    }
+
+    /// A child created here. A name removed earlier stays in `removed`
+    /// (hiding the tree's old child) and appears once, from `added`.
+    fn add_child(&mut self, name: &str) {
+        self.added.push(name.into());
+    }
+
+    fn remove_child(&mut self, name: &str) {
+        self.added.retain(|c| &**c != name);
+        if !self.fresh {
+            self.removed.insert(name.into());
+        }
+    }
 }
 
 /// A change, replayed at commit.
@@ -60,20 +134,12 @@ impl Txn {
             }
             return entry;
         }
-        if self.hidden(path) {
+        if self.hidden(tree, path) {
             return None;
         }
         let node = tree.lookup(path).map(|id| {
             let n = tree.node(id);
-            TNode {
-                value: n.value().to_vec(),
-                perms: n.perms.clone(),
-                children: n
-                    .children
-                    .iter()
-                    .map(|c| Box::<str>::from(tree.node(*c).name()))
-                    .collect(),
-            }
+            TNode::from_tree(n.value().to_vec(), n.perms.clone())
         });
         if record {
             self.record(tree, path);
@@ -93,13 +159,13 @@ impl Txn {
 
     /// Whether this transaction's view says `path` does not exist: an
     /// ancestor it holds is absent, or does not list the next component.
-    fn hidden(&self, path: &str) -> bool {
+    fn hidden(&self, tree: &Tree, path: &str) -> bool {
         let mut child = path;
         let mut anc = parent(path);
         while let Some(a) = anc {
             match self.view.get(a) {
                 Some(None) => return true,
-                Some(Some(n)) => return !n.children.iter().any(|c| &**c == basename(child)),
+                Some(Some(n)) => return !n.has_child(tree, a, basename(child)),
                 None => {}
             }
             child = a;
@@ -118,16 +184,7 @@ impl Txn {
             match parent(&cur) {
                 Some(p) => cur = p.to_owned(),
                 // "/" always exists.
-                None => {
-                    return (
-                        cur,
-                        TNode {
-                            value: vec![],
-                            perms: super::tree::dom0_only(),
-                            children: vec![],
-                        },
-                    )
-                }
+                None => return (cur, TNode::from_tree(vec![], super::tree::dom0_only())),
             }
         }
     }
@@ -155,15 +212,9 @@ impl Txn {
         };
         if let Some(Some(pn)) = self.view.get_mut(p) {
             let perms = inherit(&pn.perms);
-            pn.children.push(basename(path).into());
-            self.view.insert(
-                path.to_owned(),
-                Some(TNode {
-                    value,
-                    perms,
-                    children: vec![],
-                }),
-            );
+            pn.add_child(basename(path));
+            self.view
+                .insert(path.to_owned(), Some(TNode::fresh(value, perms)));
         }
         created + 1
     }
@@ -173,7 +224,7 @@ impl Txn {
         if let Some(p) = parent(path) {
             if self.get(tree, p, false).is_some() {
                 if let Some(Some(pn)) = self.view.get_mut(p) {
-                    pn.children.retain(|c| &**c != basename(path));
+                    pn.remove_child(basename(path));
                 }
             }
         }
