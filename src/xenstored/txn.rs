@@ -269,15 +269,22 @@ mod tests {
         let mut u = Txn::default();
         assert_eq!(u.write(&tree, "/x/y/z", b"v".to_vec(), &inherit), 3);
         assert_eq!(
-            u.get(&tree, "/x/y", false).unwrap().children,
+            u.get(&tree, "/x/y", false).unwrap().children(&tree, "/x/y"),
             vec![Box::<str>::from("z")]
         );
         assert!(u
             .get(&tree, "/", false)
             .unwrap()
-            .children
+            .children(&tree, "/")
             .iter()
             .any(|c| &**c == "x"));
+        // Removed, then created again: listed once.
+        let mut r = Txn::default();
+        r.remove(&tree, "/a");
+        r.write(&tree, "/a/new", vec![], &inherit);
+        let root = r.get(&tree, "/", false).unwrap().children(&tree, "/");
+        assert_eq!(root.iter().filter(|c| &***c == "a").count(), 1);
+        assert!(r.get(&tree, "/a/new", false).is_some());
         tree.add_child(ROOT, "other", b"", dom0_only(), 3);
         assert!(u.still_valid(&tree));
         // Removing hides the subtree, recreating shows only what is new.
