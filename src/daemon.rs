@@ -168,6 +168,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         domains_slot.clone(),
         records.clone(),
         driver.clone(),
+        config.allow_fault_injection,
     );
     let flags = SupervisorFlags::new(
         Strategy::OneForOne,

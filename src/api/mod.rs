@@ -3,6 +3,7 @@
 //! into a [`Call`]; `Api` drives the actors through their handles.
 
 mod error;
+pub mod fault;
 pub mod vm;
 
 use std::sync::{Arc, OnceLock};
@@ -29,6 +30,11 @@ pub enum Call {
     VmGet(String),
     VmOp(String, VmOp),
     VmRemove(String),
+    FaultInject {
+        vm: String,
+        part: String,
+        kind: fault::FaultKind,
+    },
 }
 
 /// What an operation returns (serialises as the inner value).
@@ -41,6 +47,7 @@ pub enum Reply {
     VmList(Vec<vm::VmSummary>),
     Vm(Box<vm::VmInfo>),
     VmSummary(vm::VmSummary),
+    Done {},
 }
 
 /// What the API reaches.
@@ -54,6 +61,8 @@ pub(crate) struct ApiInner {
     /// The toolstack's (privileged) xenstore connection, set once the tree
     /// (and an embedded xenstored) runs.
     pub(crate) xs: OnceLock<XsClient>,
+    /// `--allow-fault-injection`.
+    pub(crate) allow_faults: bool,
 }
 
 /// xenith's operations, shared by all frontends.
@@ -69,6 +78,7 @@ impl Api {
         domains: AddrSlot<Supervisor>,
         records: RecordStore,
         driver: Arc<dyn Hypervisor>,
+        allow_faults: bool,
     ) -> Self {
         let inner = ApiInner {
             host,
@@ -77,6 +87,7 @@ impl Api {
             records,
             driver,
             xs: OnceLock::new(),
+            allow_faults,
         };
         Self {
             inner: Arc::new(inner),
@@ -101,6 +112,10 @@ impl Api {
             Call::VmGet(vm) => self.vm_get(&vm).await.map(|v| Reply::Vm(Box::new(v))),
             Call::VmOp(vm, op) => self.vm_op(&vm, op).await.map(Reply::VmSummary),
             Call::VmRemove(vm) => self.vm_remove(&vm).await.map(Reply::VmSummary),
+            Call::FaultInject { vm, part, kind } => self
+                .fault_inject(&vm, &part, kind)
+                .await
+                .map(|_| Reply::Done {}),
         }
     }
 

@@ -92,6 +92,14 @@ struct RebootArgs {
     force: bool,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultArgs {
+    vm: String,
+    part: String,
+    kind: crate::api::fault::FaultKind,
+}
+
 /// Parses a method name and its named arguments into a call.
 pub fn parse_call(method: &str, args: Value) -> Result<Call, ApiError> {
     use crate::actors::domain::VmOp;
@@ -121,6 +129,11 @@ pub fn parse_call(method: &str, args: Value) -> Result<Call, ApiError> {
         "vm.pause" => params::<VmArg>(method, args).map(|a| op(a.vm, VmOp::Pause)),
         "vm.unpause" => params::<VmArg>(method, args).map(|a| op(a.vm, VmOp::Unpause)),
         "vm.kill" => params::<VmArg>(method, args).map(|a| op(a.vm, VmOp::Kill)),
+        "fault.inject" => params::<FaultArgs>(method, args).map(|a| Call::FaultInject {
+            vm: a.vm,
+            part: a.part,
+            kind: a.kind,
+        }),
         m if CONTRACT_METHODS.contains(&m) => Err(ApiError::new(
             ErrorCode::UnknownMethod,
             format!("{m} is part of the xenith API but this build does not serve it yet"),

@@ -1,0 +1,258 @@
+//! fault.inject through the RPC socket: refused without the flag; with it,
+//! each fault is followed by exactly what the VM's policy says, and the
+//! other VM is not disturbed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::daemon::Xenithd;
+use serde_json::{json, Value};
+use xenith::proto::rpc::{ClientError, RpcClient};
+
+const XENITHD: &str = env!("CARGO_BIN_EXE_xenithd");
+
+async fn call(c: &RpcClient, method: &str, params: Value) -> Result<Value, ClientError> {
+    c.call::<Value, Value>(method, params).await
+}
+
+fn code(r: Result<Value, ClientError>) -> String {
+    match r {
+        Err(ClientError::Remote(e)) => e.code,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+fn spec(name: &str, on_crash: &str) -> Value {
+    json!({"name": name, "type": "pv", "memory_mib": 128, "kernel": "/boot/vmlinuz", "on_crash": on_crash,
+           "disks": [{"path": "/d.img", "device": "xvda"}], "nics": [{}]})
+}
+
+async fn until(c: &RpcClient, vm: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let v = call(c, "vm.get", json!({"vm": vm})).await.unwrap();
+        if pred(&v) {
+            return v;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{what}: {v:#}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn connected(v: &Value) -> bool {
+    v["power_state"] == "Running"
+        && v["vbds"][0]["state"] == "Connected"
+        && v["vifs"][0]["state"] == "Connected"
+}
+
+/// Restarts of the VM's supervisor's children, by id.
+async fn restarts(c: &RpcClient, uuid: &str) -> Vec<(String, u64)> {
+    let tree = call(c, "supervisor.tree", json!({})).await.unwrap();
+    let domains = tree["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "domains")
+        .unwrap()
+        .clone();
+    let vm = domains["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == uuid)
+        .unwrap()
+        .clone();
+    let mut out: Vec<(String, u64)> = vm["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["id"].as_str().unwrap().to_owned(),
+                n["restarts"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    out.push(("<vm>".into(), vm["restarts"].as_u64().unwrap()));
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn faults_are_refused_without_the_flag() {
+    let d = Xenithd::start(XENITHD, &[]);
+    let c = RpcClient::connect(&d.socket).await.unwrap();
+    call(&c, "vm.create", json!({"spec": spec("a", "destroy")}))
+        .await
+        .unwrap();
+    let r = call(
+        &c,
+        "fault.inject",
+        json!({"vm": "a", "part": "domain", "kind": "panic"}),
+    )
+    .await;
+    assert_eq!(code(r), "NOT_ALLOWED");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn each_fault_is_handled_by_policy_and_the_other_vm_is_untouched() {
+    common::quiet_injected_panics();
+    let d = Xenithd::start(XENITHD, &["--allow-fault-injection"]);
+    let c = RpcClient::connect(&d.socket).await.unwrap();
+    let victim = call(&c, "vm.create", json!({"spec": spec("victim", "destroy")}))
+        .await
+        .unwrap()["uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bystander = call(
+        &c,
+        "vm.create",
+        json!({"spec": spec("bystander", "preserve")}),
+    )
+    .await
+    .unwrap()["uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for vm in ["victim", "bystander"] {
+        call(&c, "vm.start", json!({"vm": vm})).await.unwrap();
+        until(&c, vm, "connected", connected).await;
+    }
+    let calm = restarts(&c, &bystander).await;
+    assert!(calm.iter().all(|(_, n)| *n == 0), "{calm:?}");
+
+    // A backend panics: restarted alone, the device stays Connected.
+    call(
+        &c,
+        "fault.inject",
+        json!({"vm": "victim", "part": "vbd:xvda", "kind": "panic"}),
+    )
+    .await
+    .unwrap();
+    let t0 = Instant::now();
+    while !restarts(&c, &victim)
+        .await
+        .contains(&("vbd:xvda".into(), 1))
+    {
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(connected(
+        &call(&c, "vm.get", json!({"vm": "victim"})).await.unwrap()
+    ));
+    assert!(restarts(&c, &victim).await.contains(&("domain".into(), 0)));
+
+    // The domain actor panics: restarted, it re-syncs with the running domain.
+    let domid = call(&c, "vm.get", json!({"vm": "victim"})).await.unwrap()["domid"].clone();
+    call(
+        &c,
+        "fault.inject",
+        json!({"vm": "victim", "part": "domain", "kind": "panic"}),
+    )
+    .await
+    .unwrap();
+    let t0 = Instant::now();
+    while !restarts(&c, &victim).await.contains(&("domain".into(), 1)) {
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let v = call(&c, "vm.get", json!({"vm": "victim"})).await.unwrap();
+    assert_eq!(
+        (v["power_state"].clone(), v["domid"].clone()),
+        (json!("Running"), domid)
+    );
+    // ...and still drives it: a clean shutdown works.
+    assert_eq!(
+        call(&c, "vm.shutdown", json!({"vm": "victim"}))
+            .await
+            .unwrap()["power_state"],
+        "Halted"
+    );
+
+    // A crash: on_crash = destroy → Halted; on_crash = preserve → Crashed.
+    call(&c, "vm.start", json!({"vm": "victim"})).await.unwrap();
+    call(
+        &c,
+        "fault.inject",
+        json!({"vm": "victim", "part": "domain", "kind": "crash"}),
+    )
+    .await
+    .unwrap();
+    until(&c, "victim", "destroyed after its crash", |v| {
+        v["power_state"] == "Halted"
+    })
+    .await;
+    call(
+        &c,
+        "fault.inject",
+        json!({"vm": "bystander", "part": "domain", "kind": "crash"}),
+    )
+    .await
+    .unwrap();
+    until(&c, "bystander", "preserved after its crash", |v| {
+        v["power_state"] == "Crashed"
+    })
+    .await;
+    assert_eq!(
+        call(&c, "vm.kill", json!({"vm": "bystander"}))
+            .await
+            .unwrap()["power_state"],
+        "Halted"
+    );
+
+    // The domain destroyed behind the toolstack's back: noticed and cleaned up.
+    call(&c, "vm.start", json!({"vm": "victim"})).await.unwrap();
+    call(
+        &c,
+        "fault.inject",
+        json!({"vm": "victim", "part": "domain", "kind": "kill"}),
+    )
+    .await
+    .unwrap();
+    until(&c, "victim", "cleaned up after the kill", |v| {
+        v["power_state"] == "Halted"
+    })
+    .await;
+
+    // Parts this build does not have, and kinds a part does not take.
+    assert_eq!(
+        code(
+            call(
+                &c,
+                "fault.inject",
+                json!({"vm": "victim", "part": "emulator", "kind": "kill"})
+            )
+            .await
+        ),
+        "NOT_FOUND"
+    );
+    assert_eq!(
+        code(
+            call(
+                &c,
+                "fault.inject",
+                json!({"vm": "victim", "part": "domain", "kind": "hang"})
+            )
+            .await
+        ),
+        "INVALID_PARAMS"
+    );
+    assert_eq!(
+        code(
+            call(
+                &c,
+                "fault.inject",
+                json!({"vm": "victim", "part": "domain", "kind": "melt"})
+            )
+            .await
+        ),
+        "INVALID_PARAMS"
+    );
+    // None of it restarted any of the bystander's actors (its own crash is
+    // a guest event, not an actor failure; its kill removed its devices).
+    let after = restarts(&c, &bystander).await;
+    assert!(after.iter().all(|(_, n)| *n == 0), "{after:?}");
+}
