@@ -353,11 +353,6 @@ pub fn vif(domid: DomId, nic: &Nic) -> DeviceTrees {
     trees
 }
 
-/// The dom0 interface netback creates for a vif (`vif<domid>.<devid>`).
-pub fn vif_name(domid: DomId, nic: &Nic) -> String {
-    format!("vif{}.{}", domid.0, nic.devid)
-}
-
 /// Writes entries in one transaction: each value, then its explicit ACL.
 pub async fn apply(
     xs: &crate::drivers::xenstore::XsClient,

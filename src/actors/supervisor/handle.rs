@@ -69,11 +69,6 @@ impl SupervisorHandle {
     pub fn publish(&self, slot: &crate::actors::slot::AddrSlot<Supervisor>) {
         slot.publish(self.addr.clone());
     }
-
-    /// Whether the supervisor still runs.
-    pub fn is_alive(&self) -> bool {
-        self.addr.connected()
-    }
 }
 
 /// The top of a supervision tree, owned by the program that started it.

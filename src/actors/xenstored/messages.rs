@@ -33,17 +33,3 @@ pub struct Requests(pub ConnId, pub Vec<Packet>);
 impl Message for Requests {
     type Result = ();
 }
-
-/// Counts, for status and benchmarks.
-#[derive(Debug)]
-pub struct Stats;
-
-impl Message for Stats {
-    type Result = StoreStats;
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct StoreStats {
-    pub nodes: usize,
-    pub connections: usize,
-}

@@ -6,11 +6,11 @@ mod messages;
 
 use std::collections::HashMap;
 
-use actix::{Actor, AsyncContext, Context, Handler, MessageResult};
+use actix::{Actor, AsyncContext, Context, Handler};
 use tokio::sync::mpsc;
 
 pub use crate::xenstored::Outbound;
-pub use messages::{Connect, Disconnect, Requests, Stats, StoreStats};
+pub use messages::{Connect, Disconnect, Requests};
 
 use super::slot::AddrSlot;
 use super::supervisor::ChildSpec;
@@ -117,17 +117,6 @@ impl Handler<Requests> for XenstoredActor {
     }
 }
 
-impl Handler<Stats> for XenstoredActor {
-    type Result = MessageResult<Stats>;
-
-    fn handle(&mut self, _msg: Stats, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(StoreStats {
-            nodes: self.store.node_count(),
-            connections: self.store.connection_count(),
-        })
-    }
-}
-
 impl crate::drivers::xenstore::EmbeddedStore for XenstoredHandle {
     fn connect(
         &self,
@@ -199,9 +188,5 @@ impl XenstoredHandle {
         if let Ok(addr) = self.addr() {
             addr.do_send(Disconnect(conn));
         }
-    }
-
-    pub async fn stats(&self) -> Result<StoreStats, XenstoredError> {
-        Ok(self.addr()?.send(Stats).await?)
     }
 }

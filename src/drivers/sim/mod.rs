@@ -11,7 +11,7 @@
 
 mod guest;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tokio::sync::{mpsc, watch};
@@ -162,15 +162,6 @@ impl SimHypervisor {
     /// Ids of the domains that exist.
     pub fn domids(&self) -> Vec<DomId> {
         self.state().domains.keys().map(|d| DomId(*d)).collect()
-    }
-
-    /// The uuid → domid map (for reattaching after a restart).
-    pub fn by_uuid(&self) -> HashMap<[u8; 16], DomId> {
-        self.state()
-            .domains
-            .iter()
-            .map(|(id, d)| (d.uuid, DomId(*id)))
-            .collect()
     }
 }
 
