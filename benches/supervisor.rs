@@ -27,18 +27,23 @@ fn flags() -> SupervisorFlags {
     SupervisorFlags::new(Strategy::OneForOne, u32::MAX, Duration::from_secs(1))
 }
 
-fn crash_to_replacement(c: &mut Criterion) {
-    // Intentional panics, thousands of them: keep the output clean.
-    std::panic::set_hook(Box::new(|_| {}));
+/// A system running a root supervisor with one worker, `id`.
+fn one_worker(id: &str) -> (actix::SystemRunner, RootSupervisor) {
     let sys = System::new();
-    let log = new_log();
     let root = sys
         .block_on(RootSupervisor::start(
             "root",
             flags(),
-            vec![worker("victim", &log)],
+            vec![worker(id, &new_log())],
         ))
         .unwrap();
+    (sys, root)
+}
+
+fn crash_to_replacement(c: &mut Criterion) {
+    // Intentional panics, thousands of them: keep the output clean.
+    std::panic::set_hook(Box::new(|_| {}));
+    let (sys, root) = one_worker("victim");
     let h = root.handle();
     c.bench_function("crash_to_replacement", |b| {
         b.iter_custom(|iters| {
@@ -69,15 +74,7 @@ fn crash_to_replacement(c: &mut Criterion) {
 }
 
 fn one_actor(c: &mut Criterion) {
-    let sys = System::new();
-    let log = new_log();
-    let root = sys
-        .block_on(RootSupervisor::start(
-            "root",
-            flags(),
-            vec![worker("w", &log)],
-        ))
-        .unwrap();
+    let (sys, root) = one_worker("w");
     let addr = sys
         .block_on(root.handle().child::<Worker>("w"))
         .unwrap()

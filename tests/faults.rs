@@ -80,6 +80,27 @@ async fn restarts(c: &RpcClient, uuid: &str) -> Vec<(String, u64)> {
     out
 }
 
+async fn inject(c: &RpcClient, vm: &str, part: &str, kind: &str) -> Result<Value, ClientError> {
+    call(
+        c,
+        "fault.inject",
+        json!({"vm": vm, "part": part, "kind": kind}),
+    )
+    .await
+}
+
+/// Waits (bounded) until the VM's child `id` shows `n` restarts.
+async fn wait_restarts(c: &RpcClient, uuid: &str, id: &str, n: u64) {
+    let t0 = Instant::now();
+    while !restarts(c, uuid).await.contains(&(id.into(), n)) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{id} never showed {n} restarts"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn faults_are_refused_without_the_flag() {
     let d = Xenithd::start(XENITHD, &[]);
@@ -87,12 +108,7 @@ async fn faults_are_refused_without_the_flag() {
     call(&c, "vm.create", json!({"spec": spec("a", "destroy")}))
         .await
         .unwrap();
-    let r = call(
-        &c,
-        "fault.inject",
-        json!({"vm": "a", "part": "domain", "kind": "panic"}),
-    )
-    .await;
+    let r = inject(&c, "a", "domain", "panic").await;
     assert_eq!(code(r), "NOT_ALLOWED");
 }
 
@@ -125,21 +141,8 @@ async fn each_fault_is_handled_by_policy_and_the_other_vm_is_untouched() {
     assert!(calm.iter().all(|(_, n)| *n == 0), "{calm:?}");
 
     // A backend panics: restarted alone, the device stays Connected.
-    call(
-        &c,
-        "fault.inject",
-        json!({"vm": "victim", "part": "vbd:xvda", "kind": "panic"}),
-    )
-    .await
-    .unwrap();
-    let t0 = Instant::now();
-    while !restarts(&c, &victim)
-        .await
-        .contains(&("vbd:xvda".into(), 1))
-    {
-        assert!(t0.elapsed() < Duration::from_secs(5));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    inject(&c, "victim", "vbd:xvda", "panic").await.unwrap();
+    wait_restarts(&c, &victim, "vbd:xvda", 1).await;
     assert!(connected(
         &call(&c, "vm.get", json!({"vm": "victim"})).await.unwrap()
     ));
@@ -147,18 +150,8 @@ async fn each_fault_is_handled_by_policy_and_the_other_vm_is_untouched() {
 
     // The domain actor panics: restarted, it re-syncs with the running domain.
     let domid = call(&c, "vm.get", json!({"vm": "victim"})).await.unwrap()["domid"].clone();
-    call(
-        &c,
-        "fault.inject",
-        json!({"vm": "victim", "part": "domain", "kind": "panic"}),
-    )
-    .await
-    .unwrap();
-    let t0 = Instant::now();
-    while !restarts(&c, &victim).await.contains(&("domain".into(), 1)) {
-        assert!(t0.elapsed() < Duration::from_secs(5));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    inject(&c, "victim", "domain", "panic").await.unwrap();
+    wait_restarts(&c, &victim, "domain", 1).await;
     let v = call(&c, "vm.get", json!({"vm": "victim"})).await.unwrap();
     assert_eq!(
         (v["power_state"].clone(), v["domid"].clone()),
@@ -174,24 +167,12 @@ async fn each_fault_is_handled_by_policy_and_the_other_vm_is_untouched() {
 
     // A crash: on_crash = destroy → Halted; on_crash = preserve → Crashed.
     call(&c, "vm.start", json!({"vm": "victim"})).await.unwrap();
-    call(
-        &c,
-        "fault.inject",
-        json!({"vm": "victim", "part": "domain", "kind": "crash"}),
-    )
-    .await
-    .unwrap();
+    inject(&c, "victim", "domain", "crash").await.unwrap();
     until(&c, "victim", "destroyed after its crash", |v| {
         v["power_state"] == "Halted"
     })
     .await;
-    call(
-        &c,
-        "fault.inject",
-        json!({"vm": "bystander", "part": "domain", "kind": "crash"}),
-    )
-    .await
-    .unwrap();
+    inject(&c, "bystander", "domain", "crash").await.unwrap();
     until(&c, "bystander", "preserved after its crash", |v| {
         v["power_state"] == "Crashed"
     })
@@ -205,13 +186,7 @@ async fn each_fault_is_handled_by_policy_and_the_other_vm_is_untouched() {
 
     // The domain destroyed behind the toolstack's back: noticed and cleaned up.
     call(&c, "vm.start", json!({"vm": "victim"})).await.unwrap();
-    call(
-        &c,
-        "fault.inject",
-        json!({"vm": "victim", "part": "domain", "kind": "kill"}),
-    )
-    .await
-    .unwrap();
+    inject(&c, "victim", "domain", "kill").await.unwrap();
     until(&c, "victim", "cleaned up after the kill", |v| {
         v["power_state"] == "Halted"
     })
@@ -219,36 +194,15 @@ async fn each_fault_is_handled_by_policy_and_the_other_vm_is_untouched() {
 
     // Parts this build does not have, and kinds a part does not take.
     assert_eq!(
-        code(
-            call(
-                &c,
-                "fault.inject",
-                json!({"vm": "victim", "part": "emulator", "kind": "kill"})
-            )
-            .await
-        ),
+        code(inject(&c, "victim", "emulator", "kill").await),
         "NOT_FOUND"
     );
     assert_eq!(
-        code(
-            call(
-                &c,
-                "fault.inject",
-                json!({"vm": "victim", "part": "domain", "kind": "hang"})
-            )
-            .await
-        ),
+        code(inject(&c, "victim", "domain", "hang").await),
         "INVALID_PARAMS"
     );
     assert_eq!(
-        code(
-            call(
-                &c,
-                "fault.inject",
-                json!({"vm": "victim", "part": "domain", "kind": "melt"})
-            )
-            .await
-        ),
+        code(inject(&c, "victim", "domain", "melt").await),
         "INVALID_PARAMS"
     );
     // None of it restarted any of the bystander's actors (its own crash is
