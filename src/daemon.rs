@@ -10,13 +10,15 @@
 //! │   ├── store            the xenstore database
 //! │   └── xenstore-socket  its Unix socket
 //! ├── domains     one_for_one, one child per VM:
-//! │   └── <uuid>  the VM's supervisor (one_for_one): domain, vbd:*, vif:*
+//! │   └── <uuid>  the VM's supervisor (one_for_one): domain, and while
+//! │               its domain runs: console, vbd:*, vif:*, agent, emulator (HVM)
 //! └── rpc         the MessagePack-RPC listener
 //! ```
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::actors::console::ConsoleConfig;
 use crate::actors::host::{HostActor, HostHandle};
 use crate::actors::slot::AddrSlot;
 use crate::actors::supervisor::ChildSpec;
@@ -24,9 +26,11 @@ use crate::actors::supervisor::{
     ExitReason, RootSupervisor, Strategy, SupervisorError, SupervisorFlags,
 };
 use crate::actors::xenstored::{XenstoredActor, XenstoredHandle};
-use crate::api::Api;
+use crate::api::{Api, VmSettings};
 use crate::config::{Config, XenstoreChoice};
+use crate::drivers::emulator::EmulatorConfig;
 use crate::drivers::xenstore::{EmbeddedStore, XsClient};
+use crate::drivers::HypervisorKind;
 use crate::drivers::{self, HypervisorError};
 use crate::proto::rpc::RpcService;
 use crate::proto::socket::SocketListener;
@@ -159,6 +163,20 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         "xenithd starting"
     );
 
+    let settings = VmSettings {
+        emulator: Arc::new(EmulatorConfig {
+            qemu: config.qemu.clone(),
+            run_dir: emulator_run_dir(&config.socket),
+            host: driver.kind(),
+        }),
+        console: Arc::new(ConsoleConfig {
+            dir: config.state_dir.join("console"),
+            max_bytes: config.console_log_max_bytes,
+        }),
+        allow_faults: config.allow_fault_injection,
+    };
+    reap_device_models(&settings.emulator, &driver).await;
+
     let host_slot = AddrSlot::new();
     let root_slot = AddrSlot::new();
     let domains_slot = AddrSlot::new();
@@ -168,14 +186,14 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         domains_slot.clone(),
         records.clone(),
         driver.clone(),
-        config.allow_fault_injection,
+        settings.clone(),
     );
     let flags = SupervisorFlags::new(
         Strategy::OneForOne,
         config.supervisor.max_restarts,
         config.supervisor.period,
     );
-    let mut children = vec![HostActor::spec(driver, host_slot)];
+    let mut children = vec![HostActor::spec(driver.clone(), host_slot)];
     let embedded_handle = embedded.map(|(spec, handle)| {
         children.push(spec);
         handle
@@ -223,8 +241,37 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     tracing::info!(signal = signal_name, "shutting down");
     notify(&[sd_notify::NotifyState::Stopping]);
     let reason = root.shutdown().await;
+    if driver.kind() == HypervisorKind::Sim {
+        // The simulated host's domains end with the daemon: so do their
+        // device models.
+        reap_device_models(&settings.emulator, &driver).await;
+    }
     tracing::info!(%reason, "xenithd stopped");
     Ok(())
+}
+
+/// Where device models' pidfiles and QMP sockets go: next to the RPC socket.
+pub fn emulator_run_dir(rpc_socket: &Path) -> PathBuf {
+    rpc_socket
+        .parent()
+        .map_or_else(|| PathBuf::from("/run/xenith"), Path::to_owned)
+}
+
+/// Kills device models whose domain is gone (left by an earlier daemon).
+async fn reap_device_models(emulator: &Arc<EmulatorConfig>, driver: &Arc<dyn drivers::Hypervisor>) {
+    let (emulator, driver) = (emulator.clone(), driver.clone());
+    let reaped = tokio::task::spawn_blocking(move || {
+        let live: Vec<_> = driver
+            .list_domains()
+            .map(|all| all.into_iter().map(|d| d.domid).collect())
+            .unwrap_or_default();
+        emulator.reap(&live)
+    })
+    .await
+    .unwrap_or_default();
+    if !reaped.is_empty() {
+        tracing::info!(?reaped, "stopped device models of domains that are gone");
+    }
 }
 
 /// The state directory holds VM records: private to the daemon's user.

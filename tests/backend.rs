@@ -6,10 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use xenith::actors::backend::{
-    BackendActor, DeviceSpec, DeviceStatus, InjectPanic, Unplug, XenbusState,
-};
+use xenith::actors::backend::{BackendActor, DeviceSpec, DeviceStatus, Unplug, XenbusState};
 use xenith::actors::supervisor::{ChildSpec, Strategy, SupervisorFlags, SupervisorHandle};
+use xenith::actors::InjectPanic;
 use xenith::drivers::xenstore::XsClient;
 use xenith::drivers::{BootImage, DomainConfig, Hypervisor};
 use xenith::vm::{layout, VmSpecFile};

@@ -148,6 +148,29 @@ async fn each_fault_is_handled_by_policy_and_the_other_vm_is_untouched() {
     ));
     assert!(restarts(&c, &victim).await.contains(&("domain".into(), 0)));
 
+    // The console actor panics: restarted alone; the log goes on, nothing lost.
+    let before = call(&c, "vm.console", json!({"vm": "victim"})).await.unwrap()["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(before.contains("Linux version"), "{before}");
+    inject(&c, "victim", "console", "panic").await.unwrap();
+    wait_restarts(&c, &victim, "console", 1).await;
+    let after = call(&c, "vm.console", json!({"vm": "victim"})).await.unwrap()["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(after, before, "the log is kept across the restart");
+
+    // The guest-agent actor panics: restarted alone, it reads the metrics again.
+    inject(&c, "victim", "agent", "panic").await.unwrap();
+    wait_restarts(&c, &victim, "agent", 1).await;
+    let v = until(&c, "victim", "agent metrics back", |v| {
+        v["guest"]["agent"] == true && v["guest"]["ips"]["0/ipv4/0"].is_string()
+    })
+    .await;
+    assert!(connected(&v), "{v:#}");
+
     // The domain actor panics: restarted, it re-syncs with the running domain.
     let domid = call(&c, "vm.get", json!({"vm": "victim"})).await.unwrap()["domid"].clone();
     inject(&c, "victim", "domain", "panic").await.unwrap();
@@ -192,13 +215,51 @@ async fn each_fault_is_handled_by_policy_and_the_other_vm_is_untouched() {
     })
     .await;
 
-    // Parts this build does not have, and kinds a part does not take.
+    // The guest hangs: a clean shutdown times out naming the step; force works.
+    call(&c, "vm.start", json!({"vm": "victim"})).await.unwrap();
+    until(&c, "victim", "connected", connected).await;
+    inject(&c, "victim", "domain", "hang").await.unwrap();
+    let r = call(&c, "vm.shutdown", json!({"vm": "victim", "timeout_s": 1})).await;
+    assert_eq!(code(r), "OPERATION_TIMEOUT");
+    assert_eq!(
+        call(&c, "vm.shutdown", json!({"vm": "victim", "force": true}))
+            .await
+            .unwrap()["power_state"],
+        "Halted"
+    );
+
+    // A frontend hangs before it connects: that device stays InitWait, the
+    // other connects.
+    call(&c, "vm.start", json!({"vm": "victim", "paused": true}))
+        .await
+        .unwrap();
+    inject(&c, "victim", "vif:0", "hang").await.unwrap();
+    assert_eq!(
+        code(inject(&c, "victim", "vif:7", "hang").await),
+        "NOT_FOUND"
+    );
+    call(&c, "vm.unpause", json!({"vm": "victim"})).await.unwrap();
+    let v = until(&c, "victim", "the vbd connected", |v| {
+        v["vbds"][0]["state"] == "Connected"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let v2 = call(&c, "vm.get", json!({"vm": "victim"})).await.unwrap();
+    assert_eq!(v2["vifs"][0]["state"], "InitWait", "{v:#}");
+    call(&c, "vm.kill", json!({"vm": "victim"})).await.unwrap();
+
+    // Parts a PV VM does not have, faults that need a running domain, and
+    // kinds a part does not take.
     assert_eq!(
         code(inject(&c, "victim", "emulator", "kill").await),
         "NOT_FOUND"
     );
     assert_eq!(
         code(inject(&c, "victim", "domain", "hang").await),
+        "VM_BAD_POWER_STATE"
+    );
+    assert_eq!(
+        code(inject(&c, "victim", "console", "kill").await),
         "INVALID_PARAMS"
     );
     assert_eq!(

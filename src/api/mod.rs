@@ -12,10 +12,12 @@ use serde::Serialize;
 
 pub use error::{ApiError, ErrorCode};
 
+use crate::actors::console::ConsoleConfig;
 use crate::actors::domain::VmOp;
 use crate::actors::host::{HostHandle, HostInfo};
 use crate::actors::slot::AddrSlot;
 use crate::actors::supervisor::{Supervisor, SupervisorHandle, TreeNode};
+use crate::drivers::emulator::EmulatorConfig;
 use crate::drivers::xenstore::XsClient;
 use crate::drivers::Hypervisor;
 use crate::vm::{RecordStore, VmSpecFile};
@@ -30,6 +32,10 @@ pub enum Call {
     VmGet(String),
     VmOp(String, VmOp),
     VmRemove(String),
+    VmConsole {
+        vm: String,
+        lines: Option<u64>,
+    },
     FaultInject {
         vm: String,
         part: String,
@@ -47,6 +53,7 @@ pub enum Reply {
     VmList(Vec<vm::VmSummary>),
     Vm(Box<vm::VmInfo>),
     VmSummary(vm::VmSummary),
+    Console { text: String },
     Done {},
 }
 
@@ -61,8 +68,18 @@ pub(crate) struct ApiInner {
     /// The toolstack's (privileged) xenstore connection, set once the tree
     /// (and an embedded xenstored) runs.
     pub(crate) xs: OnceLock<XsClient>,
+    pub(crate) settings: VmSettings,
+}
+
+/// How VMs run on this host.
+#[derive(Debug, Clone)]
+pub struct VmSettings {
+    /// Device models (QEMU) for HVM VMs.
+    pub emulator: Arc<EmulatorConfig>,
+    /// Console logs.
+    pub console: Arc<ConsoleConfig>,
     /// `--allow-fault-injection`.
-    pub(crate) allow_faults: bool,
+    pub allow_faults: bool,
 }
 
 /// xenith's operations, shared by all frontends.
@@ -78,7 +95,7 @@ impl Api {
         domains: AddrSlot<Supervisor>,
         records: RecordStore,
         driver: Arc<dyn Hypervisor>,
-        allow_faults: bool,
+        settings: VmSettings,
     ) -> Self {
         let inner = ApiInner {
             host,
@@ -87,7 +104,7 @@ impl Api {
             records,
             driver,
             xs: OnceLock::new(),
-            allow_faults,
+            settings,
         };
         Self {
             inner: Arc::new(inner),
@@ -112,6 +129,10 @@ impl Api {
             Call::VmGet(vm) => self.vm_get(&vm).await.map(|v| Reply::Vm(Box::new(v))),
             Call::VmOp(vm, op) => self.vm_op(&vm, op).await.map(Reply::VmSummary),
             Call::VmRemove(vm) => self.vm_remove(&vm).await.map(Reply::VmSummary),
+            Call::VmConsole { vm, lines } => self
+                .vm_console(&vm, lines)
+                .await
+                .map(|text| Reply::Console { text }),
             Call::FaultInject { vm, part, kind } => self
                 .fault_inject(&vm, &part, kind)
                 .await

@@ -5,11 +5,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{Api, ApiError, ErrorCode};
+use crate::actors::agent::GuestMetrics;
 use crate::actors::backend::XenbusState;
-use crate::actors::domain::{PowerState, VmHandle, VmOp};
+use crate::actors::domain::{PowerState, VmEnv, VmHandle, VmOp};
+use crate::actors::emulator::{EmulatorActor, EmulatorStatus, Status, EMULATOR_ID};
 use crate::actors::supervisor::SupervisorHandle;
 use crate::drivers::xenstore::XsClient;
-use crate::vm::{layout, VmRecord, VmSpecFile};
+use crate::vm::{VmRecord, VmSpecFile};
 
 /// `vm.list` entries.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,6 +38,9 @@ pub struct VmInfo {
     pub guest: GuestInfo,
     /// The operation under way on the VM, if any (an extension of the contract).
     pub operation: Option<String>,
+    /// An HVM VM's running device model (an extension of the contract).
+    #[serde(default)]
+    pub emulator: Option<EmulatorStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +52,7 @@ pub struct DeviceInfo {
     pub state: String,
 }
 
+/// `vm.get`'s guest: the contract's fields, then extensions.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GuestInfo {
     pub os_name: Option<String>,
@@ -54,7 +60,35 @@ pub struct GuestInfo {
     /// "0/ipv4/0" → address, as the agent reports under attr/vif.
     pub ips: std::collections::BTreeMap<String, String>,
     pub agent: bool,
+    #[serde(default)]
+    pub os_version: Option<String>,
+    #[serde(default)]
+    pub os_uname: Option<String>,
+    #[serde(default)]
+    pub memory_total_kib: Option<u64>,
+    #[serde(default)]
+    pub memory_free_kib: Option<u64>,
 }
+
+impl From<GuestMetrics> for GuestInfo {
+    fn from(m: GuestMetrics) -> Self {
+        GuestInfo {
+            os_name: m.os_name,
+            os_distro: m.os_distro,
+            ips: m.ips,
+            agent: m.agent,
+            os_version: m.os_version,
+            os_uname: m.os_uname,
+            memory_total_kib: m.memory_total_kib,
+            memory_free_kib: m.memory_free_kib,
+        }
+    }
+}
+
+/// The most console lines `vm.console` returns; the default is [`CONSOLE_LINES`].
+pub const MAX_CONSOLE_LINES: u64 = 100_000;
+/// How many console lines `vm.console` returns when not told.
+pub const CONSOLE_LINES: u64 = 100;
 
 fn summary(vm: &VmHandle) -> VmSummary {
     let s = vm.snapshot();
@@ -105,7 +139,13 @@ impl Api {
 
     /// Starts a VM's supervisor (Halted, or reattached to its running domain).
     pub async fn adopt(&self, record: VmRecord) -> Result<VmHandle, ApiError> {
-        let (child, handle) = VmHandle::build(record, self.inner.driver.clone(), self.xs()?);
+        let env = VmEnv {
+            driver: self.inner.driver.clone(),
+            xs: self.xs()?,
+            emulator: self.inner.settings.emulator.clone(),
+            console: self.inner.settings.console.clone(),
+        };
+        let (child, handle) = VmHandle::build(record, env);
         self.inner
             .host
             .register(handle.clone())
@@ -196,20 +236,11 @@ impl Api {
                 state: state_name(state),
             });
         }
-        let mut guest = GuestInfo::default();
-        if let Some(d) = s.domid {
-            let home = layout::home(crate::drivers::DomId(d));
-            guest.os_name = read(&xs, format!("{home}/data/os_name")).await;
-            guest.os_distro = read(&xs, format!("{home}/data/os_distro")).await;
-            guest.agent = read(&xs, format!("{home}/data/updated")).await.is_some();
-            for nic in &vm.spec.nics {
-                for family in ["ipv4", "ipv6"] {
-                    if let Some(ip) =
-                        read(&xs, format!("{home}/attr/vif/{}/{family}/0", nic.devid)).await
-                    {
-                        guest.ips.insert(format!("{}/{family}/0", nic.devid), ip);
-                    }
-                }
+        let guest = GuestInfo::from(vm.guest());
+        let mut emulator = None;
+        if let (Some(sup), Some(_)) = (vm.supervisor(), s.domid) {
+            if let Ok(Some(addr)) = sup.child::<EmulatorActor>(EMULATOR_ID).await {
+                emulator = addr.send(Status).await.ok().and_then(Result::ok);
             }
         }
         let ty = match s.domain_type {
@@ -229,7 +260,27 @@ impl Api {
             vifs,
             guest,
             operation: s.busy.map(str::to_owned),
+            emulator,
         })
+    }
+
+    /// `vm.console`: the last `lines` lines of the VM's console (also of
+    /// its last run, once it stopped).
+    pub async fn vm_console(&self, key: &str, lines: Option<u64>) -> Result<String, ApiError> {
+        let lines = lines.unwrap_or(CONSOLE_LINES);
+        if lines > MAX_CONSOLE_LINES {
+            return Err(ApiError::new(
+                ErrorCode::InvalidParams,
+                format!("lines: {lines} is above {MAX_CONSOLE_LINES}"),
+            )
+            .with_details(vec!["lines".into()]));
+        }
+        let vm = self.resolve(key).await?;
+        let console = self.inner.settings.console.clone();
+        tokio::task::spawn_blocking(move || console.tail(&vm.uuid, lines as usize))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| internal(format!("the console log: {e}")))
     }
 
     /// `vm.start`, `vm.shutdown`, `vm.reboot`, `vm.pause`, `vm.unpause`, `vm.kill`.
@@ -262,6 +313,9 @@ impl Api {
             .records
             .remove(&vm.uuid)
             .map_err(ApiError::internal)?;
+        if let Err(e) = self.inner.settings.console.remove(&vm.uuid) {
+            tracing::warn!(vm = %vm.uuid, error = %e, "cannot remove the console log");
+        }
         self.inner
             .host
             .unregister(vm.uuid)

@@ -19,6 +19,34 @@ pub struct ConfigFile {
     pub rpc: RpcSection,
     pub supervisor: SupervisorSection,
     pub sim: SimSection,
+    pub emulator: EmulatorSection,
+    pub console: ConsoleSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmulatorSection {
+    pub qemu: String,
+}
+
+impl Default for EmulatorSection {
+    fn default() -> Self {
+        Self {
+            qemu: "qemu-system-x86_64".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSection {
+    pub log_max_kib: u64,
+}
+
+impl Default for ConsoleSection {
+    fn default() -> Self {
+        Self { log_max_kib: 256 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -215,6 +243,17 @@ impl ConfigFile {
             ));
         }
 
+        if self.emulator.qemu.is_empty() {
+            return Err(bad("emulator.qemu", "is empty".into()));
+        }
+        let log_max_kib = in_range(
+            &file,
+            "console.log_max_kib",
+            self.console.log_max_kib,
+            4,
+            1 << 20,
+        )?;
+
         Ok(Config {
             source: source.map(Path::to_owned),
             socket,
@@ -238,6 +277,8 @@ impl ConfigFile {
                 dom0_mib: sim.dom0_mib,
                 cpus: sim.cpus,
             },
+            qemu: PathBuf::from(self.emulator.qemu),
+            console_log_max_bytes: log_max_kib as u64 * 1024,
         })
     }
 }

@@ -113,6 +113,10 @@ pub struct Config {
     pub rpc: RpcConfig,
     pub supervisor: IntensityConfig,
     pub sim: SimConfig,
+    /// The QEMU binary HVM device models run (a path, or a name in $PATH).
+    pub qemu: PathBuf,
+    /// A VM's console log is rotated past this size.
+    pub console_log_max_bytes: u64,
 }
 
 /// What the command line can override (CONTRACT.md flags).

@@ -182,6 +182,9 @@ pub enum HypervisorError {
     InvalidConfig(String),
     #[error("no free domain id")]
     NoFreeDomid,
+    /// The backend does not offer this.
+    #[error("{0} is not supported by this hypervisor backend")]
+    Unsupported(&'static str),
     /// A call failed with an errno, as libxenctrl reports it.
     #[error("{call} failed")]
     Call {
@@ -231,6 +234,30 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
         &self,
         domid: DomId,
     ) -> Result<tokio::sync::mpsc::UnboundedReceiver<DomainEvent>, HypervisorError>;
+
+    /// The domain's console output (console 0, what xenconsoled reads from
+    /// the console ring): first what the guest wrote that nobody read yet,
+    /// then what it writes. One reader at a time: a second open replaces
+    /// the first, whose stream ends. The stream ends when the domain dies.
+    fn open_console(
+        &self,
+        domid: DomId,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>, HypervisorError>;
+
+    /// Fault injection into the guest itself (`fault.inject` kind `hang`):
+    /// only a simulated guest can be told to misbehave.
+    fn inject_guest_fault(&self, _domid: DomId, _fault: GuestFault) -> Result<(), HypervisorError> {
+        Err(HypervisorError::Unsupported("guest fault injection"))
+    }
+}
+
+/// A misbehaviour a simulated guest can be told to adopt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestFault {
+    /// The guest stops answering xenstore (control/shutdown, its frontends).
+    Hang,
+    /// One frontend ("vbd" or "vif", and its devid) stops following its backend.
+    HangFrontend { kind: &'static str, devid: u32 },
 }
 
 /// Picks the backend the configuration asks for (`auto`: xen when

@@ -19,11 +19,3 @@ pub struct Unplug;
 impl Message for Unplug {
     type Result = Result<(), String>;
 }
-
-/// Fault injection (`fault.inject` with kind panic): the handler panics.
-#[derive(Debug)]
-pub struct InjectPanic;
-
-impl Message for InjectPanic {
-    type Result = ();
-}

@@ -21,7 +21,9 @@ use actix::{
     ResponseActFuture, StreamHandler, WrapFuture,
 };
 
-pub use messages::{DeviceStatus, InjectPanic, Unplug};
+pub use messages::{DeviceStatus, Unplug};
+
+use super::InjectPanic;
 
 use super::supervisor::{ChildSpec, ExitSlot, Restart, Shutdown};
 use crate::drivers::xenstore::{XsClient, XsClientError};

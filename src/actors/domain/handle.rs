@@ -5,14 +5,13 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{DomainActor, Op, PowerState, VmOp, VmParts, VmSnapshot};
+use super::{DomainActor, Op, PowerState, VmEnv, VmOp, VmParts, VmSnapshot};
+use crate::actors::agent::GuestMetrics;
 use crate::actors::slot::AddrSlot;
 use crate::actors::supervisor::{
     ChildSpec, Strategy, Supervisor, SupervisorFlags, SupervisorHandle,
 };
 use crate::api::{ApiError, ErrorCode};
-use crate::drivers::xenstore::XsClient;
-use crate::drivers::Hypervisor;
 use crate::vm::VmRecord;
 
 /// A VM supervisor's restart intensity: its domain actor and device
@@ -34,16 +33,13 @@ pub struct VmHandle {
     domain: AddrSlot<DomainActor>,
     vm_sup: AddrSlot<Supervisor>,
     snapshot: watch::Receiver<VmSnapshot>,
+    guest: watch::Receiver<GuestMetrics>,
 }
 
 impl VmHandle {
     /// The VM's supervisor spec (child of the domains supervisor, id =
     /// uuid) and its handle.
-    pub fn build(
-        record: VmRecord,
-        driver: Arc<dyn Hypervisor>,
-        xs: XsClient,
-    ) -> (ChildSpec, VmHandle) {
+    pub fn build(record: VmRecord, env: VmEnv) -> (ChildSpec, VmHandle) {
         let (vm_sup, domain) = (AddrSlot::new(), AddrSlot::new());
         let spec = &record.spec;
         let initial = VmSnapshot {
@@ -57,6 +53,7 @@ impl VmHandle {
             busy: None,
         };
         let snapshot = Arc::new(watch::Sender::new(initial));
+        let guest = Arc::new(watch::Sender::new(GuestMetrics::default()));
         let handle = VmHandle {
             uuid: record.uuid,
             name: spec.name.clone(),
@@ -64,15 +61,16 @@ impl VmHandle {
             domain: domain.clone(),
             vm_sup: vm_sup.clone(),
             snapshot: snapshot.subscribe(),
+            guest: guest.subscribe(),
         };
         let id = record.uuid.to_string();
         let parts = VmParts {
             record,
-            driver,
-            xs,
+            env,
             vm_sup: vm_sup.clone(),
             domain,
             snapshot,
+            guest,
         };
         let child = ChildSpec::supervisor_published(
             id,
@@ -86,6 +84,11 @@ impl VmHandle {
     /// The VM's state as its domain actor last published it.
     pub fn snapshot(&self) -> VmSnapshot {
         self.snapshot.borrow().clone()
+    }
+
+    /// What the guest agent last reported (empty when the VM does not run).
+    pub fn guest(&self) -> GuestMetrics {
+        self.guest.borrow().clone()
     }
 
     /// Runs an operation; returns when the VM has reached its new state.

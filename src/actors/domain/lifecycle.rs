@@ -7,9 +7,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
+
+use crate::actors::agent::{AgentActor, GuestMetrics};
 use crate::actors::backend::{BackendActor, DeviceSpec};
-use crate::actors::supervisor::SupervisorHandle;
+use crate::actors::console::{ConsoleActor, ConsoleConfig};
+use crate::actors::emulator::{EmulatorActor, Quit, EMULATOR_ID};
+use crate::actors::supervisor::{ChildSpec, SupervisorError, SupervisorHandle};
 use crate::api::{ApiError, ErrorCode};
+use crate::drivers::emulator::{DmLaunch, EmulatorConfig};
 use crate::drivers::xenstore::XsClient;
 use crate::drivers::{
     BootImage, Built, DomId, DomainConfig, DomainType, Hypervisor, HypervisorError,
@@ -114,7 +120,59 @@ pub fn devices(domid: DomId, spec: &VmSpec) -> Vec<DeviceSpec> {
 #[derive(Debug, Clone)]
 pub struct Running {
     pub domid: DomId,
+    /// The VM supervisor's children for this domain, in start order.
     pub device_ids: Vec<String>,
+}
+
+/// The actors a running domain has under its VM's supervisor, in start
+/// order: its console, a backend per VBD and VIF, its guest-agent channel
+/// and, for HVM, its emulator. `fresh` is false when re-syncing onto a
+/// running domain: an emulator is then only reattached, never launched.
+pub fn child_specs(c: &Ctx, domid: DomId, fresh: bool) -> Vec<ChildSpec> {
+    let mut specs = vec![ConsoleActor::spec(
+        domid,
+        c.uuid,
+        c.driver.clone(),
+        c.console.clone(),
+    )];
+    for device in devices(domid, &c.spec) {
+        specs.push(BackendActor::spec(device, c.xs.clone()));
+    }
+    let nics = c.spec.nics.iter().map(|n| n.devid).collect();
+    specs.push(AgentActor::spec(domid, nics, c.xs.clone(), c.guest.clone()));
+    if c.spec.domain_type == DomainType::Hvm {
+        let launch = DmLaunch {
+            domid,
+            uuid: c.uuid,
+            name: c.spec.name.clone(),
+        };
+        specs.push(EmulatorActor::spec(
+            launch,
+            c.emulator.clone(),
+            c.driver.clone(),
+            c.xs.clone(),
+            fresh,
+        ));
+    }
+    specs
+}
+
+/// Re-sync after the domain actor (or the VM's supervisor) restarted onto a
+/// running domain: starts whichever of its actors are not running (each
+/// re-syncs from xenstore, the console ring or its QMP socket).
+pub async fn ensure_children(c: &Ctx, domid: DomId) {
+    for spec in child_specs(c, domid, false) {
+        let id = spec.id().to_owned();
+        match c.vm_sup.start_child(spec).await {
+            Ok(()) => {
+                tracing::info!(vm = %c.uuid, %domid, child = %id, "restarted with the domain running")
+            }
+            Err(SupervisorError::AlreadyExists(_)) => {}
+            Err(e) => {
+                tracing::warn!(vm = %c.uuid, %domid, child = %id, error = %crate::error::chain(&e), "cannot restart")
+            }
+        }
+    }
 }
 
 /// Everything the start and teardown steps use.
@@ -126,6 +184,10 @@ pub struct Ctx {
     pub xs: XsClient,
     /// The VM's own supervisor (device backends are its children).
     pub vm_sup: SupervisorHandle,
+    pub emulator: Arc<EmulatorConfig>,
+    pub console: Arc<ConsoleConfig>,
+    /// The guest agent's metrics, kept by the agent actor.
+    pub guest: Arc<watch::Sender<GuestMetrics>>,
 }
 
 /// Starts the VM: on any failure, undoes what was done and returns the error.
@@ -190,14 +252,18 @@ async fn start_steps(c: &Ctx, running: &mut Running, paused: bool) -> Result<(),
             .map_err(|e| step_error("introduce", e))
     })
     .await?;
-    for device in devices(domid, &c.spec) {
-        let id = format!("{}:{}", device.kind, device.name);
-        let spec = BackendActor::spec(device, c.xs.clone());
-        timed("plug a device", async {
+    for spec in child_specs(c, domid, true) {
+        let id = spec.id().to_owned();
+        let step = if id == EMULATOR_ID {
+            "start the device model"
+        } else {
+            "plug a device"
+        };
+        timed(step, async {
             c.vm_sup
                 .start_child(spec)
                 .await
-                .map_err(|e| step_error(&format!("plug {id}"), crate::error::chain(&e)))
+                .map_err(|e| step_error(&format!("start {id}"), crate::error::chain(&e)))
         })
         .await?;
         running.device_ids.push(id);
@@ -213,11 +279,23 @@ async fn start_steps(c: &Ctx, running: &mut Running, paused: bool) -> Result<(),
 /// is tried whatever the previous one did.
 pub async fn teardown(c: &Ctx, running: &Running) {
     let domid = running.domid;
-    for id in &running.device_ids {
+    // In reverse start order; the device model is asked to quit first.
+    for id in running.device_ids.iter().rev() {
+        if id == EMULATOR_ID {
+            if let Ok(Some(addr)) = c.vm_sup.child::<EmulatorActor>(EMULATOR_ID).await {
+                let _ = addr.send(Quit).await;
+            }
+        }
         let _ = c.vm_sup.remove_child(id.clone()).await;
     }
+    c.guest.send_replace(GuestMetrics::default());
     if let Err(e) = hv("destroy the domain", &c.driver, move |h| h.destroy(domid)).await {
         tracing::debug!(vm = %c.uuid, %domid, error = %e, "destroy");
+    }
+    if c.spec.domain_type == DomainType::Hvm {
+        // Whatever is left of the device model (it died, or did not quit).
+        let emulator = c.emulator.clone();
+        let _ = tokio::task::spawn_blocking(move || emulator.kill(domid)).await;
     }
     let _ = c.xs.release(u32::from(domid.0)).await;
     let n = domid.0;
@@ -229,6 +307,7 @@ pub async fn teardown(c: &Ctx, running: &Running) {
     for kind in ["vbd", "vif", "console"] {
         trees.push(format!("/local/domain/0/backend/{kind}/{n}"));
     }
+    trees.push(format!("/local/domain/0/device-model/{n}"));
     for path in trees {
         if let Err(e) = c.xs.rm(&path).await {
             tracing::debug!(vm = %c.uuid, %path, error = %e, "remove tree");

@@ -13,6 +13,8 @@ pub mod lifecycle;
 
 pub use handle::{VmHandle, VM_FLAGS};
 
+use super::InjectPanic;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,9 +26,12 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::lifecycle::{hv, Ctx, Running};
+use super::agent::GuestMetrics;
+use super::console::ConsoleConfig;
 use super::slot::AddrSlot;
 use super::supervisor::{ChildSpec, StartError, Supervisor, SupervisorHandle};
 use crate::api::{ApiError, ErrorCode};
+use crate::drivers::emulator::EmulatorConfig;
 use crate::drivers::xenstore::XsClient;
 use crate::drivers::{DomId, DomainEvent, DomainType, Hypervisor, ShutdownReason};
 use crate::vm::{OnEvent, VmRecord};
@@ -117,14 +122,6 @@ impl Message for Op {
     type Result = Result<(), ApiError>;
 }
 
-/// Fault injection: a panic in the domain actor's handler.
-#[derive(Debug)]
-pub struct InjectPanic;
-
-impl Message for InjectPanic {
-    type Result = ();
-}
-
 /// The domain actor.
 #[derive(Debug)]
 pub struct DomainActor {
@@ -139,15 +136,25 @@ pub struct DomainActor {
     slot: AddrSlot<DomainActor>,
 }
 
+/// What every VM's actors use of the host.
+#[derive(Debug, Clone)]
+pub struct VmEnv {
+    pub driver: Arc<dyn Hypervisor>,
+    /// The toolstack's (privileged) xenstore connection.
+    pub xs: XsClient,
+    pub emulator: Arc<EmulatorConfig>,
+    pub console: Arc<ConsoleConfig>,
+}
+
 /// Shared by a VM's successive domain actors.
 #[derive(Debug, Clone)]
 pub struct VmParts {
     pub record: VmRecord,
-    pub driver: Arc<dyn Hypervisor>,
-    pub xs: XsClient,
+    pub env: VmEnv,
     pub vm_sup: AddrSlot<Supervisor>,
     pub domain: AddrSlot<DomainActor>,
     pub snapshot: Arc<watch::Sender<VmSnapshot>>,
+    pub guest: Arc<watch::Sender<GuestMetrics>>,
 }
 
 impl DomainActor {
@@ -164,12 +171,15 @@ impl DomainActor {
                 let c = Ctx {
                     uuid: parts.record.uuid,
                     spec: parts.record.spec.clone(),
-                    driver: parts.driver.clone(),
-                    xs: parts.xs.clone(),
+                    driver: parts.env.driver.clone(),
+                    xs: parts.env.xs.clone(),
                     vm_sup,
+                    emulator: parts.env.emulator.clone(),
+                    console: parts.env.console.clone(),
+                    guest: parts.guest.clone(),
                 };
                 let uuid = *parts.record.uuid.as_bytes();
-                let found = hv("find the VM's domain", &parts.driver, move |h| {
+                let found = hv("find the VM's domain", &c.driver, move |h| {
                     Ok(h.list_domains()?
                         .into_iter()
                         .find(|d| d.uuid == uuid && d.domid != DomId::DOM0))
@@ -185,9 +195,9 @@ impl DomainActor {
                             _ if info.paused => PowerState::Paused,
                             _ => PowerState::Running,
                         };
-                        let devices = lifecycle::devices(info.domid, &c.spec)
+                        let devices = lifecycle::child_specs(&c, info.domid, false)
                             .iter()
-                            .map(|d| format!("{}:{}", d.kind, d.name))
+                            .map(|spec| spec.id().to_owned())
                             .collect();
                         (
                             state,
@@ -494,19 +504,23 @@ impl Actor for DomainActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.slot.publish(ctx.address());
         self.publish(None);
-        // Re-synced onto a running domain: follow it again.
+        // Re-synced onto a running domain: its actors run again, and the
+        // domain is followed again.
         if let Some(r) = &self.running {
             let domid = r.domid;
-            let driver = self.c.driver.clone();
+            let c = self.c.clone();
             ctx.wait(
-                async move { hv("follow the domain", &driver, move |h| h.subscribe(domid)).await }
-                    .into_actor(self)
-                    .map(|r, act, ctx| match r {
-                        Ok(events) => act.follow_domain(ctx, events),
-                        Err(e) => {
-                            tracing::warn!(vm = %act.c.uuid, error = %e, "cannot follow the domain")
-                        }
-                    }),
+                async move {
+                    lifecycle::ensure_children(&c, domid).await;
+                    hv("follow the domain", &c.driver, move |h| h.subscribe(domid)).await
+                }
+                .into_actor(self)
+                .map(|r, act, ctx| match r {
+                    Ok(events) => act.follow_domain(ctx, events),
+                    Err(e) => {
+                        tracing::warn!(vm = %act.c.uuid, error = %e, "cannot follow the domain")
+                    }
+                }),
             );
         }
     }

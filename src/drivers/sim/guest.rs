@@ -12,14 +12,18 @@
 //! - its agent (unless `xenith.agent=0` is on its command line) writes
 //!   data/os_*, data/meminfo_*, attr/vif/N/ipv4/0 and data/updated.
 //!
-//! Its code runs only while the domain runs: paused, it waits.
+//! It also writes a boot log, device messages and its power-off to its
+//! console (console 0, read through `Hypervisor::open_console`).
+//!
+//! Its code runs only while the domain runs: paused, it waits. A guest told
+//! to hang (fault injection) stops answering, as a wedged kernel would.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::Inner;
+use super::{GuestFaults, Inner};
 use crate::drivers::hypervisor::{DomId, ShutdownReason};
 use crate::drivers::xenstore::{EmbeddedStore, XsClient, XsClientError};
 
@@ -32,6 +36,7 @@ pub struct GuestProfile {
     pub os_name: String,
     pub distro: String,
     pub hang_frontends: bool,
+    pub cmdline: String,
     domid: DomId,
 }
 
@@ -42,6 +47,7 @@ impl GuestProfile {
             os_name: "Debian GNU/Linux 12 (bookworm)".into(),
             distro: "debian".into(),
             hang_frontends: false,
+            cmdline: cmdline.to_owned(),
             domid,
         };
         for word in cmdline.split_whitespace() {
@@ -72,6 +78,7 @@ pub(super) struct Guest {
     profile: GuestProfile,
     hv: Arc<Inner>,
     running: watch::Receiver<bool>,
+    faults: watch::Receiver<GuestFaults>,
 }
 
 /// The guest stops: its domain is gone, or shut down (or xenstore said no).
@@ -90,13 +97,34 @@ impl Guest {
         profile: GuestProfile,
         hv: Arc<Inner>,
         running: watch::Receiver<bool>,
+        faults: watch::Receiver<GuestFaults>,
     ) -> Self {
         Self {
             domid,
             profile,
             hv,
             running,
+            faults,
         }
+    }
+
+    fn console(&self, text: &str) {
+        self.hv.console_write(self.domid, text);
+    }
+
+    fn boot_log(&self) {
+        let p = &self.profile;
+        let domid = self.domid;
+        self.console(&format!(
+            "[    0.000000] Linux version 6.1.0-xenith-sim (simulated guest of xenith)\n\
+             [    0.000000] Command line: {}\n\
+             [    0.000000] Booting paravirtualized kernel on Xen\n\
+             [    0.000000] Xen version: 4.17 (domain {domid})\n\
+             [    0.120000] xenbus_probe_frontend: Device probing started\n\
+             [    0.400000] Run /init as init process\n\
+             \n{} hvc0\n\nsim-{domid} login: ",
+            p.cmdline, p.os_name
+        ));
     }
 
     pub(super) async fn run(self, store: Arc<dyn EmbeddedStore>) {
@@ -115,6 +143,7 @@ impl Guest {
 
     async fn live(mut self, xs: XsClient) -> Result<(), Gone> {
         Self::wait_running(&mut self.running).await?;
+        self.boot_log();
         for feature in ["feature-poweroff", "feature-reboot", "feature-suspend"] {
             xs.write(&format!("control/{feature}"), "1").await?;
         }
@@ -129,10 +158,18 @@ impl Guest {
                 event = control.next() => {
                     event.ok_or(Gone)?;
                     Self::wait_running(&mut self.running).await?;
+                    if self.faults.borrow().hung {
+                        continue;
+                    }
                     let word = xs.read_opt("control/shutdown").await?.unwrap_or_default();
                     if let Some(reason) = ShutdownReason::from_control_word(&word) {
                         // Acknowledge, then go down with that reason.
                         xs.write("control/shutdown", "").await?;
+                        self.console(match reason {
+                            ShutdownReason::Reboot => "\nreboot: Restarting system\n",
+                            ShutdownReason::Suspend => "\nPM: suspend entry (s2idle)\n",
+                            _ => "\nreboot: Power down\n",
+                        });
                         let _ = self.hv.shutdown(self.domid, reason);
                         return Ok(());
                     }
@@ -155,6 +192,9 @@ impl Guest {
                                     devid: id.parse().unwrap_or(0),
                                     profile: self.profile.clone(),
                                     running: self.running.clone(),
+                                    faults: self.faults.clone(),
+                                    hv: self.hv.clone(),
+                                    domid: self.domid,
                                 };
                                 tokio::spawn(frontend.run());
                             }
@@ -207,9 +247,17 @@ struct Frontend {
     devid: u32,
     profile: GuestProfile,
     running: watch::Receiver<bool>,
+    faults: watch::Receiver<GuestFaults>,
+    hv: Arc<Inner>,
+    domid: DomId,
 }
 
 impl Frontend {
+    fn hung(&self) -> bool {
+        let f = self.faults.borrow();
+        f.hung || f.hung_frontends.contains(&(self.kind, self.devid))
+    }
+
     async fn run(mut self) {
         let _ = self.handshake().await;
         tracing::debug!(frontend = %self.path, "simulated frontend done");
@@ -224,7 +272,7 @@ impl Frontend {
         loop {
             backend_state.next().await.ok_or(Gone)?;
             Guest::wait_running(&mut self.running).await?;
-            if self.profile.hang_frontends {
+            if self.profile.hang_frontends || self.hung() {
                 continue;
             }
             let front = match xs.read_opt(&format!("{}/state", self.path)).await? {
@@ -240,6 +288,11 @@ impl Frontend {
                 ("1", "2") => self.initialise().await?,
                 ("3", "4") => {
                     self.set_state("4").await?;
+                    let line = match self.kind {
+                        "vbd" => format!("blkfront: device/vbd/{}: connected\n", self.devid),
+                        _ => format!("xen_netfront: eth{}: link up\n", self.devid),
+                    };
+                    self.hv.console_write(self.domid, &line);
                     if self.kind == "vif" && self.profile.agent {
                         let ip = self.profile.ipv4(self.devid);
                         xs.write(&format!("attr/vif/{}/ipv4/0", self.devid), ip)

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::{mpsc, watch};
 
 use super::hypervisor::{
-    BootImage, Built, DomId, DomainConfig, DomainEvent, DomainInfo, DomainType, Hypervisor,
-    HypervisorError, HypervisorKind, PhysInfo, ShutdownReason,
+    BootImage, Built, DomId, DomainConfig, DomainEvent, DomainInfo, DomainType, GuestFault,
+    Hypervisor, HypervisorError, HypervisorKind, PhysInfo, ShutdownReason,
 };
 use crate::config::SimConfig;
 use crate::drivers::xenstore::EmbeddedStore;
@@ -44,6 +44,46 @@ struct SimDomain {
     /// Whether the guest's code runs (unpaused, not shut down); dropped,
     /// and so closed, when the domain is destroyed.
     running: watch::Sender<bool>,
+    console: ConsoleRing,
+    /// Misbehaviour injected into the guest (fault.inject kind hang).
+    faults: watch::Sender<GuestFaults>,
+}
+
+/// How much console output a guest keeps while nobody reads it (the oldest
+/// goes first). Xen's own ring is 2 KiB and a guest blocks on it when full;
+/// the simulation keeps more and never blocks.
+const CONSOLE_UNREAD_BYTES: usize = 16 * 1024;
+
+/// Console 0 of a simulated domain: what the guest wrote, for one reader.
+#[derive(Debug, Default)]
+struct ConsoleRing {
+    unread: Vec<u8>,
+    reader: Option<mpsc::UnboundedSender<Vec<u8>>>,
+}
+
+impl ConsoleRing {
+    fn write(&mut self, bytes: &[u8]) {
+        if let Some(reader) = &self.reader {
+            if reader.send(bytes.to_vec()).is_ok() {
+                return;
+            }
+            self.reader = None;
+        }
+        self.unread.extend_from_slice(bytes);
+        if self.unread.len() > CONSOLE_UNREAD_BYTES {
+            let cut = self.unread.len() - CONSOLE_UNREAD_BYTES;
+            self.unread.drain(..cut);
+        }
+    }
+}
+
+/// What a simulated guest has been told to get wrong.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestFaults {
+    /// The whole guest stops answering.
+    pub hung: bool,
+    /// Frontends ("vbd"/"vif", devid) that stop following their backend.
+    pub hung_frontends: Vec<(&'static str, u32)>,
 }
 
 #[derive(Debug)]
@@ -88,6 +128,13 @@ impl Inner {
             notify(d, DomainEvent::Shutdown(reason));
         }
         Ok(())
+    }
+
+    /// The guest writes to its console.
+    fn console_write(&self, domid: DomId, text: &str) {
+        if let Some(d) = self.state().domains.get_mut(&domid.0) {
+            d.console.write(text.as_bytes());
+        }
     }
 
     /// The guest's balloon target, in MiB.
@@ -231,6 +278,8 @@ impl Hypervisor for SimHypervisor {
                 watchers: Vec::new(),
                 cmdline: None,
                 running: watch::Sender::new(false),
+                console: ConsoleRing::default(),
+                faults: watch::Sender::new(GuestFaults::default()),
             },
         );
         Ok(DomId(candidate))
@@ -274,8 +323,13 @@ impl Hypervisor for SimHypervisor {
         // The first time it runs, its guest boots.
         if let (Some(cmdline), Some((store, rt))) = (d.cmdline.take(), self.inner.world.get()) {
             let profile = GuestProfile::from_cmdline(&cmdline, domid);
-            let guest =
-                guest::Guest::new(domid, profile, self.inner.clone(), d.running.subscribe());
+            let guest = guest::Guest::new(
+                domid,
+                profile,
+                self.inner.clone(),
+                d.running.subscribe(),
+                d.faults.subscribe(),
+            );
             rt.spawn(guest.run(store.clone()));
         }
         Ok(())
@@ -349,6 +403,31 @@ impl Hypervisor for SimHypervisor {
         }
         d.watchers.push(tx);
         Ok(rx)
+    }
+
+    fn open_console(
+        &self,
+        domid: DomId,
+    ) -> Result<mpsc::UnboundedReceiver<Vec<u8>>, HypervisorError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut st = self.state();
+        let console = &mut domain(&mut st, domid)?.console;
+        let unread = std::mem::take(&mut console.unread);
+        if !unread.is_empty() {
+            let _ = tx.send(unread);
+        }
+        console.reader = Some(tx);
+        Ok(rx)
+    }
+
+    fn inject_guest_fault(&self, domid: DomId, fault: GuestFault) -> Result<(), HypervisorError> {
+        let mut st = self.state();
+        let d = domain(&mut st, domid)?;
+        d.faults.send_modify(|f| match fault {
+            GuestFault::Hang => f.hung = true,
+            GuestFault::HangFrontend { kind, devid } => f.hung_frontends.push((kind, devid)),
+        });
+        Ok(())
     }
 }
 

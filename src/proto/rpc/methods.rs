@@ -94,6 +94,14 @@ struct RebootArgs {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ConsoleArgs {
+    vm: String,
+    #[serde(default)]
+    lines: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FaultArgs {
     vm: String,
     part: String,
@@ -129,6 +137,10 @@ pub fn parse_call(method: &str, args: Value) -> Result<Call, ApiError> {
         "vm.pause" => params::<VmArg>(method, args).map(|a| op(a.vm, VmOp::Pause)),
         "vm.unpause" => params::<VmArg>(method, args).map(|a| op(a.vm, VmOp::Unpause)),
         "vm.kill" => params::<VmArg>(method, args).map(|a| op(a.vm, VmOp::Kill)),
+        "vm.console" => params::<ConsoleArgs>(method, args).map(|a| Call::VmConsole {
+            vm: a.vm,
+            lines: a.lines,
+        }),
         "fault.inject" => params::<FaultArgs>(method, args).map(|a| Call::FaultInject {
             vm: a.vm,
             part: a.part,

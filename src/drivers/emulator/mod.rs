@@ -1,0 +1,312 @@
+//! Device models: the QEMU process an HVM domain needs, started, found
+//! again and stopped the way libxl's dm spawn does it (a daemonized QEMU
+//! with a pidfile and a QMP socket per domain), and the QMP client that
+//! talks to it ([`qmp`]).
+//!
+//! On the simulated host QEMU runs for real but is started with `-S` on
+//! TCG, with no connection to any domain: no guest code runs, and what the
+//! toolstack sees (the process, its QMP socket, its run state, its death)
+//! is real. Xen's own device model arguments (`-xen-domid`, `-machine
+//! xenfv`) come with the Xen driver.
+
+pub mod qmp;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::hypervisor::HypervisorKind;
+use super::DomId;
+
+pub use qmp::{QmpClient, QmpError};
+
+/// How device models are run on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmulatorConfig {
+    /// The QEMU binary (a path, or a name looked up in $PATH).
+    pub qemu: PathBuf,
+    /// Where pidfiles and QMP sockets go.
+    pub run_dir: PathBuf,
+    /// Which host the device models serve.
+    pub host: HypervisorKind,
+}
+
+/// A device model start failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    #[error("cannot run {qemu}{hint}")]
+    Spawn {
+        qemu: String,
+        hint: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{qemu} exited with {status}: {stderr}")]
+    Exited {
+        qemu: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("cannot read the pidfile {path}")]
+    Pidfile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot prepare {path}")]
+    RunDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("device models for the {0} hypervisor come with its driver")]
+    Unsupported(&'static str),
+}
+
+/// One domain's device model files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DmPaths {
+    pub qmp: PathBuf,
+    pub pidfile: PathBuf,
+}
+
+/// What a device model is started for.
+#[derive(Debug, Clone)]
+pub struct DmLaunch {
+    pub domid: DomId,
+    pub uuid: uuid::Uuid,
+    pub name: String,
+}
+
+impl EmulatorConfig {
+    pub fn paths(&self, domid: DomId) -> DmPaths {
+        DmPaths {
+            qmp: self.run_dir.join(format!("qemu-dm-{}.qmp", domid.0)),
+            pidfile: self.run_dir.join(format!("qemu-dm-{}.pid", domid.0)),
+        }
+    }
+
+    /// QEMU's arguments for this host.
+    pub fn args(&self, launch: &DmLaunch) -> Result<Vec<String>, EmulatorError> {
+        let paths = self.paths(launch.domid);
+        let mut args: Vec<String> = match self.host {
+            // Stopped before the first instruction (-S), on TCG, tiny: the
+            // process and its QMP are real, no guest code runs.
+            HypervisorKind::Sim => ["-S", "-machine", "pc,accel=tcg", "-m", "32", "-smp", "1"]
+                .map(str::to_owned)
+                .to_vec(),
+            HypervisorKind::Xen => return Err(EmulatorError::Unsupported("xen")),
+        };
+        args.extend([
+            "-display".into(),
+            "none".into(),
+            "-nodefaults".into(),
+            "-no-user-config".into(),
+            "-name".into(),
+            // QEMU splits -name at commas; a VM name has none, but be sure.
+            launch.name.replace(',', "_"),
+            "-uuid".into(),
+            launch.uuid.to_string(),
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", paths.qmp.display()),
+            "-pidfile".into(),
+            paths.pidfile.display().to_string(),
+            "-daemonize".into(),
+        ]);
+        Ok(args)
+    }
+
+    /// Starts the device model; returns its pid once QEMU has daemonized
+    /// (its QMP socket listens by then). Blocking: run it off the arbiters.
+    pub fn launch(&self, launch: &DmLaunch) -> Result<Pid, EmulatorError> {
+        let args = self.args(launch)?;
+        let paths = self.paths(launch.domid);
+        std::fs::create_dir_all(&self.run_dir).map_err(|source| EmulatorError::RunDir {
+            path: self.run_dir.display().to_string(),
+            source,
+        })?;
+        for stale in [&paths.qmp, &paths.pidfile] {
+            let _ = std::fs::remove_file(stale);
+        }
+        let qemu = self.qemu.display().to_string();
+        let out = Command::new(&self.qemu)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|source| EmulatorError::Spawn {
+                hint: if source.kind() == std::io::ErrorKind::NotFound {
+                    " (not found: install qemu-system-x86, or set [emulator] qemu)"
+                } else {
+                    ""
+                },
+                qemu: qemu.clone(),
+                source,
+            })?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(EmulatorError::Exited {
+                qemu,
+                status: out.status,
+                stderr: stderr.trim().chars().take(500).collect(),
+            });
+        }
+        read_pid(&paths.pidfile)?.ok_or_else(|| EmulatorError::Pidfile {
+            path: paths.pidfile.display().to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "QEMU wrote no pidfile"),
+        })
+    }
+
+    /// The pid of this domain's device model, if one runs (its pidfile
+    /// names a live process whose command line has our QMP socket: a pid
+    /// reused by something else does not count).
+    pub fn running(&self, domid: DomId) -> Option<Pid> {
+        let paths = self.paths(domid);
+        let pid = read_pid(&paths.pidfile).ok().flatten()?;
+        is_ours(pid, &paths.qmp).then_some(pid)
+    }
+
+    /// Kills the domain's device model if one runs, and removes its files.
+    pub fn kill(&self, domid: DomId) {
+        if let Some(pid) = self.running(domid) {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        let paths = self.paths(domid);
+        for path in [&paths.qmp, &paths.pidfile] {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Kills the device models whose domain is not in `live` (left behind
+    /// by a daemon that stopped, or by a simulated host that is gone).
+    /// Returns the domids whose device model was cleaned up.
+    pub fn reap(&self, live: &[DomId]) -> Vec<DomId> {
+        let Ok(dir) = std::fs::read_dir(&self.run_dir) else {
+            return Vec::new();
+        };
+        let mut reaped = Vec::new();
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            let Some(domid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("qemu-dm-"))
+                .and_then(|n| n.strip_suffix(".pid"))
+                .and_then(|n| n.parse::<u16>().ok())
+                .map(DomId)
+            else {
+                continue;
+            };
+            if !live.contains(&domid) {
+                self.kill(domid);
+                reaped.push(domid);
+            }
+        }
+        reaped
+    }
+}
+
+fn read_pid(path: &Path) -> Result<Option<Pid>, EmulatorError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(s
+            .trim()
+            .parse::<i32>()
+            .ok()
+            .filter(|p| *p > 1)
+            .map(Pid::from_raw)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(EmulatorError::Pidfile {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// Whether `pid` is a live (not zombie) process with `qmp` on its command line.
+fn is_ours(pid: Pid, qmp: &Path) -> bool {
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let Ok(cmdline) = std::fs::read(proc_dir.join("cmdline")) else {
+        return false;
+    };
+    let zombie = std::fs::read_to_string(proc_dir.join("stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true);
+    let needle = qmp.as_os_str().as_encoded_bytes();
+    !zombie && cmdline.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> EmulatorConfig {
+        EmulatorConfig {
+            qemu: "qemu-system-x86_64".into(),
+            run_dir: dir.to_owned(),
+            host: HypervisorKind::Sim,
+        }
+    }
+
+    #[test]
+    fn sim_arguments_stop_qemu_before_any_guest_code() {
+        let c = config(Path::new("/run/x"));
+        let launch = DmLaunch {
+            domid: DomId(7),
+            uuid: uuid::Uuid::nil(),
+            name: "a,b".into(),
+        };
+        let args = c.args(&launch).unwrap();
+        let joined = args.join(" ");
+        assert!(args.starts_with(&["-S".to_owned()]), "{joined}");
+        assert!(
+            joined.contains("-qmp unix:/run/x/qemu-dm-7.qmp,server=on,wait=off"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("-pidfile /run/x/qemu-dm-7.pid -daemonize"),
+            "{joined}"
+        );
+        assert!(joined.contains("-name a_b "), "{joined}");
+        let xen = EmulatorConfig {
+            host: HypervisorKind::Xen,
+            ..c
+        };
+        assert!(matches!(
+            xen.args(&launch),
+            Err(EmulatorError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn a_pidfile_naming_another_process_does_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path());
+        // Our own pid: alive, but its command line has no QMP socket.
+        std::fs::write(c.paths(DomId(3)).pidfile, std::process::id().to_string()).unwrap();
+        assert_eq!(c.running(DomId(3)), None);
+        assert_eq!(c.reap(&[]), vec![DomId(3)]);
+        assert!(!c.paths(DomId(3)).pidfile.exists());
+    }
+
+    #[test]
+    fn a_missing_qemu_is_named_with_the_package() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = EmulatorConfig {
+            qemu: "/nonexistent/qemu".into(),
+            ..config(dir.path())
+        };
+        let launch = DmLaunch {
+            domid: DomId(1),
+            uuid: uuid::Uuid::nil(),
+            name: "x".into(),
+        };
+        let err = c.launch(&launch).unwrap_err().to_string();
+        assert!(err.contains("install qemu-system-x86"), "{err}");
+    }
+}
