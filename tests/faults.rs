@@ -149,14 +149,18 @@ async fn each_fault_is_handled_by_policy_and_the_other_vm_is_untouched() {
     assert!(restarts(&c, &victim).await.contains(&("domain".into(), 0)));
 
     // The console actor panics: restarted alone; the log goes on, nothing lost.
-    let before = call(&c, "vm.console", json!({"vm": "victim"})).await.unwrap()["text"]
+    let before = call(&c, "vm.console", json!({"vm": "victim"}))
+        .await
+        .unwrap()["text"]
         .as_str()
         .unwrap()
         .to_owned();
     assert!(before.contains("Linux version"), "{before}");
     inject(&c, "victim", "console", "panic").await.unwrap();
     wait_restarts(&c, &victim, "console", 1).await;
-    let after = call(&c, "vm.console", json!({"vm": "victim"})).await.unwrap()["text"]
+    let after = call(&c, "vm.console", json!({"vm": "victim"}))
+        .await
+        .unwrap()["text"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -238,7 +242,9 @@ async fn each_fault_is_handled_by_policy_and_the_other_vm_is_untouched() {
         code(inject(&c, "victim", "vif:7", "hang").await),
         "NOT_FOUND"
     );
-    call(&c, "vm.unpause", json!({"vm": "victim"})).await.unwrap();
+    call(&c, "vm.unpause", json!({"vm": "victim"}))
+        .await
+        .unwrap();
     let v = until(&c, "victim", "the vbd connected", |v| {
         v["vbds"][0]["state"] == "Connected"
     })

@@ -78,5 +78,14 @@ impl Drop for Xenithd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Killed, the daemon could not stop its device models: do it here.
+        if let Some(dir) = self.socket.parent() {
+            let emulators = xenith::drivers::emulator::EmulatorConfig {
+                qemu: "qemu-system-x86_64".into(),
+                run_dir: dir.to_owned(),
+                host: xenith::drivers::HypervisorKind::Sim,
+            };
+            emulators.reap(&[]);
+        }
     }
 }

@@ -199,28 +199,30 @@ impl EmulatorActor {
     /// QEMU is gone. Unless it was asked to go, the domain cannot run
     /// without it: crash the domain (its on_crash follows). Then stop.
     fn died(&mut self, ctx: &mut Context<Self>) {
-        if !self.quitting {
-            let (domid, driver) = (self.domid, self.driver.clone());
-            tracing::warn!(%domid, pid = ?self.pid, "the device model died; crashing the domain");
-            ctx.wait(
-                async move {
-                    tokio::task::spawn_blocking(move || {
-                        driver.shutdown(domid, ShutdownReason::Crash)
-                    })
-                    .await
-                }
-                .into_actor(self)
-                .map(|r, act, _| {
-                    let error = match r {
-                        Ok(Ok(())) => return,
-                        Ok(Err(e)) => e.to_string(),
-                        Err(e) => e.to_string(),
-                    };
-                    tracing::warn!(domid = %act.domid, %error, "cannot crash the domain");
-                }),
-            );
+        if self.quitting {
+            ctx.stop();
+            return;
         }
-        ctx.stop();
+        let (domid, driver) = (self.domid, self.driver.clone());
+        tracing::warn!(%domid, pid = ?self.pid, "the device model died; crashing the domain");
+        ctx.wait(
+            async move {
+                tokio::task::spawn_blocking(move || driver.shutdown(domid, ShutdownReason::Crash))
+                    .await
+            }
+            .into_actor(self)
+            .map(|r, act, ctx| {
+                let error = match r {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(e) => Some(e.to_string()),
+                };
+                if let Some(error) = error {
+                    tracing::warn!(domid = %act.domid, %error, "cannot crash the domain");
+                }
+                ctx.stop();
+            }),
+        );
     }
 }
 
