@@ -125,7 +125,7 @@ fn after_crash(i: usize) -> &'static str {
 }
 
 #[tokio::test(flavor = "current_thread")]
-#[ignore = "slow (1,000 VMs, 50 QEMUs): scripts/test runs it with --include-ignored"]
+#[ignore = "slow (1,000 VMs, 50 QEMUs): scripts/test runs it (cargo test --tests -- --ignored)"]
 async fn a_thousand_vms_start_concurrently_and_faults_in_100_leave_the_other_900_alone() {
     assert!(
         std::env::var_os("PATH")
