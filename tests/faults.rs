@@ -8,14 +8,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::daemon::Xenithd;
+use common::rpc::call;
 use serde_json::{json, Value};
 use xenith::proto::rpc::{ClientError, RpcClient};
 
 const XENITHD: &str = env!("CARGO_BIN_EXE_xenithd");
-
-async fn call(c: &RpcClient, method: &str, params: Value) -> Result<Value, ClientError> {
-    c.call::<Value, Value>(method, params).await
-}
 
 fn code(r: Result<Value, ClientError>) -> String {
     match r {
@@ -30,15 +27,7 @@ fn spec(name: &str, on_crash: &str) -> Value {
 }
 
 async fn until(c: &RpcClient, vm: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let t0 = Instant::now();
-    loop {
-        let v = call(c, "vm.get", json!({"vm": vm})).await.unwrap();
-        if pred(&v) {
-            return v;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(10), "{what}: {v:#}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::rpc::until(c, vm, what, Duration::from_secs(10), pred).await
 }
 
 fn connected(v: &Value) -> bool {
@@ -47,34 +36,11 @@ fn connected(v: &Value) -> bool {
         && v["vifs"][0]["state"] == "Connected"
 }
 
-/// Restarts of the VM's supervisor's children, by id.
+/// Restarts of the VM's supervisor's children, by id, and its own as "<vm>".
 async fn restarts(c: &RpcClient, uuid: &str) -> Vec<(String, u64)> {
     let tree = call(c, "supervisor.tree", json!({})).await.unwrap();
-    let domains = tree["children"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["id"] == "domains")
-        .unwrap()
-        .clone();
-    let vm = domains["children"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["id"] == uuid)
-        .unwrap()
-        .clone();
-    let mut out: Vec<(String, u64)> = vm["children"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            (
-                n["id"].as_str().unwrap().to_owned(),
-                n["restarts"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let vm = common::rpc::vm_node(&tree, uuid).unwrap();
+    let mut out = common::rpc::child_restarts(&vm);
     out.push(("<vm>".into(), vm["restarts"].as_u64().unwrap()));
     out.sort();
     out

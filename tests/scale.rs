@@ -82,20 +82,13 @@ async fn vm_restarts(c: &RpcClient) -> HashMap<String, (u64, Vec<(String, u64)>)
         .unwrap()
         .iter()
         .map(|vm| {
-            let children = vm["children"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|n| {
-                    (
-                        n["id"].as_str().unwrap().to_owned(),
-                        n["restarts"].as_u64().unwrap(),
-                    )
-                })
-                .collect();
+            let id = vm["id"].as_str().unwrap().to_owned();
             (
-                vm["id"].as_str().unwrap().to_owned(),
-                (vm["restarts"].as_u64().unwrap(), children),
+                id,
+                (
+                    vm["restarts"].as_u64().unwrap(),
+                    common::rpc::child_restarts(vm),
+                ),
             )
         })
         .collect()
@@ -127,12 +120,7 @@ fn after_crash(i: usize) -> &'static str {
 #[tokio::test(flavor = "current_thread")]
 #[ignore = "slow (1,000 VMs, 50 QEMUs): scripts/test runs it (cargo test --tests -- --ignored)"]
 async fn a_thousand_vms_start_concurrently_and_faults_in_100_leave_the_other_900_alone() {
-    assert!(
-        std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join("qemu-system-x86_64").is_file()))
-            .unwrap_or(false),
-        "qemu-system-x86_64 is not installed: install Debian's qemu-system-x86 (scripts/test does)"
-    );
+    common::rpc::need_qemu();
     common::quiet_injected_panics();
     let d = Xenithd::start(XENITHD, &["--allow-fault-injection"]);
     let c = RpcClient::connect(&d.socket).await.unwrap();

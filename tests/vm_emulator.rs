@@ -9,25 +9,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::daemon::Xenithd;
+use common::rpc::{call, need_qemu};
 use serde_json::{json, Value};
 use xenith::drivers::xenstore::XsClient;
 use xenith::proto::rpc::{ClientError, RpcClient};
 
 const XENITHD: &str = env!("CARGO_BIN_EXE_xenithd");
-
-async fn call(c: &RpcClient, method: &str, params: Value) -> Result<Value, ClientError> {
-    c.call::<Value, Value>(method, params).await
-}
-
-fn need_qemu() {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("qemu-system-x86_64").is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "qemu-system-x86_64 is not installed: install Debian's qemu-system-x86 (scripts/test does)"
-    );
-}
 
 fn hvm(name: &str, on_crash: &str) -> Value {
     json!({"name": name, "type": "hvm", "memory_mib": 256, "on_crash": on_crash,
@@ -35,15 +22,7 @@ fn hvm(name: &str, on_crash: &str) -> Value {
 }
 
 async fn until(c: &RpcClient, vm: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let t0 = Instant::now();
-    loop {
-        let v = call(c, "vm.get", json!({"vm": vm})).await.unwrap();
-        if pred(&v) {
-            return v;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(20), "{what}: {v:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::rpc::until(c, vm, what, Duration::from_secs(20), pred).await
 }
 
 fn alive(pid: i64) -> bool {
@@ -83,25 +62,11 @@ fn emulator_pid(v: &Value) -> i64 {
 /// The VM's supervisor's child `id`: its restarts.
 async fn restarts_of(c: &RpcClient, uuid: &str, id: &str) -> Option<u64> {
     let tree = call(c, "supervisor.tree", json!({})).await.unwrap();
-    let domains = tree["children"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["id"] == "domains")
-        .unwrap()
-        .clone();
-    let vm = domains["children"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["id"] == uuid)?
-        .clone();
-    vm["children"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["id"] == id)
-        .and_then(|n| n["restarts"].as_u64())
+    let vm = common::rpc::vm_node(&tree, uuid)?;
+    common::rpc::child_restarts(&vm)
+        .into_iter()
+        .find(|(c, _)| c == id)
+        .map(|(_, n)| n)
 }
 
 #[tokio::test(flavor = "current_thread")]

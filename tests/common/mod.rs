@@ -9,6 +9,7 @@ use actix::prelude::*;
 use xenith::actors::supervisor::{ChildSpec, ExitSlot, StartError, SupervisorHandle};
 
 pub mod daemon;
+pub mod rpc;
 pub mod world;
 pub mod xenstored;
 
