@@ -5,6 +5,7 @@
 mod error;
 pub mod fault;
 pub mod vm;
+pub mod xs;
 
 use std::sync::{Arc, OnceLock};
 
@@ -41,6 +42,7 @@ pub enum Call {
         part: String,
         kind: fault::FaultKind,
     },
+    Xs(xs::XsCall),
 }
 
 /// What an operation returns (serialises as the inner value).
@@ -54,6 +56,7 @@ pub enum Reply {
     Vm(Box<vm::VmInfo>),
     VmSummary(vm::VmSummary),
     Console { text: String },
+    Xs(xs::XsReply),
     Done {},
 }
 
@@ -133,6 +136,7 @@ impl Api {
                 .vm_console(&vm, lines)
                 .await
                 .map(|text| Reply::Console { text }),
+            Call::Xs(call) => self.xs_call(call).await.map(Reply::Xs),
             Call::FaultInject { vm, part, kind } => self
                 .fault_inject(&vm, &part, kind)
                 .await

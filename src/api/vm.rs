@@ -129,7 +129,7 @@ impl Api {
             .ok_or_else(|| internal("the domains supervisor is not running"))
     }
 
-    fn xs(&self) -> Result<XsClient, ApiError> {
+    pub(crate) fn xs(&self) -> Result<XsClient, ApiError> {
         self.inner
             .xs
             .get()

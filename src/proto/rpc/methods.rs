@@ -94,6 +94,26 @@ struct RebootArgs {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct PathArg {
+    path: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct XsWriteArgs {
+    path: String,
+    value: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct XsPermsArgs {
+    path: String,
+    perms: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ConsoleArgs {
     vm: String,
     #[serde(default)]
@@ -111,6 +131,7 @@ struct FaultArgs {
 /// Parses a method name and its named arguments into a call.
 pub fn parse_call(method: &str, args: Value) -> Result<Call, ApiError> {
     use crate::actors::domain::VmOp;
+    use crate::api::xs::XsCall;
     let op = |vm: String, op: VmOp| Call::VmOp(vm, op);
     match method {
         "host.info" => params::<NoParams>(method, args).map(|_| Call::HostInfo),
@@ -141,6 +162,19 @@ pub fn parse_call(method: &str, args: Value) -> Result<Call, ApiError> {
             vm: a.vm,
             lines: a.lines,
         }),
+        "xs.read" => params::<PathArg>(method, args).map(|a| Call::Xs(XsCall::Read(a.path))),
+        "xs.ls" => params::<PathArg>(method, args).map(|a| Call::Xs(XsCall::Ls(a.path))),
+        "xs.rm" => params::<PathArg>(method, args).map(|a| Call::Xs(XsCall::Rm(a.path))),
+        "xs.mkdir" => params::<PathArg>(method, args).map(|a| Call::Xs(XsCall::Mkdir(a.path))),
+        "xs.getperms" => {
+            params::<PathArg>(method, args).map(|a| Call::Xs(XsCall::GetPerms(a.path)))
+        }
+        "xs.write" => {
+            params::<XsWriteArgs>(method, args).map(|a| Call::Xs(XsCall::Write(a.path, a.value)))
+        }
+        "xs.setperms" => {
+            params::<XsPermsArgs>(method, args).map(|a| Call::Xs(XsCall::SetPerms(a.path, a.perms)))
+        }
         "fault.inject" => params::<FaultArgs>(method, args).map(|a| Call::FaultInject {
             vm: a.vm,
             part: a.part,

@@ -1,0 +1,119 @@
+//! `xs.*`: xenstore as dom0 sees it (the toolstack's own, privileged
+//! connection). Errors from xenstored come back as XENSTORE_ERROR with the
+//! error's name (ENOENT, EACCES, EINVAL...) in details.
+
+use super::{Api, ApiError, ErrorCode};
+use crate::drivers::xenstore::XsClientError;
+use crate::proto::xenstore::request::Perm;
+
+/// One `xs.*` call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum XsCall {
+    Read(String),
+    Write(String, String),
+    Ls(String),
+    Rm(String),
+    Mkdir(String),
+    GetPerms(String),
+    SetPerms(String, Vec<String>),
+}
+
+/// What an `xs.*` call returns.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+pub enum XsReply {
+    /// xs.read: the value (invalid UTF-8 replaced).
+    Value(String),
+    /// xs.ls: child names; xs.getperms: permissions as xenstore-ls -p shows them.
+    List(Vec<String>),
+    Done {},
+}
+
+fn xs_error(path: &str, e: XsClientError) -> ApiError {
+    match e {
+        XsClientError::Xs(x) => {
+            ApiError::new(ErrorCode::XenstoreError, format!("{path}: {}", x.as_str()))
+                .with_details(vec![x.as_str().to_owned()])
+        }
+        other => ApiError::internal(other),
+    }
+}
+
+/// Checks a path before it reaches xenstored: absolute, no NUL.
+fn check(path: &str) -> Result<(), ApiError> {
+    if !path.starts_with('/') || path.contains('\0') {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParams,
+            format!("path {path:?}: an absolute xenstore path is needed"),
+        )
+        .with_details(vec!["path".into()]));
+    }
+    Ok(())
+}
+
+impl Api {
+    pub async fn xs_call(&self, call: XsCall) -> Result<XsReply, ApiError> {
+        let xs = self.xs()?;
+        match call {
+            XsCall::Read(p) => {
+                check(&p)?;
+                let v = xs.read(&p).await.map_err(|e| xs_error(&p, e))?;
+                Ok(XsReply::Value(String::from_utf8_lossy(&v).into_owned()))
+            }
+            XsCall::Write(p, v) => {
+                check(&p)?;
+                xs.write(&p, v).await.map_err(|e| xs_error(&p, e))?;
+                Ok(XsReply::Done {})
+            }
+            XsCall::Ls(p) => {
+                check(&p)?;
+                Ok(XsReply::List(
+                    xs.directory(&p).await.map_err(|e| xs_error(&p, e))?,
+                ))
+            }
+            XsCall::Rm(p) => {
+                check(&p)?;
+                xs.rm(&p).await.map_err(|e| xs_error(&p, e))?;
+                Ok(XsReply::Done {})
+            }
+            XsCall::Mkdir(p) => {
+                check(&p)?;
+                xs.mkdir(&p).await.map_err(|e| xs_error(&p, e))?;
+                Ok(XsReply::Done {})
+            }
+            XsCall::GetPerms(p) => {
+                check(&p)?;
+                let perms = xs.get_perms(&p).await.map_err(|e| xs_error(&p, e))?;
+                Ok(XsReply::List(
+                    perms.iter().map(ToString::to_string).collect(),
+                ))
+            }
+            XsCall::SetPerms(p, perms) => {
+                check(&p)?;
+                let parsed = perms
+                    .iter()
+                    .map(|s| {
+                        Perm::parse(s.as_bytes()).ok_or_else(|| {
+                            ApiError::new(
+                                ErrorCode::InvalidParams,
+                                format!("perms: {s:?} is not a permission (n|r|w|b, then a domid: \"n0\", \"r5\")"),
+                            )
+                            .with_details(vec!["perms".into()])
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if parsed.is_empty() {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidParams,
+                        "perms: at least the owner's entry is needed",
+                    )
+                    .with_details(vec!["perms".into()]));
+                }
+                xs.set_perms(&p, &parsed)
+                    .await
+                    .map_err(|e| xs_error(&p, e))?;
+                Ok(XsReply::Done {})
+            }
+        }
+    }
+}
