@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::actors::console::ConsoleConfig;
+use crate::actors::events::EventBus;
 use crate::actors::host::{HostActor, HostHandle};
 use crate::actors::slot::AddrSlot;
 use crate::actors::supervisor::ChildSpec;
@@ -95,10 +96,19 @@ pub fn resolve_xenstore(choice: &XenstoreChoice, rpc_socket: &Path) -> (&'static
 /// (a store that restarts has lost its state, so its connections must go too).
 /// Returns the spec, and the handle in-process clients use.
 pub fn xenstored_spec(socket: PathBuf, quota: Quota) -> (ChildSpec, XenstoredHandle) {
+    xenstored_spec_observed(socket, quota, None)
+}
+
+/// Like [`xenstored_spec`]; its children's exits and restarts are published.
+pub fn xenstored_spec_observed(
+    socket: PathBuf,
+    quota: Quota,
+    events: Option<EventBus>,
+) -> (ChildSpec, XenstoredHandle) {
     let slot = crate::actors::slot::AddrSlot::new();
     let handle = XenstoredHandle::new(slot.clone());
     let flags = SupervisorFlags::new(Strategy::RestForOne, 3, std::time::Duration::from_secs(10));
-    let spec = ChildSpec::supervisor(
+    let spec = ChildSpec::supervisor_observed(
         "xenstored",
         flags,
         vec![
@@ -110,6 +120,8 @@ pub fn xenstored_spec(socket: PathBuf, quota: Quota) -> (ChildSpec, XenstoredHan
                 XsService::new(handle.clone()),
             ),
         ],
+        None,
+        events,
     );
     (spec, handle)
 }
@@ -148,8 +160,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     prepare_state_dir(&config.state_dir)?;
     let records = RecordStore::open(&config.state_dir).map_err(DaemonError::Records)?;
     let (xs_kind, xs_socket) = resolve_xenstore(&config.xenstore, &config.socket);
-    let embedded =
-        (xs_kind == "embedded").then(|| xenstored_spec(xs_socket.clone(), Quota::default()));
+    let events = EventBus::new(config.rpc.event_backlog);
+    let embedded = (xs_kind == "embedded").then(|| {
+        xenstored_spec_observed(xs_socket.clone(), Quota::default(), Some(events.clone()))
+    });
     let guests = embedded
         .as_ref()
         .map(|(_, h)| Arc::new(h.clone()) as Arc<dyn EmbeddedStore>);
@@ -174,6 +188,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             max_bytes: config.console_log_max_bytes,
         }),
         allow_faults: config.allow_fault_injection,
+        events: events.clone(),
     };
     reap_device_models(&settings.emulator, &driver).await;
 
@@ -193,23 +208,28 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         config.supervisor.max_restarts,
         config.supervisor.period,
     );
-    let mut children = vec![HostActor::spec(driver.clone(), host_slot)];
+    let mut children = vec![HostActor::spec(
+        driver.clone(),
+        host_slot,
+        Some(events.clone()),
+    )];
     let embedded_handle = embedded.map(|(spec, handle)| {
         children.push(spec);
         handle
     });
-    children.push(ChildSpec::supervisor_published(
+    children.push(ChildSpec::supervisor_observed(
         "domains",
         DOMAINS_FLAGS,
         vec![],
         Some(domains_slot),
+        Some(events.clone()),
     ));
     children.push(RpcService::spec(
         config.socket.clone(),
         config.rpc.clone(),
         api.clone(),
     ));
-    let root = RootSupervisor::start("root", flags, children).await?;
+    let root = RootSupervisor::start_with_events("root", flags, children, Some(events)).await?;
     root.handle().publish(&root_slot);
 
     // The toolstack's own xenstore connection, then the VMs it knows.

@@ -6,6 +6,7 @@ pub mod backend;
 pub mod console;
 pub mod domain;
 pub mod emulator;
+pub mod events;
 pub mod host;
 pub mod slot;
 pub mod supervisor;

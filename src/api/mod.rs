@@ -15,6 +15,7 @@ pub use error::{ApiError, ErrorCode};
 
 use crate::actors::console::ConsoleConfig;
 use crate::actors::domain::VmOp;
+use crate::actors::events::{EventBus, EventClass, Subscription};
 use crate::actors::host::{HostHandle, HostInfo};
 use crate::actors::slot::AddrSlot;
 use crate::actors::supervisor::{Supervisor, SupervisorHandle, TreeNode};
@@ -43,6 +44,13 @@ pub enum Call {
         kind: fault::FaultKind,
     },
     Xs(xs::XsCall),
+    /// Served by the transport, which owns the connection the events go to.
+    EventSubscribe {
+        classes: Option<Vec<EventClass>>,
+    },
+    EventUnsubscribe {
+        subscription: u64,
+    },
 }
 
 /// What an operation returns (serialises as the inner value).
@@ -83,6 +91,8 @@ pub struct VmSettings {
     pub console: Arc<ConsoleConfig>,
     /// `--allow-fault-injection`.
     pub allow_faults: bool,
+    /// What `event.subscribe` streams.
+    pub events: EventBus,
 }
 
 /// xenith's operations, shared by all frontends.
@@ -137,11 +147,20 @@ impl Api {
                 .await
                 .map(|text| Reply::Console { text }),
             Call::Xs(call) => self.xs_call(call).await.map(Reply::Xs),
+            Call::EventSubscribe { .. } | Call::EventUnsubscribe { .. } => Err(ApiError::new(
+                ErrorCode::InternalError,
+                "event subscriptions belong to a connection",
+            )),
             Call::FaultInject { vm, part, kind } => self
                 .fault_inject(&vm, &part, kind)
                 .await
                 .map(|_| Reply::Done {}),
         }
+    }
+
+    /// A new event subscription (the transport forwards what it receives).
+    pub fn subscribe(&self) -> Subscription {
+        self.inner.settings.events.subscribe()
     }
 
     /// `host.info`.

@@ -9,6 +9,7 @@ use crate::actors::agent::GuestMetrics;
 use crate::actors::backend::XenbusState;
 use crate::actors::domain::{PowerState, VmEnv, VmHandle, VmOp};
 use crate::actors::emulator::{EmulatorActor, EmulatorStatus, Status, EMULATOR_ID};
+use crate::actors::events::{EventClass, EventKind};
 use crate::actors::supervisor::SupervisorHandle;
 use crate::drivers::xenstore::XsClient;
 use crate::vm::{VmRecord, VmSpecFile};
@@ -144,6 +145,7 @@ impl Api {
             xs: self.xs()?,
             emulator: self.inner.settings.emulator.clone(),
             console: self.inner.settings.console.clone(),
+            events: self.inner.settings.events.clone(),
         };
         let (child, handle) = VmHandle::build(record, env);
         self.inner
@@ -183,9 +185,20 @@ impl Api {
             .records
             .save(&record)
             .map_err(ApiError::internal)?;
-        if let Err(e) = self.adopt(record).await {
-            let _ = self.inner.records.remove(&uuid);
-            return Err(e);
+        match self.adopt(record).await {
+            Ok(vm) => {
+                let s = vm.snapshot();
+                self.inner.settings.events.publish(
+                    EventClass::Vm,
+                    uuid.to_string(),
+                    EventKind::Add,
+                    || s.event_snapshot(),
+                );
+            }
+            Err(e) => {
+                let _ = self.inner.records.remove(&uuid);
+                return Err(e);
+            }
         }
         Ok(uuid.to_string())
     }
@@ -321,10 +334,17 @@ impl Api {
             .unregister(vm.uuid)
             .await
             .map_err(ApiError::internal)?;
-        Ok(VmSummary {
+        let gone = VmSummary {
             power_state: "Halted".into(),
             ..summary(&vm)
-        })
+        };
+        self.inner.settings.events.publish(
+            EventClass::Vm,
+            vm.uuid.to_string(),
+            EventKind::Del,
+            || &gone,
+        );
+        Ok(gone)
     }
 }
 

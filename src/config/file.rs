@@ -81,6 +81,7 @@ pub struct RpcSection {
     pub socket_group: String,
     pub max_frame_bytes: u64,
     pub max_requests_in_flight: u64,
+    pub event_backlog: u64,
 }
 
 impl Default for RpcSection {
@@ -89,6 +90,7 @@ impl Default for RpcSection {
             socket_group: String::new(),
             max_frame_bytes: 1 << 20,
             max_requests_in_flight: 128,
+            event_backlog: 4096,
         }
     }
 }
@@ -230,6 +232,8 @@ impl ConfigFile {
             65536,
         )?;
 
+        let event_backlog = in_range(&file, "rpc.event_backlog", r.event_backlog, 16, 1 << 20)?;
+
         let s = self.supervisor;
         let period_s = in_range(&file, "supervisor.period_s", s.period_s, 1, 86400)?;
 
@@ -267,6 +271,7 @@ impl ConfigFile {
                 socket_group,
                 max_frame_bytes,
                 max_in_flight,
+                event_backlog,
             },
             supervisor: IntensityConfig {
                 max_restarts: s.max_restarts,

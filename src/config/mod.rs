@@ -81,6 +81,8 @@ pub struct RpcConfig {
     pub socket_group: Option<nix::unistd::Gid>,
     pub max_frame_bytes: usize,
     pub max_in_flight: usize,
+    /// How many events a subscriber may fall behind before it loses some.
+    pub event_backlog: usize,
 }
 
 /// The root supervisor's restart intensity.

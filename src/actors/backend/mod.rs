@@ -25,6 +25,7 @@ pub use messages::{DeviceStatus, Unplug};
 
 use super::InjectPanic;
 
+use super::events::{EventBus, EventClass, EventKind};
 use super::supervisor::{ChildSpec, ExitSlot, Restart, Shutdown};
 use crate::drivers::xenstore::{XsClient, XsClientError};
 use crate::vm::layout::DeviceTrees;
@@ -93,6 +94,39 @@ pub struct DeviceSpec {
     pub hotplug: Vec<(String, String)>,
 }
 
+/// Where a backend tells its state changes (class vbd/vif, `event.subscribe`).
+#[derive(Debug, Clone)]
+pub struct DeviceEvents {
+    pub bus: EventBus,
+    pub vm: uuid::Uuid,
+    pub domid: crate::drivers::DomId,
+}
+
+impl DeviceEvents {
+    /// The event class and id of a device.
+    pub fn class_and_id(&self, kind: &str, name: &str) -> (EventClass, String) {
+        let class = if kind == "vbd" {
+            EventClass::Vbd
+        } else {
+            EventClass::Vif
+        };
+        (class, format!("{}/{name}", self.vm))
+    }
+
+    /// Publishes a device's change.
+    pub fn tell(&self, kind: &str, name: &str, what: EventKind, state: XenbusState) {
+        let (class, id) = self.class_and_id(kind, name);
+        self.bus.publish(class, id, what, || {
+            serde_json::json!({
+                "vm": self.vm.to_string(),
+                "device": name,
+                "domid": self.domid.0,
+                "state": state.name(),
+            })
+        });
+    }
+}
+
 /// The backend actor.
 #[derive(Debug)]
 pub struct BackendActor {
@@ -101,6 +135,7 @@ pub struct BackendActor {
     state: XenbusState,
     frontend: XenbusState,
     exit: ExitSlot,
+    events: Option<DeviceEvents>,
 }
 
 impl BackendActor {
@@ -108,9 +143,18 @@ impl BackendActor {
     /// started. Transient: an unplugged device ends normally and is not
     /// restarted; a crashed one is.
     pub fn spec(device: DeviceSpec, xs: XsClient) -> ChildSpec {
+        Self::spec_with_events(device, xs, None)
+    }
+
+    /// Like [`BackendActor::spec`]; state changes are published on the bus.
+    pub fn spec_with_events(
+        device: DeviceSpec,
+        xs: XsClient,
+        events: Option<DeviceEvents>,
+    ) -> ChildSpec {
         let id = format!("{}:{}", device.kind, device.name);
         ChildSpec::worker_async(id, move |exit| {
-            let (device, xs) = (device.clone(), xs.clone());
+            let (device, xs, events) = (device.clone(), xs.clone(), events.clone());
             async move {
                 let state = plug_or_resync(&xs, &device).await.map_err(|e| {
                     crate::actors::supervisor::StartError::new(crate::error::chain(&e))
@@ -121,6 +165,7 @@ impl BackendActor {
                     state,
                     frontend: XenbusState::Unknown,
                     exit,
+                    events,
                 })
             }
         })
@@ -148,6 +193,9 @@ async fn plug_or_resync(xs: &XsClient, d: &DeviceSpec) -> Result<XenbusState, Xs
 impl BackendActor {
     fn set_state(&mut self, state: XenbusState, ctx: &mut Context<Self>) {
         self.state = state;
+        if let Some(events) = &self.events {
+            events.tell(self.spec.kind, &self.spec.name, EventKind::Mod, state);
+        }
         let xs = self.xs.clone();
         let path = format!("{}/state", self.spec.trees.backend);
         ctx.spawn(

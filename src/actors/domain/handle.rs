@@ -64,6 +64,7 @@ impl VmHandle {
             guest: guest.subscribe(),
         };
         let id = record.uuid.to_string();
+        let events = env.events.clone();
         let parts = VmParts {
             record,
             env,
@@ -72,11 +73,12 @@ impl VmHandle {
             snapshot,
             guest,
         };
-        let child = ChildSpec::supervisor_published(
+        let child = ChildSpec::supervisor_observed(
             id,
             VM_FLAGS,
             vec![DomainActor::spec(parts)],
             Some(vm_sup),
+            Some(events),
         );
         (child, handle)
     }

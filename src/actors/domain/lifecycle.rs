@@ -10,9 +10,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::actors::agent::{AgentActor, GuestMetrics};
-use crate::actors::backend::{BackendActor, DeviceSpec};
+use crate::actors::backend::{BackendActor, DeviceEvents, DeviceSpec, XenbusState};
 use crate::actors::console::{ConsoleActor, ConsoleConfig};
 use crate::actors::emulator::{EmulatorActor, Quit, EMULATOR_ID};
+use crate::actors::events::{EventBus, EventKind};
 use crate::actors::supervisor::{ChildSpec, SupervisorError, SupervisorHandle};
 use crate::api::{ApiError, ErrorCode};
 use crate::drivers::emulator::{DmLaunch, EmulatorConfig};
@@ -135,8 +136,17 @@ pub fn child_specs(c: &Ctx, domid: DomId, fresh: bool) -> Vec<ChildSpec> {
         c.driver.clone(),
         c.console.clone(),
     )];
+    let events = DeviceEvents {
+        bus: c.events.clone(),
+        vm: c.uuid,
+        domid,
+    };
     for device in devices(domid, &c.spec) {
-        specs.push(BackendActor::spec(device, c.xs.clone()));
+        specs.push(BackendActor::spec_with_events(
+            device,
+            c.xs.clone(),
+            Some(events.clone()),
+        ));
     }
     let nics = c.spec.nics.iter().map(|n| n.devid).collect();
     specs.push(AgentActor::spec(domid, nics, c.xs.clone(), c.guest.clone()));
@@ -188,6 +198,21 @@ pub struct Ctx {
     pub console: Arc<ConsoleConfig>,
     /// The guest agent's metrics, kept by the agent actor.
     pub guest: Arc<watch::Sender<GuestMetrics>>,
+    pub events: EventBus,
+}
+
+impl Ctx {
+    /// Publishes a device's plug (add) or removal (del), by its child id.
+    fn tell_device(&self, domid: DomId, child_id: &str, what: EventKind, state: XenbusState) {
+        if let Some((kind, name)) = child_id.split_once(':') {
+            let events = DeviceEvents {
+                bus: self.events.clone(),
+                vm: self.uuid,
+                domid,
+            };
+            events.tell(kind, name, what, state);
+        }
+    }
 }
 
 /// Starts the VM: on any failure, undoes what was done and returns the error.
@@ -266,6 +291,7 @@ async fn start_steps(c: &Ctx, running: &mut Running, paused: bool) -> Result<(),
                 .map_err(|e| step_error(&format!("start {id}"), crate::error::chain(&e)))
         })
         .await?;
+        c.tell_device(domid, &id, EventKind::Add, XenbusState::InitWait);
         running.device_ids.push(id);
     }
     if !paused {
@@ -287,6 +313,7 @@ pub async fn teardown(c: &Ctx, running: &Running) {
             }
         }
         let _ = c.vm_sup.remove_child(id.clone()).await;
+        c.tell_device(domid, id, EventKind::Del, XenbusState::Closed);
     }
     c.guest.send_replace(GuestMetrics::default());
     if let Err(e) = hv("destroy the domain", &c.driver, move |h| h.destroy(domid)).await {

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use self::lifecycle::{hv, Ctx, Running};
 use super::agent::GuestMetrics;
 use super::console::ConsoleConfig;
+use super::events::{EventBus, EventClass, EventKind};
 use super::slot::AddrSlot;
 use super::supervisor::{ChildSpec, StartError, Supervisor, SupervisorHandle};
 use crate::api::{ApiError, ErrorCode};
@@ -73,6 +74,19 @@ pub struct VmSnapshot {
     pub vcpus: u32,
     /// Set while an operation runs.
     pub busy: Option<&'static str>,
+}
+
+impl VmSnapshot {
+    /// What `vm` events carry: `vm.list`'s fields and the operation under way.
+    pub fn event_snapshot(&self) -> serde_json::Value {
+        serde_json::json!({
+            "uuid": self.uuid.to_string(),
+            "name": self.name,
+            "power_state": self.power_state.name(),
+            "domid": self.domid,
+            "operation": self.busy,
+        })
+    }
 }
 
 /// An operation on a VM.
@@ -144,6 +158,7 @@ pub struct VmEnv {
     pub xs: XsClient,
     pub emulator: Arc<EmulatorConfig>,
     pub console: Arc<ConsoleConfig>,
+    pub events: EventBus,
 }
 
 /// Shared by a VM's successive domain actors.
@@ -177,6 +192,7 @@ impl DomainActor {
                     emulator: parts.env.emulator.clone(),
                     console: parts.env.console.clone(),
                     guest: parts.guest.clone(),
+                    events: parts.env.events.clone(),
                 };
                 let uuid = *parts.record.uuid.as_bytes();
                 let found = hv("find the VM's domain", &c.driver, move |h| {
@@ -221,9 +237,10 @@ impl DomainActor {
         })
     }
 
+    /// Publishes the VM's state (`vm.get`), and a `vm` event if it changed.
     fn publish(&self, busy: Option<&'static str>) {
         let spec = &self.c.spec;
-        self.snapshot.send_replace(VmSnapshot {
+        let now = VmSnapshot {
             uuid: self.c.uuid,
             name: spec.name.clone(),
             power_state: self.state,
@@ -232,7 +249,20 @@ impl DomainActor {
             memory_mib: spec.memory_mib,
             vcpus: spec.vcpus,
             busy,
+        };
+        let changed = self.snapshot.send_if_modified(|old| {
+            let changed = *old != now;
+            *old = now.clone();
+            changed
         });
+        if changed {
+            self.c.events.publish(
+                EventClass::Vm,
+                self.c.uuid.to_string(),
+                EventKind::Mod,
+                || now.event_snapshot(),
+            );
+        }
     }
 
     /// Follows the running domain's shutdown and death.

@@ -9,12 +9,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use actix::{
     Actor, ActorFutureExt, AsyncContext, Context, Handler, MessageResult, ResponseActFuture,
-    WrapFuture,
+    StreamHandler, WrapFuture,
 };
+use tokio::sync::broadcast::error::RecvError;
 
 pub use messages::{GetHostInfo, HostInfo, ListVms, RegisterVm, ResolveVm, UnregisterVm};
 
 use super::domain::VmHandle;
+use super::events::{EventBus, EventClass, EventKind};
 use super::slot::AddrSlot;
 use super::supervisor::{ChildSpec, StartError};
 use crate::api::{ApiError, ErrorCode};
@@ -44,6 +46,11 @@ pub struct HostActor {
     /// it, like an OTP table with an heir): a restarted host actor finds
     /// every VM again. Only the current incarnation touches it.
     inventory: Arc<Mutex<Inventory>>,
+    events: Option<EventBus>,
+    /// What the last `host` event said (none is sent when nothing changed).
+    told: Option<HostInfo>,
+    refreshing: bool,
+    dirty: bool,
 }
 
 /// Every VM xenith knows, by uuid, and names to uuids.
@@ -75,10 +82,18 @@ async fn blocking<T: Send + 'static>(
 impl HostActor {
     /// The host actor's child spec: it reads the host's facts before it
     /// counts as started (no hypervisor, no start).
-    pub fn spec(driver: Arc<dyn Hypervisor>, slot: AddrSlot<HostActor>) -> ChildSpec {
+    ///
+    /// With `events`, it follows VM events and publishes the host's own
+    /// (`host`, kind mod: host.info's fields) when they change it.
+    pub fn spec(
+        driver: Arc<dyn Hypervisor>,
+        slot: AddrSlot<HostActor>,
+        events: Option<EventBus>,
+    ) -> ChildSpec {
         let inventory = Arc::new(Mutex::new(Inventory::default()));
         ChildSpec::worker_async("host", move |_exit| {
             let (driver, slot, inventory) = (driver.clone(), slot.clone(), inventory.clone());
+            let events = events.clone();
             async move {
                 let phys = blocking(&driver, |d| d.physinfo())
                     .await
@@ -92,6 +107,10 @@ impl HostActor {
                     phys,
                     slot,
                     inventory: inventory.clone(),
+                    events,
+                    told: None,
+                    refreshing: false,
+                    dirty: false,
                 })
             }
         })
@@ -103,6 +122,76 @@ impl Actor for HostActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.slot.publish(ctx.address());
+        if let Some(bus) = &self.events {
+            let rx = bus.subscribe_internal();
+            ctx.add_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(e) if e.class == EventClass::Vm => return Some(((), rx)),
+                        Ok(_) => continue,
+                        // Behind: something changed; look again.
+                        Err(RecvError::Lagged(_)) => return Some(((), rx)),
+                        Err(RecvError::Closed) => return None,
+                    }
+                }
+            }));
+        }
+    }
+}
+
+impl HostActor {
+    fn info(&self) -> HostInfo {
+        HostInfo {
+            hostname: self.hostname.clone(),
+            hypervisor: self.driver.kind().as_str().to_owned(),
+            xen_version: self.phys.xen_version.clone(),
+            total_mib: self.phys.total_mib,
+            free_mib: self.phys.free_mib,
+            cpus: self.phys.cpus,
+            vms: self.inventory().vms.len() as u64,
+        }
+    }
+
+    /// A VM changed: read the host's facts again (one read at a time) and
+    /// tell subscribers if they changed.
+    fn refresh(&mut self, ctx: &mut Context<Self>) {
+        if self.refreshing {
+            self.dirty = true;
+            return;
+        }
+        self.refreshing = true;
+        let driver = self.driver.clone();
+        ctx.spawn(
+            async move { blocking(&driver, |d| d.physinfo()).await }
+                .into_actor(self)
+                .map(|fresh, act, ctx| {
+                    act.refreshing = false;
+                    if let Ok(phys) = fresh {
+                        act.phys = phys;
+                    }
+                    let now = act.info();
+                    if act.told.as_ref() != Some(&now) {
+                        if let Some(bus) = &act.events {
+                            bus.publish(
+                                EventClass::Host,
+                                now.hostname.clone(),
+                                EventKind::Mod,
+                                || &now,
+                            );
+                        }
+                        act.told = Some(now);
+                    }
+                    if std::mem::take(&mut act.dirty) {
+                        act.refresh(ctx);
+                    }
+                }),
+        );
+    }
+}
+
+impl StreamHandler<()> for HostActor {
+    fn handle(&mut self, _: (), ctx: &mut Context<Self>) {
+        self.refresh(ctx);
     }
 }
 
@@ -121,15 +210,7 @@ impl Handler<GetHostInfo> for HostActor {
                     if let Ok(phys) = fresh {
                         act.phys = phys;
                     }
-                    HostInfo {
-                        hostname: act.hostname.clone(),
-                        hypervisor: act.driver.kind().as_str().to_owned(),
-                        xen_version: act.phys.xen_version.clone(),
-                        total_mib: act.phys.total_mib,
-                        free_mib: act.phys.free_mib,
-                        cpus: act.phys.cpus,
-                        vms: act.inventory().vms.len() as u64,
-                    }
+                    act.info()
                 }),
         )
     }

@@ -89,8 +89,19 @@ impl RootSupervisor {
         flags: SupervisorFlags,
         children: Vec<ChildSpec>,
     ) -> Result<Self, SupervisorError> {
+        Self::start_with_events(name, flags, children, None).await
+    }
+
+    /// Like [`RootSupervisor::start`]; the root's children's exits and
+    /// restarts are published on `events`.
+    pub async fn start_with_events(
+        name: impl Into<String>,
+        flags: SupervisorFlags,
+        children: Vec<ChildSpec>,
+        events: Option<crate::actors::events::EventBus>,
+    ) -> Result<Self, SupervisorError> {
         let name = name.into();
-        let started = start_supervisor(name.clone(), flags, children, None)
+        let started = start_supervisor(name.clone(), flags, children, None, events)
             .await
             .map_err(|source| SupervisorError::StartFailed { id: name, source })?;
         let handle = started
@@ -127,11 +138,13 @@ pub(crate) async fn start_supervisor(
     flags: SupervisorFlags,
     children: Vec<ChildSpec>,
     publish: Option<crate::actors::slot::AddrSlot<Supervisor>>,
+    events: Option<crate::actors::events::EventBus>,
 ) -> Result<Started, StartError> {
     let (init_tx, init_rx) = oneshot::channel();
     let exit = ExitSlot::new();
     let mut sup = Supervisor::new(name.clone(), flags, children, exit.clone(), init_tx);
     sup.publish = publish;
+    sup.events = events;
     let started = spawn_supervised(sup, exit, ChildKind::Supervisor);
     match init_rx.await {
         Ok(Ok(())) => Ok(started),

@@ -257,6 +257,18 @@ impl ChildSpec {
         children: Vec<ChildSpec>,
         slot: Option<crate::actors::slot::AddrSlot<super::Supervisor>>,
     ) -> Self {
+        Self::supervisor_observed(id, flags, children, slot, None)
+    }
+
+    /// Like [`ChildSpec::supervisor_published`]; its children's exits and
+    /// restarts are also published on `events`.
+    pub fn supervisor_observed(
+        id: impl Into<String>,
+        flags: SupervisorFlags,
+        children: Vec<ChildSpec>,
+        slot: Option<crate::actors::slot::AddrSlot<super::Supervisor>>,
+        events: Option<crate::actors::events::EventBus>,
+    ) -> Self {
         let id = id.into();
         let name = id.clone();
         let children = Arc::new(children);
@@ -268,6 +280,7 @@ impl ChildSpec {
                 flags,
                 children,
                 slot.clone(),
+                events.clone(),
             ))
         });
         Self {

@@ -12,6 +12,7 @@ use super::spec::{
     ChildSpec, ExitReason, ExitSlot, Restart, Shutdown, StartError, Strategy, SupervisorFlags,
 };
 use super::SupervisorError;
+use crate::actors::events::{EventBus, EventClass, EventKind};
 
 /// Where a supervisor is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +59,8 @@ pub struct Supervisor {
     pub(crate) started_at: SystemTime,
     /// Where this supervisor publishes its address when it starts.
     pub(crate) publish: Option<crate::actors::slot::AddrSlot<Supervisor>>,
+    /// Where its children's exits and restarts are told (`event.subscribe`).
+    pub(crate) events: Option<EventBus>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -102,7 +105,29 @@ impl Supervisor {
             phase: Phase::Starting,
             started_at: SystemTime::now(),
             publish: None,
+            events: None,
         }
+    }
+
+    /// Tells subscribers a child exited or was restarted.
+    fn tell(&self, seq: u64, state: &'static str) {
+        let (Some(bus), Some(child)) = (&self.events, self.children.get(&seq)) else {
+            return;
+        };
+        bus.publish(
+            EventClass::Supervisor,
+            format!("{}/{}", self.name, child.spec.id),
+            EventKind::Mod,
+            || {
+                serde_json::json!({
+                    "supervisor": self.name,
+                    "child": child.spec.id,
+                    "state": state,
+                    "restarts": child.restarts,
+                    "last_exit": child.last_exit.as_ref().map(ToString::to_string),
+                })
+            },
+        );
     }
 
     /// Records a new child spec, stopped, after all others.
@@ -189,6 +214,7 @@ impl Supervisor {
         } else {
             tracing::debug!(supervisor = %self.name, child = %id, %reason, "child exited");
         }
+        self.tell(seq, "exited");
         if self.phase != Phase::Running {
             return;
         }
@@ -280,6 +306,7 @@ impl Supervisor {
                     child.restarts += 1;
                 }
                 act.install(seq, started, ctx);
+                act.tell(seq, "restarted");
             }
             if let Some((failed_seq, error, rest)) = failed {
                 let mut retry = vec![failed_seq];

@@ -46,6 +46,13 @@ pub enum ClientError {
 
 type Reply = Result<Value, RemoteError>;
 
+/// A notification from the daemon: its method and its (single) params map.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub method: String,
+    pub params: Value,
+}
+
 struct Pending {
     method: String,
     params: Value,
@@ -65,8 +72,23 @@ impl RpcClient {
             .await
             .map_err(|e| ClientError::Connect(path.display().to_string(), e))?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(drive(stream, rx));
+        tokio::spawn(drive(stream, rx, None));
         Ok(Self { tx })
+    }
+
+    /// Like [`RpcClient::connect`]; the notifications the daemon sends
+    /// (`event`, `event.dropped`) arrive on the returned channel as
+    /// (method, params).
+    pub async fn connect_with_notifications(
+        path: &Path,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Notification>), ClientError> {
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|e| ClientError::Connect(path.display().to_string(), e))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ntx, nrx) = mpsc::unbounded_channel();
+        tokio::spawn(drive(stream, rx, Some(ntx)));
+        Ok((Self { tx }, nrx))
     }
 
     /// Calls `method` with named arguments (a serialisable map or struct;
@@ -107,7 +129,11 @@ impl RpcClient {
 /// The connection's task. Replies are read by this loop; requests are
 /// written by a separate writer task, so a full socket in one direction
 /// never stops the other (which would deadlock with the server).
-async fn drive(stream: UnixStream, mut calls: mpsc::UnboundedReceiver<Pending>) {
+async fn drive(
+    stream: UnixStream,
+    mut calls: mpsc::UnboundedReceiver<Pending>,
+    notify: Option<mpsc::UnboundedSender<Notification>>,
+) {
     let (rd, wr) = stream.into_split();
     let mut reader = FramedRead::new(rd, MsgpackCodec::new(MAX_REPLY));
     let (out, mut frames) = mpsc::unbounded_channel::<Value>();
@@ -142,10 +168,18 @@ async fn drive(stream: UnixStream, mut calls: mpsc::UnboundedReceiver<Pending>) 
             },
             frame = reader.next() => match frame {
                 Some(Ok(frame)) => {
-                    if let Some((id, reply)) = parse_response(frame) {
-                        if let Some(tx) = waiting.remove(&id) {
-                            let _ = tx.send(reply);
+                    match parse_response(frame) {
+                        Incoming::Reply(id, reply) => {
+                            if let Some(tx) = waiting.remove(&id) {
+                                let _ = tx.send(reply);
+                            }
                         }
+                        Incoming::Notification(n) => {
+                            if let Some(notify) = &notify {
+                                let _ = notify.send(n);
+                            }
+                        }
+                        Incoming::Other => {}
                     }
                     if !accepting && waiting.is_empty() {
                         break;
@@ -159,12 +193,39 @@ async fn drive(stream: UnixStream, mut calls: mpsc::UnboundedReceiver<Pending>) 
     // closed; dropping `out` ends the writer.
 }
 
-fn parse_response(frame: Value) -> Option<(u32, Reply)> {
+enum Incoming {
+    Reply(u32, Reply),
+    Notification(Notification),
+    Other,
+}
+
+fn parse_response(frame: Value) -> Incoming {
     let Value::Array(mut items) = frame else {
-        return None;
+        return Incoming::Other;
     };
+    if items.len() == 3 && items[0].as_u64() == Some(2) {
+        let params = match items.pop() {
+            Some(Value::Array(mut p)) if p.len() == 1 => p.pop().unwrap_or(Value::Nil),
+            Some(other) => other,
+            None => Value::Nil,
+        };
+        return match items[1].as_str() {
+            Some(method) => Incoming::Notification(Notification {
+                method: method.to_owned(),
+                params,
+            }),
+            None => Incoming::Other,
+        };
+    }
+    match reply(items) {
+        Some((id, r)) => Incoming::Reply(id, r),
+        None => Incoming::Other,
+    }
+}
+
+fn reply(mut items: Vec<Value>) -> Option<(u32, Reply)> {
     if items.len() != 4 || items[0].as_u64() != Some(1) {
-        return None; // notifications are for subscribers (not handled here yet)
+        return None;
     }
     let id = u32::try_from(items[1].as_u64()?).ok()?;
     let result = items.pop()?;

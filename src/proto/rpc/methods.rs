@@ -94,6 +94,19 @@ struct RebootArgs {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct SubscribeArgs {
+    #[serde(default)]
+    classes: Option<Vec<crate::actors::events::EventClass>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnsubscribeArgs {
+    subscription: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PathArg {
     path: String,
 }
@@ -174,6 +187,13 @@ pub fn parse_call(method: &str, args: Value) -> Result<Call, ApiError> {
         }
         "xs.setperms" => {
             params::<XsPermsArgs>(method, args).map(|a| Call::Xs(XsCall::SetPerms(a.path, a.perms)))
+        }
+        "event.subscribe" => params::<SubscribeArgs>(method, args)
+            .map(|a| Call::EventSubscribe { classes: a.classes }),
+        "event.unsubscribe" => {
+            params::<UnsubscribeArgs>(method, args).map(|a| Call::EventUnsubscribe {
+                subscription: a.subscription,
+            })
         }
         "fault.inject" => params::<FaultArgs>(method, args).map(|a| Call::FaultInject {
             vm: a.vm,

@@ -8,7 +8,7 @@ pub mod methods;
 pub mod server;
 pub mod wire;
 
-pub use client::{ClientError, RemoteError, RpcClient};
+pub use client::{ClientError, Notification, RemoteError, RpcClient};
 pub use codec::{CodecError, MsgpackCodec};
 pub use server::{RpcListener, RpcService};
 

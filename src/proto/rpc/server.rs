@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
-use rmpv::Value;
 use tokio::net::UnixStream;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
@@ -14,10 +13,12 @@ use tokio_util::sync::CancellationToken;
 use super::codec::MsgpackCodec;
 use super::methods::parse_call;
 use super::wire::{self, Incoming};
+use crate::actors::events::EventClass;
 use crate::actors::supervisor::ChildSpec;
-use crate::api::Api;
+use crate::api::{Api, ApiError, Call, ErrorCode};
 use crate::config::RpcConfig;
 use crate::proto::socket::{Service, SocketListener};
+use tokio::sync::broadcast::error::RecvError;
 
 /// The MessagePack-RPC service: each connection is served against the API.
 #[derive(Debug, Clone)]
@@ -56,7 +57,9 @@ impl Service for RpcService {
 /// socket buffers deadlock.
 async fn serve(stream: UnixStream, api: Api, config: RpcConfig, cancel: CancellationToken) {
     let (rd, wr) = stream.into_split();
-    let (out, mut replies) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    // Bounded: a client slow to read holds up its own replies, and its
+    // event subscriptions fall behind (and are told so), nothing else.
+    let (out, mut replies) = tokio::sync::mpsc::channel::<Vec<u8>>(OUT_QUEUE);
     let writer = async move {
         let mut writer = FramedWrite::new(wr, MsgpackCodec::new(usize::MAX));
         while let Some(frame) = replies.recv().await {
@@ -65,9 +68,12 @@ async fn serve(stream: UnixStream, api: Api, config: RpcConfig, cancel: Cancella
             }
         }
     };
+    let subs_cancel = cancel.child_token();
+    let _stop_subscriptions = subs_cancel.clone().drop_guard();
     let reading = async move {
         let mut reader = FramedRead::new(rd, MsgpackCodec::new(config.max_frame_bytes));
         let mut in_flight = FuturesUnordered::new();
+        let mut subs = Subscriptions::new(api.clone(), out.clone(), subs_cancel);
         let mut open = true;
         loop {
             if !open && in_flight.is_empty() {
@@ -83,19 +89,38 @@ async fn serve(stream: UnixStream, api: Api, config: RpcConfig, cancel: Cancella
                     }
                     Some(Ok(frame)) => match wire::parse(frame) {
                         Ok(Incoming::Request { id, method, params }) => {
-                            in_flight.push(answer(api.clone(), id, method, params));
+                            match parse_call(&method, params) {
+                                Ok(Call::EventSubscribe { classes }) => {
+                                    let r = subs.subscribe(classes);
+                                    if out.send(reply(id, r)).await.is_err() {
+                                        break;
+                                    }
+                                }
+                                Ok(Call::EventUnsubscribe { subscription }) => {
+                                    let r = subs.unsubscribe(subscription);
+                                    if out.send(reply(id, r)).await.is_err() {
+                                        break;
+                                    }
+                                }
+                                Ok(call) => in_flight.push(answer(api.clone(), id, call)),
+                                Err(e) => {
+                                    if out.send(wire::response_err(Some(id), &e)).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
                         }
                         // Clients have nothing to notify the daemon of.
                         Ok(Incoming::Notification { .. }) => {}
                         Err(invalid) => {
-                            if out.send(wire::response_err(invalid.id, &invalid.error)).is_err() {
+                            if out.send(wire::response_err(invalid.id, &invalid.error)).await.is_err() {
                                 break;
                             }
                         }
                     },
                 },
                 Some(response) = in_flight.next(), if !in_flight.is_empty() => {
-                    if out.send(response).is_err() {
+                    if out.send(response).await.is_err() {
                         break;
                     }
                 }
@@ -106,13 +131,111 @@ async fn serve(stream: UnixStream, api: Api, config: RpcConfig, cancel: Cancella
     tokio::join!(reading, writer);
 }
 
-async fn answer(api: Api, id: u32, method: String, params: Value) -> Vec<u8> {
-    let result = match parse_call(&method, params) {
-        Ok(call) => api.execute(call).await,
-        Err(e) => Err(e),
-    };
+async fn answer(api: Api, id: u32, call: Call) -> Vec<u8> {
+    reply(id, api.execute(call).await)
+}
+
+fn reply<T: serde::Serialize>(id: u32, result: Result<T, ApiError>) -> Vec<u8> {
     match result.and_then(|reply| wire::response_ok(id, &reply)) {
         Ok(frame) => frame,
         Err(error) => wire::response_err(Some(id), &error),
+    }
+}
+
+/// Frames queued for a connection's writer before senders wait.
+const OUT_QUEUE: usize = 256;
+
+/// Subscriptions a connection may hold at once.
+pub const MAX_SUBSCRIPTIONS: usize = 16;
+
+/// A connection's event subscriptions: each a task that forwards what the
+/// bus publishes (of its classes) as `event` notifications. When the
+/// connection cannot take them fast enough, the bus drops the oldest for
+/// that subscription alone and the task says so with `event.dropped`.
+struct Subscriptions {
+    api: Api,
+    out: tokio::sync::mpsc::Sender<Vec<u8>>,
+    cancel: CancellationToken,
+    next: u64,
+    live: std::collections::HashMap<u64, CancellationToken>,
+}
+
+#[derive(serde::Serialize)]
+struct Subscribed {
+    subscription: u64,
+}
+
+#[derive(serde::Serialize)]
+struct Dropped {
+    subscription: u64,
+    count: u64,
+}
+
+impl Subscriptions {
+    fn new(api: Api, out: tokio::sync::mpsc::Sender<Vec<u8>>, cancel: CancellationToken) -> Self {
+        Self {
+            api,
+            out,
+            cancel,
+            next: 1,
+            live: std::collections::HashMap::new(),
+        }
+    }
+
+    fn subscribe(&mut self, classes: Option<Vec<EventClass>>) -> Result<Subscribed, ApiError> {
+        self.live.retain(|_, c| !c.is_cancelled());
+        if self.live.len() >= MAX_SUBSCRIPTIONS {
+            return Err(ApiError::new(
+                ErrorCode::NotAllowed,
+                format!("a connection holds at most {MAX_SUBSCRIPTIONS} subscriptions"),
+            ));
+        }
+        let classes = classes.unwrap_or_else(|| EventClass::ALL.to_vec());
+        let id = self.next;
+        self.next += 1;
+        let cancel = self.cancel.child_token();
+        self.live.insert(id, cancel.clone());
+        let mut sub = self.api.subscribe();
+        let out = self.out.clone();
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    e = sub.rx.recv() => e,
+                };
+                let frame = match event {
+                    Ok(e) if classes.contains(&e.class) => wire::notification_frame("event", &*e),
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(count)) => wire::notification_frame(
+                        "event.dropped",
+                        &Dropped {
+                            subscription: id,
+                            count,
+                        },
+                    ),
+                    Err(RecvError::Closed) => break,
+                };
+                let Ok(frame) = frame else { continue };
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    sent = out.send(frame) => if sent.is_err() { break },
+                }
+            }
+        });
+        Ok(Subscribed { subscription: id })
+    }
+
+    fn unsubscribe(&mut self, id: u64) -> Result<crate::api::Reply, ApiError> {
+        match self.live.remove(&id) {
+            Some(cancel) => {
+                cancel.cancel();
+                Ok(crate::api::Reply::Done {})
+            }
+            None => Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no subscription {id} on this connection"),
+            )
+            .with_details(vec![id.to_string()])),
+        }
     }
 }

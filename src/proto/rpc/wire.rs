@@ -100,6 +100,20 @@ pub fn response_ok<T: serde::Serialize>(id: u32, result: &T) -> Result<Vec<u8>, 
     Ok(out)
 }
 
+/// `[2, method, [params]]`, the params serialised with field names.
+pub fn notification_frame<T: serde::Serialize>(
+    method: &str,
+    params: &T,
+) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::with_capacity(128);
+    let _ = rmp::encode::write_array_len(&mut out, 3);
+    let _ = rmp::encode::write_uint(&mut out, 2);
+    let _ = rmp::encode::write_str(&mut out, method);
+    let _ = rmp::encode::write_array_len(&mut out, 1);
+    rmp_serde::encode::write_named(&mut out, params).map_err(ApiError::internal)?;
+    Ok(out)
+}
+
 /// Serialises a value with field names, as [`response_ok`] does, into a
 /// [`Value`] (for building notifications and requests).
 pub fn to_named_value<T: serde::Serialize>(value: &T) -> Result<Value, ApiError> {
