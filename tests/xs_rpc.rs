@@ -102,3 +102,47 @@ async fn xs_methods_read_write_list_remove_and_set_permissions() {
         "INVALID_PARAMS"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn xs_watch_fires_as_notifications_until_unsubscribed() {
+    let d = Xenithd::start(XENITHD, &[]);
+    let (c, mut rx) = RpcClient::connect_with_notifications(&d.socket)
+        .await
+        .unwrap();
+    let sub = call(&c, "xs.watch", json!({"path": "/watched"}))
+        .await
+        .unwrap()["subscription"]
+        .as_u64()
+        .unwrap();
+    let next = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<xenith::proto::rpc::Notification>| {
+        let n = rx.try_recv().ok()?;
+        let v: Value = xenith::proto::rpc::wire::from_named_value(&n.params).unwrap();
+        Some((n.method, v))
+    };
+    call(&c, "xs.write", json!({"path": "/watched/a", "value": "1"}))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut fired = Vec::new();
+    while let Some((method, v)) = next(&mut rx) {
+        assert_eq!(
+            (method.as_str(), v["subscription"].as_u64()),
+            ("xs.watch", Some(sub))
+        );
+        fired.push(v["path"].as_str().unwrap().to_owned());
+    }
+    // Once when set (as xenstored does), then for the write.
+    assert_eq!(fired, vec!["/watched".to_owned(), "/watched/a".to_owned()]);
+    call(&c, "event.unsubscribe", json!({"subscription": sub}))
+        .await
+        .unwrap();
+    call(&c, "xs.write", json!({"path": "/watched/b", "value": "2"}))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(next(&mut rx).is_none());
+    assert_eq!(
+        error(call(&c, "xs.watch", json!({"path": "nope"})).await).0,
+        "INVALID_PARAMS"
+    );
+}

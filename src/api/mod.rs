@@ -37,6 +37,7 @@ pub enum Call {
     VmConsole {
         vm: String,
         lines: Option<u64>,
+        offset: Option<u64>,
     },
     FaultInject {
         vm: String,
@@ -51,6 +52,9 @@ pub enum Call {
     EventUnsubscribe {
         subscription: u64,
     },
+    XsWatch {
+        path: String,
+    },
 }
 
 /// What an operation returns (serialises as the inner value).
@@ -63,7 +67,7 @@ pub enum Reply {
     VmList(Vec<vm::VmSummary>),
     Vm(Box<vm::VmInfo>),
     VmSummary(vm::VmSummary),
-    Console { text: String },
+    Console(vm::ConsoleText),
     Xs(xs::XsReply),
     Done {},
 }
@@ -142,15 +146,17 @@ impl Api {
             Call::VmGet(vm) => self.vm_get(&vm).await.map(|v| Reply::Vm(Box::new(v))),
             Call::VmOp(vm, op) => self.vm_op(&vm, op).await.map(Reply::VmSummary),
             Call::VmRemove(vm) => self.vm_remove(&vm).await.map(Reply::VmSummary),
-            Call::VmConsole { vm, lines } => self
-                .vm_console(&vm, lines)
+            Call::VmConsole { vm, lines, offset } => self
+                .vm_console(&vm, lines, offset)
                 .await
-                .map(|text| Reply::Console { text }),
+                .map(Reply::Console),
             Call::Xs(call) => self.xs_call(call).await.map(Reply::Xs),
-            Call::EventSubscribe { .. } | Call::EventUnsubscribe { .. } => Err(ApiError::new(
-                ErrorCode::InternalError,
-                "event subscriptions belong to a connection",
-            )),
+            Call::EventSubscribe { .. } | Call::EventUnsubscribe { .. } | Call::XsWatch { .. } => {
+                Err(ApiError::new(
+                    ErrorCode::InternalError,
+                    "event subscriptions belong to a connection",
+                ))
+            }
             Call::FaultInject { vm, part, kind } => self
                 .fault_inject(&vm, &part, kind)
                 .await

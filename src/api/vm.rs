@@ -86,6 +86,14 @@ impl From<GuestMetrics> for GuestInfo {
     }
 }
 
+/// `vm.console`'s result: the text, and the offset just past it (give it
+/// back as `offset` to get only what comes after: `--follow`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConsoleText {
+    pub text: String,
+    pub offset: u64,
+}
+
 /// The most console lines `vm.console` returns; the default is [`CONSOLE_LINES`].
 pub const MAX_CONSOLE_LINES: u64 = 100_000;
 /// How many console lines `vm.console` returns when not told.
@@ -279,7 +287,12 @@ impl Api {
 
     /// `vm.console`: the last `lines` lines of the VM's console (also of
     /// its last run, once it stopped).
-    pub async fn vm_console(&self, key: &str, lines: Option<u64>) -> Result<String, ApiError> {
+    pub async fn vm_console(
+        &self,
+        key: &str,
+        lines: Option<u64>,
+        offset: Option<u64>,
+    ) -> Result<ConsoleText, ApiError> {
         let lines = lines.unwrap_or(CONSOLE_LINES);
         if lines > MAX_CONSOLE_LINES {
             return Err(ApiError::new(
@@ -290,10 +303,14 @@ impl Api {
         }
         let vm = self.resolve(key).await?;
         let console = self.inner.settings.console.clone();
-        tokio::task::spawn_blocking(move || console.tail(&vm.uuid, lines as usize))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(|e| internal(format!("the console log: {e}")))
+        let (text, offset) = tokio::task::spawn_blocking(move || match offset {
+            Some(offset) => console.since(&vm.uuid, offset),
+            None => console.tail_at(&vm.uuid, lines as usize),
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| internal(format!("the console log: {e}")))?;
+        Ok(ConsoleText { text, offset })
     }
 
     /// `vm.start`, `vm.shutdown`, `vm.reboot`, `vm.pause`, `vm.unpause`, `vm.kill`.

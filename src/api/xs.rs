@@ -52,6 +52,16 @@ fn check(path: &str) -> Result<(), ApiError> {
 }
 
 impl Api {
+    /// `xs.watch {path}` (an extension of the contract): a xenstore watch
+    /// on the toolstack's connection; the transport forwards its events.
+    pub async fn xs_watch(
+        &self,
+        path: &str,
+    ) -> Result<crate::drivers::xenstore::WatchStream, ApiError> {
+        check(path)?;
+        self.xs()?.watch(path).await.map_err(|e| xs_error(path, e))
+    }
+
     pub async fn xs_call(&self, call: XsCall) -> Result<XsReply, ApiError> {
         let xs = self.xs()?;
         match call {

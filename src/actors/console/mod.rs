@@ -48,8 +48,14 @@ impl ConsoleConfig {
     /// decoded; empty when the VM never ran. Blocking: call it off the
     /// arbiter threads.
     pub fn tail(&self, uuid: &uuid::Uuid, lines: usize) -> io::Result<String> {
-        let mut bytes = read_or_empty(&self.old_log_path(uuid))?;
-        bytes.extend(read_or_empty(&self.log_path(uuid))?);
+        Ok(self.tail_at(uuid, lines)?.0)
+    }
+
+    /// Like [`ConsoleConfig::tail`], with the offset just past it (for
+    /// [`ConsoleConfig::since`]).
+    pub fn tail_at(&self, uuid: &uuid::Uuid, lines: usize) -> io::Result<(String, u64)> {
+        let bytes = self.both(uuid)?;
+        let end = bytes.len() as u64;
         let text = String::from_utf8_lossy(&bytes);
         // A trailing partial line (a prompt) counts as a line.
         let starts: Vec<usize> = std::iter::once(0)
@@ -60,7 +66,23 @@ impl ConsoleConfig {
             Some(skip) => starts.get(skip).copied().unwrap_or(text.len()),
             None => 0,
         };
-        Ok(text[from..].to_owned())
+        Ok((text[from..].to_owned(), end))
+    }
+
+    /// What was written past `offset` (as a previous call returned it),
+    /// and the new offset: `vm console --follow`. If the log was rotated
+    /// past the offset meanwhile, what is kept is returned from its start.
+    pub fn since(&self, uuid: &uuid::Uuid, offset: u64) -> io::Result<(String, u64)> {
+        let bytes = self.both(uuid)?;
+        let end = bytes.len() as u64;
+        let from = if offset <= end { offset as usize } else { 0 };
+        Ok((String::from_utf8_lossy(&bytes[from..]).into_owned(), end))
+    }
+
+    fn both(&self, uuid: &uuid::Uuid) -> io::Result<Vec<u8>> {
+        let mut bytes = read_or_empty(&self.old_log_path(uuid))?;
+        bytes.extend(read_or_empty(&self.log_path(uuid))?);
+        Ok(bytes)
     }
 
     /// Forgets a VM's console logs (`vm.remove`).
@@ -234,6 +256,17 @@ mod tests {
         assert_eq!(config.tail(&uuid, 4).unwrap(), "b\nc\nd\nlogin: ");
         assert_eq!(config.tail(&uuid, 100).unwrap(), "a\nb\nc\nd\nlogin: ");
         assert_eq!(config.tail(&uuid, 0).unwrap(), "");
+        let (_, end) = config.tail_at(&uuid, 1).unwrap();
+        std::fs::write(config.log_path(&uuid), "c\nd\nlogin: root\n").unwrap();
+        assert_eq!(
+            config.since(&uuid, end).unwrap(),
+            ("root\n".to_owned(), end + 5)
+        );
+        // Rotated meanwhile (the offset is past the end): from the start.
+        assert_eq!(
+            config.since(&uuid, 1000).unwrap().0,
+            "a\nb\nc\nd\nlogin: root\n"
+        );
         config.remove(&uuid).unwrap();
         assert_eq!(config.tail(&uuid, 10).unwrap(), "");
     }

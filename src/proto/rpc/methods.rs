@@ -131,6 +131,8 @@ struct ConsoleArgs {
     vm: String,
     #[serde(default)]
     lines: Option<u64>,
+    #[serde(default)]
+    offset: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,7 +176,9 @@ pub fn parse_call(method: &str, args: Value) -> Result<Call, ApiError> {
         "vm.console" => params::<ConsoleArgs>(method, args).map(|a| Call::VmConsole {
             vm: a.vm,
             lines: a.lines,
+            offset: a.offset,
         }),
+        "xs.watch" => params::<PathArg>(method, args).map(|a| Call::XsWatch { path: a.path }),
         "xs.read" => params::<PathArg>(method, args).map(|a| Call::Xs(XsCall::Read(a.path))),
         "xs.ls" => params::<PathArg>(method, args).map(|a| Call::Xs(XsCall::Ls(a.path))),
         "xs.rm" => params::<PathArg>(method, args).map(|a| Call::Xs(XsCall::Rm(a.path))),

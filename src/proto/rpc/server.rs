@@ -19,6 +19,7 @@ use crate::api::{Api, ApiError, Call, ErrorCode};
 use crate::config::RpcConfig;
 use crate::proto::socket::{Service, SocketListener};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc::error::TrySendError;
 
 /// The MessagePack-RPC service: each connection is served against the API.
 #[derive(Debug, Clone)]
@@ -96,6 +97,15 @@ async fn serve(stream: UnixStream, api: Api, config: RpcConfig, cancel: Cancella
                                         break;
                                     }
                                 }
+                                Ok(Call::XsWatch { path }) => {
+                                    let r = match api.xs_watch(&path).await {
+                                        Ok(w) => subs.watch(path, w),
+                                        Err(e) => Err(e),
+                                    };
+                                    if out.send(reply(id, r)).await.is_err() {
+                                        break;
+                                    }
+                                }
                                 Ok(Call::EventUnsubscribe { subscription }) => {
                                     let r = subs.unsubscribe(subscription);
                                     if out.send(reply(id, r)).await.is_err() {
@@ -166,6 +176,12 @@ struct Subscribed {
 }
 
 #[derive(serde::Serialize)]
+struct WatchFired {
+    subscription: u64,
+    path: String,
+}
+
+#[derive(serde::Serialize)]
 struct Dropped {
     subscription: u64,
     count: u64,
@@ -183,18 +199,8 @@ impl Subscriptions {
     }
 
     fn subscribe(&mut self, classes: Option<Vec<EventClass>>) -> Result<Subscribed, ApiError> {
-        self.live.retain(|_, c| !c.is_cancelled());
-        if self.live.len() >= MAX_SUBSCRIPTIONS {
-            return Err(ApiError::new(
-                ErrorCode::NotAllowed,
-                format!("a connection holds at most {MAX_SUBSCRIPTIONS} subscriptions"),
-            ));
-        }
+        let (id, cancel) = self.take_id()?;
         let classes = classes.unwrap_or_else(|| EventClass::ALL.to_vec());
-        let id = self.next;
-        self.next += 1;
-        let cancel = self.cancel.child_token();
-        self.live.insert(id, cancel.clone());
         let mut sub = self.api.subscribe();
         let out = self.out.clone();
         tokio::spawn(async move {
@@ -219,6 +225,73 @@ impl Subscriptions {
                 tokio::select! {
                     _ = cancel.cancelled() => break,
                     sent = out.send(frame) => if sent.is_err() { break },
+                }
+            }
+        });
+        Ok(Subscribed { subscription: id })
+    }
+
+    /// Takes a subscription id, if the connection may hold one more.
+    fn take_id(&mut self) -> Result<(u64, CancellationToken), ApiError> {
+        self.live.retain(|_, c| !c.is_cancelled());
+        if self.live.len() >= MAX_SUBSCRIPTIONS {
+            return Err(ApiError::new(
+                ErrorCode::NotAllowed,
+                format!("a connection holds at most {MAX_SUBSCRIPTIONS} subscriptions"),
+            ));
+        }
+        let id = self.next;
+        self.next += 1;
+        let cancel = self.cancel.child_token();
+        self.live.insert(id, cancel.clone());
+        Ok((id, cancel))
+    }
+
+    /// `xs.watch`: each firing becomes `[2, "xs.watch", [{subscription,
+    /// path}]]`. Firings the connection cannot take at once are counted
+    /// and reported with `event.dropped`, never queued without bound.
+    fn watch(
+        &mut self,
+        _path: String,
+        mut watch: crate::drivers::xenstore::WatchStream,
+    ) -> Result<Subscribed, ApiError> {
+        let (id, cancel) = self.take_id()?;
+        let out = self.out.clone();
+        tokio::spawn(async move {
+            let mut dropped = 0u64;
+            loop {
+                let fired = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    p = watch.next() => p,
+                };
+                let Some(path) = fired else { break };
+                if dropped > 0 {
+                    let notice = wire::notification_frame(
+                        "event.dropped",
+                        &Dropped {
+                            subscription: id,
+                            count: dropped,
+                        },
+                    );
+                    match notice.map(|f| out.try_send(f)) {
+                        Ok(Ok(())) => dropped = 0,
+                        Ok(Err(TrySendError::Closed(_))) => break,
+                        _ => {}
+                    }
+                }
+                let Ok(frame) = wire::notification_frame(
+                    "xs.watch",
+                    &WatchFired {
+                        subscription: id,
+                        path,
+                    },
+                ) else {
+                    continue;
+                };
+                match out.try_send(frame) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => dropped += 1,
+                    Err(TrySendError::Closed(_)) => break,
                 }
             }
         });
