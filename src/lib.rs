@@ -12,5 +12,6 @@ pub mod drivers;
 pub mod error;
 pub mod paths;
 pub mod proto;
+pub mod shell;
 pub mod vm;
 pub mod xenstored;

@@ -1,141 +1,16 @@
 //! xenith, the admin shell (CONTRACT.md "Binaries", "Shell commands").
-//! One-shot: `xenith [--socket PATH] [--json] NOUN VERB [ARGS]`, exit 0 on
-//! success and 1 on error (message on stderr).
+//! With a command: run it, print, exit 0 on success and 1 on error (message
+//! on stderr). Without one: the interactive shell.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use xenith::actors::host::HostInfo;
-use xenith::actors::supervisor::{ChildKind, TreeNode};
-use xenith::proto::rpc::RpcClient;
-
-#[derive(Debug, Parser)]
-#[command(name = "xenith", version, about = "The xenith admin shell")]
-struct Args {
-    /// xenithd's RPC socket (default: as CONTRACT.md resolves it).
-    #[arg(long, global = true, value_name = "PATH")]
-    socket: Option<PathBuf>,
-    /// Print the RPC result as JSON.
-    #[arg(long, global = true)]
-    json: bool,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// The host.
-    Host {
-        #[command(subcommand)]
-        verb: HostVerb,
-    },
-    /// The supervision tree, drawn with states and restart counts.
-    Tree,
-}
-
-#[derive(Debug, Subcommand)]
-enum HostVerb {
-    /// Hypervisor, memory, CPUs, VM count.
-    Info,
-}
-
-#[allow(clippy::print_stdout)]
-fn print(text: &str) {
-    println!("{text}");
-}
-
-fn render_host(h: &HostInfo) -> String {
-    let rows = [
-        ("hostname", h.hostname.clone()),
-        ("hypervisor", h.hypervisor.clone()),
-        ("xen_version", h.xen_version.clone()),
-        ("total_mib", h.total_mib.to_string()),
-        ("free_mib", h.free_mib.to_string()),
-        ("cpus", h.cpus.to_string()),
-        ("vms", h.vms.to_string()),
-    ];
-    rows.iter()
-        .map(|(k, v)| format!("{k:<12} {v}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn render_tree(node: &TreeNode) -> String {
-    fn label(n: &TreeNode) -> String {
-        let kind = match n.kind {
-            ChildKind::Supervisor => "supervisor",
-            ChildKind::Worker => "worker",
-        };
-        let mut s = format!("{} ({kind}) {}", n.id, n.state);
-        if n.restarts > 0 {
-            s.push_str(&format!(
-                ", {} restart{}",
-                n.restarts,
-                if n.restarts == 1 { "" } else { "s" }
-            ));
-        }
-        if let Some(e) = &n.last_exit {
-            s.push_str(&format!(", last exit: {e}"));
-        }
-        s
-    }
-    fn walk(n: &TreeNode, prefix: &str, out: &mut Vec<String>) {
-        for (i, child) in n.children.iter().enumerate() {
-            let last = i + 1 == n.children.len();
-            out.push(format!(
-                "{prefix}{}{}",
-                if last { "└── " } else { "├── " },
-                label(child)
-            ));
-            walk(
-                child,
-                &format!("{prefix}{}", if last { "    " } else { "│   " }),
-                out,
-            );
-        }
-    }
-    let mut out = vec![label(node)];
-    walk(node, "", &mut out);
-    out.join("\n")
-}
-
-async fn run(args: Args) -> Result<(), String> {
-    let socket = args.socket.unwrap_or_else(xenith::paths::default_socket);
-    let client = RpcClient::connect(&socket)
-        .await
-        .map_err(|e| xenith::error::chain(&e))?;
-    let chain = |e: xenith::proto::rpc::ClientError| xenith::error::chain(&e);
-    match args.command {
-        Command::Host {
-            verb: HostVerb::Info,
-        } => {
-            let info: HostInfo = client.call("host.info", ()).await.map_err(chain)?;
-            if args.json {
-                print(&serde_json::to_string_pretty(&info).map_err(|e| e.to_string())?);
-            } else {
-                print(&render_host(&info));
-            }
-        }
-        Command::Tree => {
-            let value = client
-                .call_value("supervisor.tree", ())
-                .await
-                .map_err(chain)?;
-            if args.json {
-                print(&serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?);
-            } else {
-                let tree: TreeNode = xenith::proto::rpc::wire::from_named_value(&value)
-                    .map_err(|e| e.to_string())?;
-                print(&render_tree(&tree));
-            }
-        }
-    }
-    Ok(())
-}
+use clap::Parser;
+use xenith::shell::exec::Shell;
+use xenith::shell::{interactive, Cli, Command};
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let cli = match Cli::try_parse() {
         Ok(a) => a,
         Err(e) => {
             let _ = e.print();
@@ -147,7 +22,17 @@ fn main() -> ExitCode {
             };
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    // Completion scripts need no daemon.
+    if let Some(Command::Completions { shell }) = &cli.command {
+        use std::io::Write;
+        let script = xenith::shell::completion_script(*shell);
+        return match std::io::stdout().write_all(script.as_bytes()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
     {
@@ -157,7 +42,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let socket = cli
+        .socket
+        .clone()
+        .unwrap_or_else(xenith::paths::default_socket);
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let result = runtime
+        .block_on(Shell::connect(&socket, cli.json, color))
+        .and_then(|mut shell| match cli.command {
+            Some(cmd) => runtime.block_on(shell.run(cmd, &mut std::io::stdout())),
+            None => interactive::run(&runtime, shell),
+        });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("xenith: {e}");
