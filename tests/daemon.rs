@@ -205,7 +205,7 @@ fn bad_requests_get_errors_and_an_undecodable_stream_closes_only_its_connection(
     // Unknown method, a contract method not served yet, bad params, a non-request frame.
     s.write_all(&request(1, "no.such", Value::Map(vec![])))
         .unwrap();
-    s.write_all(&request(2, "vbd.plug", Value::Map(vec![])))
+    s.write_all(&request(2, "session.login", Value::Map(vec![])))
         .unwrap();
     s.write_all(&request(
         3,

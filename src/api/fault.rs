@@ -123,15 +123,14 @@ impl Api {
                 let Some((kind, name)) = device else {
                     return Err(unsupported(p, FaultKind::Hang));
                 };
+                let spec = handle.spec();
                 let devid = match kind {
-                    "vbd" => handle
-                        .spec
+                    "vbd" => spec
                         .disks
                         .iter()
                         .find(|d| d.device == name)
                         .map(|d| d.devid),
-                    _ => handle
-                        .spec
+                    _ => spec
                         .nics
                         .iter()
                         .find(|n| n.devid.to_string() == name)

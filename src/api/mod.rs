@@ -14,7 +14,7 @@ use serde::Serialize;
 pub use error::{ApiError, ErrorCode};
 
 use crate::actors::console::ConsoleConfig;
-use crate::actors::domain::VmOp;
+use crate::actors::domain::{DeviceChange, VmOp};
 use crate::actors::events::{EventBus, EventClass, Subscription};
 use crate::actors::host::{HostHandle, HostInfo};
 use crate::actors::slot::AddrSlot;
@@ -45,6 +45,8 @@ pub enum Call {
         kind: fault::FaultKind,
     },
     Xs(xs::XsCall),
+    /// `vbd.plug`, `vbd.unplug`, `vif.plug`, `vif.unplug`.
+    Device(String, DeviceChange),
     /// Served by the transport, which owns the connection the events go to.
     EventSubscribe {
         classes: Option<Vec<EventClass>>,
@@ -68,6 +70,7 @@ pub enum Reply {
     Vm(Box<vm::VmInfo>),
     VmSummary(vm::VmSummary),
     Console(vm::ConsoleText),
+    Device { vm: String, device: String },
     Xs(xs::XsReply),
     Done {},
 }
@@ -151,6 +154,14 @@ impl Api {
                 .await
                 .map(Reply::Console),
             Call::Xs(call) => self.xs_call(call).await.map(Reply::Xs),
+            Call::Device(vm, change) => {
+                let handle = self.resolve(&vm).await?;
+                let device = handle.reconfigure(change).await?;
+                Ok(Reply::Device {
+                    vm: handle.uuid.to_string(),
+                    device,
+                })
+            }
             Call::EventSubscribe { .. } | Call::EventUnsubscribe { .. } | Call::XsWatch { .. } => {
                 Err(ApiError::new(
                     ErrorCode::InternalError,

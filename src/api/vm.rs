@@ -154,6 +154,7 @@ impl Api {
             emulator: self.inner.settings.emulator.clone(),
             console: self.inner.settings.console.clone(),
             events: self.inner.settings.events.clone(),
+            records: self.inner.records.clone(),
         };
         let (child, handle) = VmHandle::build(record, env);
         self.inner
@@ -235,7 +236,8 @@ impl Api {
             s.domid
                 .map(|d| format!("/local/domain/0/backend/{kind}/{d}/{devid}/state"))
         };
-        for disk in &vm.spec.disks {
+        let spec = vm.spec();
+        for disk in &spec.disks {
             let state = match state_of("vbd", disk.devid) {
                 Some(p) => read(&xs, p).await,
                 None => None,
@@ -246,7 +248,7 @@ impl Api {
                 state: state_name(state),
             });
         }
-        for nic in &vm.spec.nics {
+        for nic in &spec.nics {
             let state = match state_of("vif", nic.devid) {
                 Some(p) => read(&xs, p).await,
                 None => None,

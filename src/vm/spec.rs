@@ -174,6 +174,94 @@ pub fn xen_mac(uuid: &uuid::Uuid, index: u32) -> String {
     format!("00:16:3e:{:02x}:{y:02x}:{z:02x}", x & 0x7f)
 }
 
+/// Checks a disk against those the VM already has; `at` names it in errors.
+fn validate_disk(d: DiskFile, at: &str, existing: &[Disk]) -> Result<Disk, VmSpecError> {
+    let field = |f: &str| format!("{at}.{f}");
+    let devid = xvd_devid(&d.device).ok_or_else(|| {
+        bad(
+            field("device"),
+            format!("{:?} is not xvda..xvdzzz", d.device),
+        )
+    })?;
+    if existing.iter().any(|x| x.devid == devid) {
+        return Err(bad(field("device"), format!("{} is used twice", d.device)));
+    }
+    if !d.path.is_absolute() {
+        return Err(bad(
+            field("path"),
+            format!("{} is not an absolute path", d.path.display()),
+        ));
+    }
+    Ok(Disk {
+        path: d.path,
+        device: d.device,
+        mode: d.mode,
+        devid,
+    })
+}
+
+/// Checks a NIC that gets device id `devid`; `at` names it in errors.
+fn validate_nic(n: NicFile, at: &str, uuid: &uuid::Uuid, devid: u32) -> Result<Nic, VmSpecError> {
+    let mac = match n.mac {
+        Some(m) if valid_mac(&m) => m.to_ascii_lowercase(),
+        Some(m) => {
+            return Err(bad(
+                format!("{at}.mac"),
+                format!("{m:?} is not a MAC address"),
+            ))
+        }
+        None => xen_mac(uuid, devid),
+    };
+    let bridge = n.bridge.unwrap_or_else(|| DEFAULT_BRIDGE.to_owned());
+    if bridge.is_empty() || bridge.len() > 15 || bridge.contains(['/', ' ']) {
+        return Err(bad(
+            format!("{at}.bridge"),
+            format!("{bridge:?} is not an interface name"),
+        ));
+    }
+    Ok(Nic { bridge, mac, devid })
+}
+
+/// The most NICs a VM may have (device ids 0..).
+pub const MAX_NICS: u32 = 64;
+
+impl VmSpec {
+    /// The spec with one more disk (`vbd.plug`), and that disk.
+    pub fn with_disk(&self, d: DiskFile) -> Result<(VmSpec, Disk), VmSpecError> {
+        let disk = validate_disk(d, "disk", &self.disks)?;
+        let mut spec = self.clone();
+        spec.disks.push(disk.clone());
+        Ok((spec, disk))
+    }
+
+    /// The spec with one more NIC (`vif.plug`) on the first free device id.
+    pub fn with_nic(&self, uuid: &uuid::Uuid, n: NicFile) -> Result<(VmSpec, Nic), VmSpecError> {
+        let devid = (0..MAX_NICS)
+            .find(|i| !self.nics.iter().any(|x| x.devid == *i))
+            .ok_or_else(|| bad("nic", format!("a VM has at most {MAX_NICS} NICs")))?;
+        let nic = validate_nic(n, "nic", uuid, devid)?;
+        let mut spec = self.clone();
+        spec.nics.push(nic.clone());
+        Ok((spec, nic))
+    }
+
+    /// The spec without disk `device`, if it has it.
+    pub fn without_disk(&self, device: &str) -> Option<VmSpec> {
+        let i = self.disks.iter().position(|d| d.device == device)?;
+        let mut spec = self.clone();
+        spec.disks.remove(i);
+        Some(spec)
+    }
+
+    /// The spec without NIC `devid`, if it has it.
+    pub fn without_nic(&self, devid: u32) -> Option<VmSpec> {
+        let i = self.nics.iter().position(|n| n.devid == devid)?;
+        let mut spec = self.clone();
+        spec.nics.remove(i);
+        Some(spec)
+    }
+}
+
 impl VmSpecFile {
     /// Parses a TOML spec (a config/vms/*.toml file).
     pub fn from_toml(text: &str) -> Result<Self, VmSpecError> {
@@ -230,55 +318,14 @@ impl VmSpecFile {
                 }
             }
         }
-        let mut disks = Vec::with_capacity(self.disks.len());
+        let mut disks: Vec<Disk> = Vec::with_capacity(self.disks.len());
         for (i, d) in self.disks.into_iter().enumerate() {
-            let field = |f: &str| format!("disks[{i}].{f}");
-            let devid = xvd_devid(&d.device).ok_or_else(|| {
-                bad(
-                    field("device"),
-                    format!("{:?} is not xvda..xvdzzz", d.device),
-                )
-            })?;
-            if disks.iter().any(|x: &Disk| x.devid == devid) {
-                return Err(bad(field("device"), format!("{} is used twice", d.device)));
-            }
-            if !d.path.is_absolute() {
-                return Err(bad(
-                    field("path"),
-                    format!("{} is not an absolute path", d.path.display()),
-                ));
-            }
-            disks.push(Disk {
-                path: d.path,
-                device: d.device,
-                mode: d.mode,
-                devid,
-            });
+            let disk = validate_disk(d, &format!("disks[{i}]"), &disks)?;
+            disks.push(disk);
         }
         let mut nics = Vec::with_capacity(self.nics.len());
         for (i, n) in self.nics.into_iter().enumerate() {
-            let mac = match n.mac {
-                Some(m) if valid_mac(&m) => m.to_ascii_lowercase(),
-                Some(m) => {
-                    return Err(bad(
-                        format!("nics[{i}].mac"),
-                        format!("{m:?} is not a MAC address"),
-                    ))
-                }
-                None => xen_mac(uuid, i as u32),
-            };
-            let bridge = n.bridge.unwrap_or_else(|| DEFAULT_BRIDGE.to_owned());
-            if bridge.is_empty() || bridge.len() > 15 || bridge.contains(['/', ' ']) {
-                return Err(bad(
-                    format!("nics[{i}].bridge"),
-                    format!("{bridge:?} is not an interface name"),
-                ));
-            }
-            nics.push(Nic {
-                bridge,
-                mac,
-                devid: i as u32,
-            });
+            nics.push(validate_nic(n, &format!("nics[{i}]"), uuid, i as u32)?);
         }
         Ok(VmSpec {
             name,

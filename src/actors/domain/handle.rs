@@ -29,7 +29,6 @@ pub const VM_FLAGS: SupervisorFlags = SupervisorFlags {
 pub struct VmHandle {
     pub uuid: uuid::Uuid,
     pub name: String,
-    pub spec: Arc<crate::vm::VmSpec>,
     domain: AddrSlot<DomainActor>,
     vm_sup: AddrSlot<Supervisor>,
     snapshot: watch::Receiver<VmSnapshot>,
@@ -51,13 +50,13 @@ impl VmHandle {
             memory_mib: spec.memory_mib,
             vcpus: spec.vcpus,
             busy: None,
+            spec: Arc::new(spec.clone()),
         };
         let snapshot = Arc::new(watch::Sender::new(initial));
         let guest = Arc::new(watch::Sender::new(GuestMetrics::default()));
         let handle = VmHandle {
             uuid: record.uuid,
             name: spec.name.clone(),
-            spec: Arc::new(spec.clone()),
             domain: domain.clone(),
             vm_sup: vm_sup.clone(),
             snapshot: snapshot.subscribe(),
@@ -86,6 +85,19 @@ impl VmHandle {
     /// The VM's state as its domain actor last published it.
     pub fn snapshot(&self) -> VmSnapshot {
         self.snapshot.borrow().clone()
+    }
+
+    /// The VM's spec as it is now.
+    pub fn spec(&self) -> Arc<crate::vm::VmSpec> {
+        self.snapshot.borrow().spec.clone()
+    }
+
+    /// Plugs or unplugs a device; returns its name ("xvdb", "1").
+    pub async fn reconfigure(&self, change: super::DeviceChange) -> Result<String, ApiError> {
+        let addr = self.domain.get().ok_or_else(unavailable)?;
+        addr.send(super::Reconfigure(change))
+            .await
+            .map_err(|_| unavailable())?
     }
 
     /// What the guest agent last reported (empty when the VM does not run).

@@ -22,7 +22,7 @@ use crate::drivers::{
     BootImage, Built, DomId, DomainConfig, DomainType, Hypervisor, HypervisorError,
 };
 use crate::vm::layout::{self, Entry};
-use crate::vm::VmSpec;
+use crate::vm::{RecordStore, VmSpec};
 
 /// How long one step may take.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -189,7 +189,8 @@ pub async fn ensure_children(c: &Ctx, domid: DomId) {
 #[derive(Debug, Clone)]
 pub struct Ctx {
     pub uuid: uuid::Uuid,
-    pub spec: VmSpec,
+    /// The VM's spec as it is now (device hotplug changes it).
+    pub spec: Arc<VmSpec>,
     pub driver: Arc<dyn Hypervisor>,
     pub xs: XsClient,
     /// The VM's own supervisor (device backends are its children).
@@ -199,11 +200,36 @@ pub struct Ctx {
     /// The guest agent's metrics, kept by the agent actor.
     pub guest: Arc<watch::Sender<GuestMetrics>>,
     pub events: EventBus,
+    /// Where the VM's record is kept (device hotplug saves it).
+    pub records: RecordStore,
 }
 
 impl Ctx {
+    /// The backend actor spec of one device of `spec` ("vbd", "xvdb").
+    pub fn device_child(
+        &self,
+        domid: DomId,
+        spec: &VmSpec,
+        kind: &str,
+        name: &str,
+    ) -> Option<ChildSpec> {
+        let device = devices(domid, spec)
+            .into_iter()
+            .find(|d| d.kind == kind && d.name == name)?;
+        let events = DeviceEvents {
+            bus: self.events.clone(),
+            vm: self.uuid,
+            domid,
+        };
+        Some(BackendActor::spec_with_events(
+            device,
+            self.xs.clone(),
+            Some(events),
+        ))
+    }
+
     /// Publishes a device's plug (add) or removal (del), by its child id.
-    fn tell_device(&self, domid: DomId, child_id: &str, what: EventKind, state: XenbusState) {
+    pub fn tell_device(&self, domid: DomId, child_id: &str, what: EventKind, state: XenbusState) {
         if let Some((kind, name)) = child_id.split_once(':') {
             let events = DeviceEvents {
                 bus: self.events.clone(),

@@ -8,9 +8,11 @@
 //! A domain actor that restarts re-syncs from the hypervisor (the domain
 //! with its uuid) without disturbing the domain or its devices.
 
+mod devices;
 mod handle;
 pub mod lifecycle;
 
+pub use devices::{DeviceChange, Reconfigure};
 pub use handle::{VmHandle, VM_FLAGS};
 
 use super::InjectPanic;
@@ -35,7 +37,7 @@ use crate::api::{ApiError, ErrorCode};
 use crate::drivers::emulator::EmulatorConfig;
 use crate::drivers::xenstore::XsClient;
 use crate::drivers::{DomId, DomainEvent, DomainType, Hypervisor, ShutdownReason};
-use crate::vm::{OnEvent, VmRecord};
+use crate::vm::{OnEvent, RecordStore, VmRecord};
 
 /// How long a clean shutdown or reboot waits for the guest by default.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -74,6 +76,9 @@ pub struct VmSnapshot {
     pub vcpus: u32,
     /// Set while an operation runs.
     pub busy: Option<&'static str>,
+    /// The spec as it is now (device hotplug changes it).
+    #[serde(skip)]
+    pub spec: Arc<crate::vm::VmSpec>,
 }
 
 impl VmSnapshot {
@@ -159,6 +164,7 @@ pub struct VmEnv {
     pub emulator: Arc<EmulatorConfig>,
     pub console: Arc<ConsoleConfig>,
     pub events: EventBus,
+    pub records: RecordStore,
 }
 
 /// Shared by a VM's successive domain actors.
@@ -185,7 +191,7 @@ impl DomainActor {
                     .ok_or_else(|| StartError::new("the VM's supervisor is not published"))?;
                 let c = Ctx {
                     uuid: parts.record.uuid,
-                    spec: parts.record.spec.clone(),
+                    spec: Arc::new(parts.record.spec.clone()),
                     driver: parts.env.driver.clone(),
                     xs: parts.env.xs.clone(),
                     vm_sup,
@@ -193,6 +199,7 @@ impl DomainActor {
                     console: parts.env.console.clone(),
                     guest: parts.guest.clone(),
                     events: parts.env.events.clone(),
+                    records: parts.env.records.clone(),
                 };
                 let uuid = *parts.record.uuid.as_bytes();
                 let found = hv("find the VM's domain", &c.driver, move |h| {
@@ -249,6 +256,7 @@ impl DomainActor {
             memory_mib: spec.memory_mib,
             vcpus: spec.vcpus,
             busy,
+            spec: self.c.spec.clone(),
         };
         let changed = self.snapshot.send_if_modified(|old| {
             let changed = *old != now;

@@ -94,6 +94,35 @@ struct RebootArgs {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct DiskPlugArgs {
+    vm: String,
+    disk: crate::vm::DiskFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NicPlugArgs {
+    vm: String,
+    #[serde(default = "default_nic")]
+    nic: crate::vm::NicFile,
+}
+
+fn default_nic() -> crate::vm::NicFile {
+    crate::vm::NicFile {
+        bridge: None,
+        mac: None,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnplugArgs {
+    vm: String,
+    device: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SubscribeArgs {
     #[serde(default)]
     classes: Option<Vec<crate::actors::events::EventClass>>,
@@ -145,7 +174,7 @@ struct FaultArgs {
 
 /// Parses a method name and its named arguments into a call.
 pub fn parse_call(method: &str, args: Value) -> Result<Call, ApiError> {
-    use crate::actors::domain::VmOp;
+    use crate::actors::domain::{DeviceChange, VmOp};
     use crate::api::xs::XsCall;
     let op = |vm: String, op: VmOp| Call::VmOp(vm, op);
     match method {
@@ -178,6 +207,14 @@ pub fn parse_call(method: &str, args: Value) -> Result<Call, ApiError> {
             lines: a.lines,
             offset: a.offset,
         }),
+        "vbd.plug" => params::<DiskPlugArgs>(method, args)
+            .map(|a| Call::Device(a.vm, DeviceChange::PlugDisk(a.disk))),
+        "vbd.unplug" => params::<UnplugArgs>(method, args)
+            .map(|a| Call::Device(a.vm, DeviceChange::UnplugDisk(a.device))),
+        "vif.plug" => params::<NicPlugArgs>(method, args)
+            .map(|a| Call::Device(a.vm, DeviceChange::PlugNic(a.nic))),
+        "vif.unplug" => params::<UnplugArgs>(method, args)
+            .map(|a| Call::Device(a.vm, DeviceChange::UnplugNic(a.device))),
         "xs.watch" => params::<PathArg>(method, args).map(|a| Call::XsWatch { path: a.path }),
         "xs.read" => params::<PathArg>(method, args).map(|a| Call::Xs(XsCall::Read(a.path))),
         "xs.ls" => params::<PathArg>(method, args).map(|a| Call::Xs(XsCall::Ls(a.path))),

@@ -1,0 +1,175 @@
+//! vbd.plug/unplug and vif.plug/unplug through the RPC socket: into a
+//! running VM (the simulated guest's frontend connects; unplug closes and
+//! removes both trees), into a halted one (kept for its next start), kept
+//! across a daemon restart, and the errors.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::daemon::Xenithd;
+use common::rpc::{call, until};
+use serde_json::{json, Value};
+use xenith::drivers::xenstore::XsClient;
+use xenith::proto::rpc::{ClientError, RpcClient};
+
+const XENITHD: &str = env!("CARGO_BIN_EXE_xenithd");
+
+fn error(r: Result<Value, ClientError>) -> (String, Vec<String>) {
+    match r {
+        Err(ClientError::Remote(e)) => (e.code, e.details),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+fn states(v: &Value, kind: &str) -> Vec<(String, String)> {
+    v[kind]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["device"].as_str().unwrap().to_owned(),
+                d["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn all_connected(v: &Value) -> bool {
+    ["vbds", "vifs"]
+        .iter()
+        .all(|k| states(v, k).iter().all(|(_, s)| s == "Connected"))
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn devices_plug_and_unplug_running_and_halted() {
+    let d = Xenithd::start(XENITHD, &[]);
+    let c = RpcClient::connect(&d.socket).await.unwrap();
+    let xs = XsClient::connect_socket(&d.xenstored_socket())
+        .await
+        .unwrap();
+    let spec = json!({"name": "hp", "type": "pv", "memory_mib": 128, "kernel": "/boot/vmlinuz",
+                      "disks": [{"path": "/a.img", "device": "xvda"}], "nics": [{}]});
+    call(&c, "vm.create", json!({"spec": spec})).await.unwrap();
+    call(&c, "vm.start", json!({"vm": "hp"})).await.unwrap();
+    let wait = Duration::from_secs(10);
+    let v = until(&c, "hp", "connected", wait, all_connected).await;
+    let domid = v["domid"].as_u64().unwrap();
+
+    // Plug a disk and a NIC into the running VM: both connect.
+    let r = call(
+        &c,
+        "vbd.plug",
+        json!({"vm": "hp", "disk": {"path": "/b.img", "device": "xvdb", "mode": "ro"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r["device"], "xvdb");
+    let r = call(
+        &c,
+        "vif.plug",
+        json!({"vm": "hp", "nic": {"bridge": "xenbr1"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r["device"], "1");
+    let v = until(&c, "hp", "hot-plugged devices connected", wait, |v| {
+        all_connected(v) && states(v, "vbds").len() == 2 && states(v, "vifs").len() == 2
+    })
+    .await;
+    assert_eq!(
+        v["domid"].as_u64(),
+        Some(domid),
+        "the domain was not restarted"
+    );
+    let back = format!("/local/domain/0/backend/vbd/{domid}/51728");
+    assert_eq!(
+        xs.read_opt(&format!("{back}/mode"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("r")
+    );
+    assert_eq!(
+        xs.read_opt(&format!("/local/domain/0/backend/vif/{domid}/1/bridge"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("xenbr1")
+    );
+
+    // Errors: a device in use, a bad one, one the VM does not have.
+    assert_eq!(
+        error(
+            call(
+                &c,
+                "vbd.plug",
+                json!({"vm": "hp", "disk": {"path": "/c.img", "device": "xvdb"}})
+            )
+            .await
+        ),
+        ("INVALID_PARAMS".into(), vec!["disk.device".into()])
+    );
+    assert_eq!(
+        error(
+            call(
+                &c,
+                "vbd.plug",
+                json!({"vm": "hp", "disk": {"path": "rel.img", "device": "xvdc"}})
+            )
+            .await
+        ),
+        ("INVALID_PARAMS".into(), vec!["disk.path".into()])
+    );
+    assert_eq!(
+        error(call(&c, "vbd.unplug", json!({"vm": "hp", "device": "xvdz"})).await).0,
+        "NOT_FOUND"
+    );
+    assert_eq!(
+        error(call(&c, "vif.unplug", json!({"vm": "hp", "device": "9"})).await).0,
+        "NOT_FOUND"
+    );
+
+    // Unplug: Closing -> Closed with the guest, both trees gone.
+    call(&c, "vbd.unplug", json!({"vm": "hp", "device": "xvdb"}))
+        .await
+        .unwrap();
+    call(&c, "vif.unplug", json!({"vm": "hp", "device": "1"}))
+        .await
+        .unwrap();
+    assert!(xs.read_opt(&back).await.unwrap().is_none());
+    assert!(xs
+        .read_opt(&format!("/local/domain/{domid}/device/vbd/51728"))
+        .await
+        .unwrap()
+        .is_none());
+    let v = call(&c, "vm.get", json!({"vm": "hp"})).await.unwrap();
+    assert_eq!(
+        states(&v, "vbds"),
+        vec![("xvda".into(), "Connected".into())]
+    );
+    assert_eq!(states(&v, "vifs"), vec![("0".into(), "Connected".into())]);
+
+    // Halted: the change is kept for the next start, and across a restart.
+    call(&c, "vm.shutdown", json!({"vm": "hp"})).await.unwrap();
+    call(
+        &c,
+        "vbd.plug",
+        json!({"vm": "hp", "disk": {"path": "/d.img", "device": "xvdd"}}),
+    )
+    .await
+    .unwrap();
+    drop(c);
+    let (code, dir) = d.stop();
+    assert_eq!(code, Some(0));
+    let d = Xenithd::start_in(XENITHD, dir, &[]);
+    let c = RpcClient::connect(&d.socket).await.unwrap();
+    call(&c, "vm.start", json!({"vm": "hp"})).await.unwrap();
+    let v = until(&c, "hp", "the kept disk connects", wait, |v| {
+        all_connected(v) && states(v, "vbds").len() == 2
+    })
+    .await;
+    assert_eq!(states(&v, "vbds")[1].0, "xvdd");
+}
