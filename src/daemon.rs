@@ -12,7 +12,8 @@
 //! ├── domains     one_for_one, one child per VM:
 //! │   └── <uuid>  the VM's supervisor (one_for_one): domain, and while
 //! │               its domain runs: console, vbd:*, vif:*, agent, emulator (HVM)
-//! └── rpc         the MessagePack-RPC listener
+//! ├── rpc         the MessagePack-RPC listener (Unix socket)
+//! └── rpc-tls     the same over TCP with TLS, when [tls] listen is set
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -66,6 +67,8 @@ pub enum DaemonError {
     Xenstore(#[source] crate::drivers::xenstore::XsClientError),
     #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
+    #[error("{0}: {1}")]
+    Tls(&'static str, String),
     #[error("the supervision tree ended: {0}")]
     TreeEnded(ExitReason),
 }
@@ -229,6 +232,15 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         config.rpc.clone(),
         api.clone(),
     ));
+    if let Some(tls) = &config.tls {
+        // Checked when the configuration was; read again for this run.
+        let setup = tls.load().map_err(|e| DaemonError::Tls(e.key, e.message))?;
+        children.push(crate::proto::rpc::tls::TlsListener::spec(
+            setup,
+            config.rpc.clone(),
+            api.clone(),
+        ));
+    }
     let root = RootSupervisor::start_with_events("root", flags, children, Some(events)).await?;
     root.handle().publish(&root_slot);
 

@@ -57,6 +57,9 @@ pub enum Call {
     XsWatch {
         path: String,
     },
+    SessionLogin {
+        token: String,
+    },
 }
 
 /// What an operation returns (serialises as the inner value).
@@ -162,12 +165,13 @@ impl Api {
                     device,
                 })
             }
-            Call::EventSubscribe { .. } | Call::EventUnsubscribe { .. } | Call::XsWatch { .. } => {
-                Err(ApiError::new(
-                    ErrorCode::InternalError,
-                    "event subscriptions belong to a connection",
-                ))
-            }
+            Call::EventSubscribe { .. }
+            | Call::EventUnsubscribe { .. }
+            | Call::XsWatch { .. }
+            | Call::SessionLogin { .. } => Err(ApiError::new(
+                ErrorCode::InternalError,
+                "subscriptions and logins belong to a connection",
+            )),
             Call::FaultInject { vm, part, kind } => self
                 .fault_inject(&vm, &part, kind)
                 .await

@@ -21,6 +21,17 @@ pub struct ConfigFile {
     pub sim: SimSection,
     pub emulator: EmulatorSection,
     pub console: ConsoleSection,
+    pub tls: TlsSection,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    pub listen: String,
+    pub cert: String,
+    pub key: String,
+    pub client_ca: String,
+    pub tokens_file: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -250,6 +261,27 @@ impl ConfigFile {
         if self.emulator.qemu.is_empty() {
             return Err(bad("emulator.qemu", "is empty".into()));
         }
+        let t = self.tls;
+        let tls = match t.listen.as_str() {
+            "" => None,
+            addr => {
+                let listen = addr
+                    .parse()
+                    .map_err(|_| bad("tls.listen", format!("{addr:?} is not an address:port")))?;
+                let need = |key: &str, v: &str| -> Result<PathBuf, ConfigError> {
+                    abs(key, v)?.ok_or_else(|| bad(key, "is needed when tls.listen is set".into()))
+                };
+                let config = super::tls::TlsConfig {
+                    listen,
+                    cert: need("tls.cert", &t.cert)?,
+                    key: need("tls.key", &t.key)?,
+                    client_ca: abs("tls.client_ca", &t.client_ca)?,
+                    tokens_file: abs("tls.tokens_file", &t.tokens_file)?,
+                };
+                config.load().map_err(|e| bad(e.key, e.message))?;
+                Some(config)
+            }
+        };
         let log_max_kib = in_range(
             &file,
             "console.log_max_kib",
@@ -284,6 +316,7 @@ impl ConfigFile {
             },
             qemu: PathBuf::from(self.emulator.qemu),
             console_log_max_bytes: log_max_kib as u64 * 1024,
+            tls,
         })
     }
 }

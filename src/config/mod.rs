@@ -4,6 +4,7 @@
 //! key at its default.
 
 mod file;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -119,6 +120,8 @@ pub struct Config {
     pub qemu: PathBuf,
     /// A VM's console log is rotated past this size.
     pub console_log_max_bytes: u64,
+    /// The TLS listener, if configured.
+    pub tls: Option<tls::TlsConfig>,
 }
 
 /// What the command line can override (CONTRACT.md flags).

@@ -71,9 +71,43 @@ impl RpcClient {
         let stream = UnixStream::connect(path)
             .await
             .map_err(|e| ClientError::Connect(path.display().to_string(), e))?;
+        Ok(Self::over(stream, None))
+    }
+
+    /// Connects over TCP with TLS (`[tls]` on the daemon). `server_name` is
+    /// the name the server's certificate must carry; `tls` holds the CA to
+    /// trust and, optionally, the client's certificate.
+    pub async fn connect_tls(
+        addr: &str,
+        server_name: &str,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Notification>), ClientError> {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| ClientError::Connect(addr.to_owned(), e))?;
+        let name =
+            rustls::pki_types::ServerName::try_from(server_name.to_owned()).map_err(|e| {
+                ClientError::Connect(
+                    addr.to_owned(),
+                    io::Error::new(io::ErrorKind::InvalidInput, e),
+                )
+            })?;
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| ClientError::Connect(addr.to_owned(), e))?;
+        let (ntx, nrx) = mpsc::unbounded_channel();
+        Ok((Self::over(stream, Some(ntx)), nrx))
+    }
+
+    fn over<S>(stream: S, notify: Option<mpsc::UnboundedSender<Notification>>) -> Self
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(drive(stream, rx, None));
-        Ok(Self { tx })
+        let (rd, wr) = tokio::io::split(stream);
+        tokio::spawn(drive(rd, wr, rx, notify));
+        Self { tx }
     }
 
     /// Like [`RpcClient::connect`]; the notifications the daemon sends
@@ -85,10 +119,8 @@ impl RpcClient {
         let stream = UnixStream::connect(path)
             .await
             .map_err(|e| ClientError::Connect(path.display().to_string(), e))?;
-        let (tx, rx) = mpsc::unbounded_channel();
         let (ntx, nrx) = mpsc::unbounded_channel();
-        tokio::spawn(drive(stream, rx, Some(ntx)));
-        Ok((Self { tx }, nrx))
+        Ok((Self::over(stream, Some(ntx)), nrx))
     }
 
     /// Calls `method` with named arguments (a serialisable map or struct;
@@ -129,12 +161,15 @@ impl RpcClient {
 /// The connection's task. Replies are read by this loop; requests are
 /// written by a separate writer task, so a full socket in one direction
 /// never stops the other (which would deadlock with the server).
-async fn drive(
-    stream: UnixStream,
+async fn drive<R, W>(
+    rd: R,
+    wr: W,
     mut calls: mpsc::UnboundedReceiver<Pending>,
     notify: Option<mpsc::UnboundedSender<Notification>>,
-) {
-    let (rd, wr) = stream.into_split();
+) where
+    R: tokio::io::AsyncRead + Send + Unpin + 'static,
+    W: tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let mut reader = FramedRead::new(rd, MsgpackCodec::new(MAX_REPLY));
     let (out, mut frames) = mpsc::unbounded_channel::<Value>();
     tokio::spawn(async move {

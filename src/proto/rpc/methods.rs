@@ -94,6 +94,12 @@ struct RebootArgs {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct LoginArgs {
+    token: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DiskPlugArgs {
     vm: String,
     disk: crate::vm::DiskFile,
@@ -207,6 +213,9 @@ pub fn parse_call(method: &str, args: Value) -> Result<Call, ApiError> {
             lines: a.lines,
             offset: a.offset,
         }),
+        "session.login" => {
+            params::<LoginArgs>(method, args).map(|a| Call::SessionLogin { token: a.token })
+        }
         "vbd.plug" => params::<DiskPlugArgs>(method, args)
             .map(|a| Call::Device(a.vm, DeviceChange::PlugDisk(a.disk))),
         "vbd.unplug" => params::<UnplugArgs>(method, args)

@@ -6,6 +6,7 @@ pub mod client;
 pub mod codec;
 pub mod methods;
 pub mod server;
+pub mod tls;
 pub mod wire;
 
 pub use client::{ClientError, Notification, RemoteError, RpcClient};

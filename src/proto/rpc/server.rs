@@ -3,6 +3,7 @@
 //! concurrently (up to a limit) and are answered as each completes.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
@@ -45,9 +46,29 @@ impl Service for RpcService {
         stream: UnixStream,
         cancel: CancellationToken,
     ) -> impl std::future::Future<Output = ()> + 'static {
-        serve(stream, self.api.clone(), self.config.clone(), cancel)
+        serve(
+            stream,
+            self.api.clone(),
+            self.config.clone(),
+            cancel,
+            Auth::Trusted,
+        )
     }
 }
+
+/// Who a connection's peer is.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// The Unix socket (its file mode decides who connects), or a TLS
+    /// client whose certificate the configured CA signed.
+    Trusted,
+    /// A TLS client without a certificate: `session.login` with one of
+    /// these tokens must come first.
+    NeedsLogin(Arc<Vec<String>>),
+}
+
+/// Failed logins before a connection is closed.
+pub const MAX_LOGIN_FAILURES: u32 = 3;
 
 /// Serves one connection until it closes, is cancelled, or sends a frame
 /// that cannot be decoded (which closes this connection only).
@@ -56,8 +77,16 @@ impl Service for RpcService {
 /// client that is slow to read its replies never stops this side from
 /// reading (and the client from writing): with both on one loop, two full
 /// socket buffers deadlock.
-async fn serve(stream: UnixStream, api: Api, config: RpcConfig, cancel: CancellationToken) {
-    let (rd, wr) = stream.into_split();
+pub(crate) async fn serve<S>(
+    stream: S,
+    api: Api,
+    config: RpcConfig,
+    cancel: CancellationToken,
+    auth: Auth,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (rd, wr) = tokio::io::split(stream);
     // Bounded: a client slow to read holds up its own replies, and its
     // event subscriptions fall behind (and are told so), nothing else.
     let (out, mut replies) = tokio::sync::mpsc::channel::<Vec<u8>>(OUT_QUEUE);
@@ -76,6 +105,8 @@ async fn serve(stream: UnixStream, api: Api, config: RpcConfig, cancel: Cancella
         let mut in_flight = FuturesUnordered::new();
         let mut subs = Subscriptions::new(api.clone(), out.clone(), subs_cancel);
         let mut open = true;
+        let mut logged_in = matches!(auth, Auth::Trusted);
+        let mut failures = 0u32;
         loop {
             if !open && in_flight.is_empty() {
                 break;
@@ -90,7 +121,32 @@ async fn serve(stream: UnixStream, api: Api, config: RpcConfig, cancel: Cancella
                     }
                     Some(Ok(frame)) => match wire::parse(frame) {
                         Ok(Incoming::Request { id, method, params }) => {
-                            match parse_call(&method, params) {
+                            let call = parse_call(&method, params);
+                            if let Ok(Call::SessionLogin { token }) = &call {
+                                let ok = match &auth {
+                                    Auth::Trusted => true,
+                                    Auth::NeedsLogin(tokens) => crate::config::tls::token_matches(tokens, token),
+                                };
+                                let r = if ok {
+                                    logged_in = true;
+                                    Ok(crate::api::Reply::Done {})
+                                } else {
+                                    failures += 1;
+                                    Err(unauthorized("that token is not accepted"))
+                                };
+                                if out.send(reply(id, r)).await.is_err() || failures >= MAX_LOGIN_FAILURES {
+                                    break;
+                                }
+                                continue;
+                            }
+                            if !logged_in {
+                                let e = unauthorized("log in first: session.login {token} (or present a client certificate)");
+                                if out.send(wire::response_err(Some(id), &e)).await.is_err() {
+                                    break;
+                                }
+                                continue;
+                            }
+                            match call {
                                 Ok(Call::EventSubscribe { classes }) => {
                                     let r = subs.subscribe(classes);
                                     if out.send(reply(id, r)).await.is_err() {
@@ -139,6 +195,10 @@ async fn serve(stream: UnixStream, api: Api, config: RpcConfig, cancel: Cancella
         // Dropping `out` lets the writer finish what is queued, then stop.
     };
     tokio::join!(reading, writer);
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(ErrorCode::Unauthorized, message)
 }
 
 async fn answer(api: Api, id: u32, call: Call) -> Vec<u8> {

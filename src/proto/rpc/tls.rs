@@ -1,0 +1,129 @@
+//! MessagePack-RPC over TCP with TLS (rustls): the supervised listener
+//! (`rpc-tls`). There is no plaintext TCP: a connection that does not
+//! complete a TLS handshake within [`HANDSHAKE_TIMEOUT`] is dropped. A
+//! client with a certificate the configured CA signed is trusted at once;
+//! one without must call `session.login {token}` first (UNAUTHORIZED
+//! otherwise, and the connection closes after a few wrong tokens).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, ActorContext, AsyncContext, Context, WrapFuture};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use super::server::{serve, Auth};
+use crate::actors::supervisor::{ChildSpec, ExitSlot, StartError};
+use crate::api::Api;
+use crate::config::tls::TlsSetup;
+use crate::config::RpcConfig;
+
+/// How long a client has to complete the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TLS listener actor.
+#[derive(Debug)]
+pub struct TlsListener {
+    listener: Option<std::net::TcpListener>,
+    server: Arc<rustls::ServerConfig>,
+    tokens: Arc<Vec<String>>,
+    api: Api,
+    config: RpcConfig,
+    cancel: CancellationToken,
+    exit: ExitSlot,
+}
+
+impl TlsListener {
+    /// The child spec (id "rpc-tls"): the address is bound at start.
+    pub fn spec(setup: TlsSetup, config: RpcConfig, api: Api) -> ChildSpec {
+        ChildSpec::worker("rpc-tls", move |exit| {
+            let listener = std::net::TcpListener::bind(setup.listen)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|e| StartError(format!("cannot listen on {}: {e}", setup.listen)))?;
+            tracing::info!(address = %setup.listen, "rpc-tls listening");
+            Ok(TlsListener {
+                listener: Some(listener),
+                server: setup.server.clone(),
+                tokens: setup.tokens.clone(),
+                api: api.clone(),
+                config: config.clone(),
+                cancel: CancellationToken::new(),
+                exit,
+            })
+        })
+    }
+}
+
+impl Actor for TlsListener {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let listener = match self.listener.take().map(TcpListener::from_std) {
+            Some(Ok(l)) => l,
+            Some(Err(e)) => {
+                self.exit
+                    .error(format!("cannot register the listener: {e}"));
+                ctx.stop();
+                return;
+            }
+            None => return,
+        };
+        let (acceptor, tokens, api, config, cancel) = (
+            TlsAcceptor::from(self.server.clone()),
+            self.tokens.clone(),
+            self.api.clone(),
+            self.config.clone(),
+            self.cancel.clone(),
+        );
+        ctx.spawn(
+            async move {
+                loop {
+                    let (tcp, peer) = match listener.accept().await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "rpc-tls accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    };
+                    let (acceptor, tokens, api, config, cancel) = (
+                        acceptor.clone(),
+                        tokens.clone(),
+                        api.clone(),
+                        config.clone(),
+                        cancel.child_token(),
+                    );
+                    actix::spawn(async move {
+                        let stream =
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                                .await
+                            {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    tracing::info!(%peer, error = %e, "TLS handshake refused");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::info!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                        let auth = if stream.get_ref().1.peer_certificates().is_some() {
+                            Auth::Trusted
+                        } else {
+                            Auth::NeedsLogin(tokens)
+                        };
+                        tracing::debug!(%peer, ?auth, "rpc-tls connection");
+                        serve(stream, api, config, cancel, auth).await;
+                    });
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.cancel.cancel();
+    }
+}
