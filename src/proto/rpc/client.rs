@@ -174,8 +174,16 @@ async fn drive<R, W>(
     let (out, mut frames) = mpsc::unbounded_channel::<Value>();
     tokio::spawn(async move {
         let mut writer = FramedWrite::new(wr, MsgpackCodec::new(usize::MAX));
+        // What is queued goes out together: one write for many requests.
         while let Some(frame) = frames.recv().await {
-            if writer.send(frame).await.is_err() {
+            let mut batch = writer.feed(frame).await;
+            while batch.is_ok() {
+                match frames.try_recv() {
+                    Ok(more) => batch = writer.feed(more).await,
+                    Err(_) => break,
+                }
+            }
+            if batch.is_err() || SinkExt::<Value>::flush(&mut writer).await.is_err() {
                 break;
             }
         }

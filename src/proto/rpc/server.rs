@@ -92,8 +92,16 @@ pub(crate) async fn serve<S>(
     let (out, mut replies) = tokio::sync::mpsc::channel::<Vec<u8>>(OUT_QUEUE);
     let writer = async move {
         let mut writer = FramedWrite::new(wr, MsgpackCodec::new(usize::MAX));
+        // What is queued goes out together: one write for many replies.
         while let Some(frame) = replies.recv().await {
-            if writer.send(frame).await.is_err() {
+            let mut batch = writer.feed(frame).await;
+            while batch.is_ok() {
+                match replies.try_recv() {
+                    Ok(more) => batch = writer.feed(more).await,
+                    Err(_) => break,
+                }
+            }
+            if batch.is_err() || SinkExt::<Vec<u8>>::flush(&mut writer).await.is_err() {
                 break;
             }
         }
