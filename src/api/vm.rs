@@ -201,7 +201,7 @@ impl Api {
                     EventClass::Vm,
                     uuid.to_string(),
                     EventKind::Add,
-                    || s.event_snapshot(),
+                    || s.event_snapshot(&GuestMetrics::default()),
                 );
             }
             Err(e) => {

@@ -82,14 +82,21 @@ pub struct VmSnapshot {
 }
 
 impl VmSnapshot {
-    /// What `vm` events carry: `vm.list`'s fields and the operation under way.
-    pub fn event_snapshot(&self) -> serde_json::Value {
+    /// What `vm` events carry: `vm.list`'s fields, the operation under way
+    /// and what the guest agent reports (`vm.get`'s `guest`).
+    pub fn event_snapshot(&self, guest: &GuestMetrics) -> serde_json::Value {
         serde_json::json!({
             "uuid": self.uuid.to_string(),
             "name": self.name,
             "power_state": self.power_state.name(),
             "domid": self.domid,
             "operation": self.busy,
+            "guest": {
+                "agent": guest.agent,
+                "os_name": guest.os_name,
+                "os_distro": guest.os_distro,
+                "ips": guest.ips,
+            },
         })
     }
 }
@@ -264,13 +271,22 @@ impl DomainActor {
             changed
         });
         if changed {
-            self.c.events.publish(
-                EventClass::Vm,
-                self.c.uuid.to_string(),
-                EventKind::Mod,
-                || now.event_snapshot(),
-            );
+            self.tell();
         }
+    }
+
+    /// Publishes a `vm` event with the VM's state now.
+    fn tell(&self) {
+        self.c.events.publish(
+            EventClass::Vm,
+            self.c.uuid.to_string(),
+            EventKind::Mod,
+            || {
+                self.snapshot
+                    .borrow()
+                    .event_snapshot(&self.c.guest.borrow())
+            },
+        );
     }
 
     /// Follows the running domain's shutdown and death.
@@ -542,6 +558,11 @@ impl Actor for DomainActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.slot.publish(ctx.address());
         self.publish(None);
+        // What the guest agent reports is part of the VM's events.
+        let guest = self.c.guest.subscribe();
+        ctx.add_stream(futures_util::stream::unfold(guest, |mut rx| async move {
+            rx.changed().await.ok().map(|()| (GuestChanged, rx))
+        }));
         // Re-synced onto a running domain: its actors run again, and the
         // domain is followed again.
         if let Some(r) = &self.running {
@@ -562,6 +583,17 @@ impl Actor for DomainActor {
             );
         }
     }
+}
+
+/// The guest agent's metrics changed.
+struct GuestChanged;
+
+impl StreamHandler<GuestChanged> for DomainActor {
+    fn handle(&mut self, _: GuestChanged, _ctx: &mut Context<Self>) {
+        self.tell();
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
 }
 
 impl StreamHandler<(u64, DomainEvent)> for DomainActor {
