@@ -9,19 +9,12 @@ mod common;
 use std::time::Duration;
 
 use common::daemon::Xenithd;
-use common::rpc::{call, until};
+use common::rpc::{call, error, until};
 use serde_json::{json, Value};
 use xenith::drivers::xenstore::XsClient;
-use xenith::proto::rpc::{ClientError, RpcClient};
+use xenith::proto::rpc::RpcClient;
 
 const XENITHD: &str = env!("CARGO_BIN_EXE_xenithd");
-
-fn error(r: Result<Value, ClientError>) -> (String, Vec<String>) {
-    match r {
-        Err(ClientError::Remote(e)) => (e.code, e.details),
-        other => panic!("expected an error, got {other:?}"),
-    }
-}
 
 fn states(v: &Value, kind: &str) -> Vec<(String, String)> {
     v[kind]

@@ -4,18 +4,11 @@
 mod common;
 
 use common::daemon::Xenithd;
-use common::rpc::call;
+use common::rpc::{call, error};
 use serde_json::{json, Value};
-use xenith::proto::rpc::{ClientError, RpcClient};
+use xenith::proto::rpc::RpcClient;
 
 const XENITHD: &str = env!("CARGO_BIN_EXE_xenithd");
-
-fn error(r: Result<Value, ClientError>) -> (String, Vec<String>) {
-    match r {
-        Err(ClientError::Remote(e)) => (e.code, e.details),
-        other => panic!("expected an error, got {other:?}"),
-    }
-}
 
 #[tokio::test(flavor = "current_thread")]
 async fn xs_methods_read_write_list_remove_and_set_permissions() {

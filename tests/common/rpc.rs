@@ -9,6 +9,14 @@ pub async fn call(c: &RpcClient, method: &str, params: Value) -> Result<Value, C
     c.call::<Value, Value>(method, params).await
 }
 
+/// The code and details of an error reply (fails on success).
+pub fn error(r: Result<Value, ClientError>) -> (String, Vec<String>) {
+    match r {
+        Err(ClientError::Remote(e)) => (e.code, e.details),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
 /// Polls `vm.get` until `pred` holds; fails with `what` and the last reply
 /// after `limit`.
 pub async fn until(
