@@ -268,3 +268,68 @@ fn the_interactive_shell_on_a_terminal() {
     );
     assert!(!history.contains("vm kill"), "{history}");
 }
+
+/// Reads a child's stdout until `text` shows (bounded), then kills it.
+fn stream_until(mut child: std::process::Child, text: &str, then: impl FnOnce()) -> String {
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let mut then = Some(then);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // First let it start streaming, then act, then look for `text`.
+    std::thread::sleep(Duration::from_millis(500));
+    while let Ok(chunk) = rx.try_recv() {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    if let Some(f) = then.take() {
+        f();
+    }
+    while !seen.contains(text) {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(chunk) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            Err(_) => panic!("never saw {text:?}; output:\n{seen}"),
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    seen
+}
+
+#[test]
+fn console_follow_and_xs_watch_stream_until_stopped() {
+    let d = Xenithd::start(XENITHD, &[]);
+    let file = vm_toml(d.dir.path(), "follow");
+    assert_eq!(xenith(&d, &["vm", "create", &file]).0, 0);
+    assert_eq!(xenith(&d, &["vm", "start", "follow"]).0, 0);
+    let spawn = |args: &[&str]| {
+        Command::new(XENITH)
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // The guest's power-off message arrives through --follow.
+    let seen = stream_until(
+        spawn(&["vm", "console", "follow", "--follow"]),
+        "reboot: Power down",
+        || {
+            assert_eq!(xenith(&d, &["vm", "shutdown", "follow"]).0, 0);
+        },
+    );
+    assert!(seen.contains("login:"), "{seen}");
+    // xs watch prints the changed path.
+    let seen = stream_until(spawn(&["xs", "watch", "/watched"]), "/watched/k", || {
+        assert_eq!(xenith(&d, &["xs", "write", "/watched/k", "1"]).0, 0);
+    });
+    assert!(seen.starts_with("/watched\n"), "{seen}");
+}
