@@ -85,6 +85,23 @@ fn one_shot_commands_print_for_people_or_as_json_and_exit_0_or_1() {
     let (_, out, _) = xenith(&d, &["vm", "console", "web", "--lines", "3"]);
     assert!(out.contains("link up") || out.contains("login"), "{out}");
 
+    assert_eq!(
+        xenith(
+            &d,
+            &["vbd", "plug", "web", "/e.img", "xvde", "--mode", "ro"]
+        )
+        .1,
+        "xvde plugged\n"
+    );
+    assert_eq!(
+        xenith(&d, &["vbd", "unplug", "web", "xvde"]).1,
+        "xvde unplugged\n"
+    );
+    assert_eq!(xenith(&d, &["vif", "plug", "web"]).1, "1 plugged\n");
+    assert_eq!(
+        xenith(&d, &["vif", "unplug", "web", "1"]).1,
+        "1 unplugged\n"
+    );
     assert_eq!(xenith(&d, &["xs", "write", "/t/k", "v"]).0, 0);
     assert_eq!(xenith(&d, &["xs", "read", "/t/k"]).1, "v\n");
     assert_eq!(xenith(&d, &["xs", "ls", "/t"]).1, "k\n");

@@ -127,7 +127,14 @@ impl Shell {
                     }
                 };
                 let v = self.call(method, params).await?;
-                self.show(out, &v, |_| String::new())
+                let done = if method.ends_with(".plug") {
+                    "plugged"
+                } else {
+                    "unplugged"
+                };
+                self.show(out, &v, |v| {
+                    format!("{} {done}", render::cell(&v["device"]))
+                })
             }
             Command::Vif { verb } => {
                 let (method, params) = match verb {
@@ -140,7 +147,14 @@ impl Shell {
                     }
                 };
                 let v = self.call(method, params).await?;
-                self.show(out, &v, |_| String::new())
+                let done = if method.ends_with(".plug") {
+                    "plugged"
+                } else {
+                    "unplugged"
+                };
+                self.show(out, &v, |v| {
+                    format!("{} {done}", render::cell(&v["device"]))
+                })
             }
             Command::Xs { verb } => self.xs(verb, out).await,
             Command::Events { classes } => {
