@@ -183,9 +183,10 @@ async fn a_subscriber_that_does_not_read_falls_behind_alone_and_is_told() {
     }
     let t0 = Instant::now();
     call(&c, "host.info", json!({})).await.unwrap();
+    // A liveness bound, not a speed figure (benches/rpc.rs has those).
     assert!(
-        t0.elapsed() < Duration::from_secs(1),
-        "the daemon was slowed"
+        t0.elapsed() < Duration::from_secs(5),
+        "the daemon was held up by a subscriber that does not read"
     );
 
     // Now read: the reply, some events, and an event.dropped with its count.
