@@ -239,9 +239,11 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
     /// the console ring): first what the guest wrote that nobody read yet,
     /// then what it writes. One reader at a time: a second open replaces
     /// the first, whose stream ends. The stream ends when the domain dies.
+    /// `name` is the VM's name (xenconsoled names its logs by it).
     fn open_console(
         &self,
         domid: DomId,
+        name: &str,
     ) -> Result<tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>, HypervisorError>;
 
     /// Fault injection into the guest itself (`fault.inject` kind `hang`):
@@ -283,10 +285,6 @@ pub fn select(
             }
             Ok(Arc::new(sim))
         }
-        // The libxenctrl backend is the subject of its own work item.
-        HypervisorKind::Xen => Err(HypervisorError::Unavailable(
-            "xen",
-            "this build has no libxenctrl backend yet; run with --hypervisor sim".into(),
-        )),
+        HypervisorKind::Xen => Ok(Arc::new(super::xen::XenHypervisor::open()?)),
     }
 }

@@ -4,6 +4,7 @@
 pub mod emulator;
 pub mod hypervisor;
 pub mod sim;
+pub mod xen;
 pub mod xenstore;
 
 pub use hypervisor::{

@@ -137,13 +137,14 @@ impl ConsoleActor {
     pub fn spec(
         domid: DomId,
         uuid: uuid::Uuid,
+        name: String,
         driver: Arc<dyn Hypervisor>,
         config: Arc<ConsoleConfig>,
     ) -> ChildSpec {
         ChildSpec::worker_async(CONSOLE_ID, move |exit| {
-            let (driver, config) = (driver.clone(), config.clone());
+            let (driver, config, name) = (driver.clone(), config.clone(), name.clone());
             async move {
-                let output = tokio::task::spawn_blocking(move || driver.open_console(domid))
+                let output = tokio::task::spawn_blocking(move || driver.open_console(domid, &name))
                     .await
                     .map_err(StartError::new)?
                     .map_err(|e| StartError::new(format!("open the console: {e}")))?;

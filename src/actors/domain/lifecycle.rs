@@ -37,8 +37,12 @@ pub async fn timed<T>(
     step: &str,
     fut: impl std::future::Future<Output = Result<T, ApiError>>,
 ) -> Result<T, ApiError> {
+    let t0 = std::time::Instant::now();
     match tokio::time::timeout(STEP_TIMEOUT, fut).await {
-        Ok(r) => r,
+        Ok(r) => {
+            tracing::debug!(step, elapsed_ms = t0.elapsed().as_millis() as u64, "step done");
+            r
+        }
         Err(_) => Err(ApiError::new(
             ErrorCode::OperationTimeout,
             format!("{step} did not finish within {STEP_TIMEOUT:?}"),
@@ -133,6 +137,7 @@ pub fn child_specs(c: &Ctx, domid: DomId, fresh: bool) -> Vec<ChildSpec> {
     let mut specs = vec![ConsoleActor::spec(
         domid,
         c.uuid,
+        c.spec.name.clone(),
         c.driver.clone(),
         c.console.clone(),
     )];

@@ -408,6 +408,7 @@ impl Hypervisor for SimHypervisor {
     fn open_console(
         &self,
         domid: DomId,
+        _name: &str,
     ) -> Result<mpsc::UnboundedReceiver<Vec<u8>>, HypervisorError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut st = self.state();

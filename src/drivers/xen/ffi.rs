@@ -1,0 +1,472 @@
+//! The C side of the xen backend: libxenctrl.so.4.17 and
+//! libxenguest.so.4.17 loaded at run time (one xenith binary runs with and
+//! without Xen; building needs no Xen library). The declarations below are
+//! written by hand from Xen 4.17's public headers (docs/xen-driver-research.md
+//! gives the sources and the layouts, checked against Debian 12's
+//! libraries). All of xenith's unsafe code for Xen is in this module; what
+//! it exports is safe.
+
+use std::ffi::{c_char, c_int, c_uint, c_ulong, c_void, CString};
+use std::io;
+
+use libloading::Library;
+
+/// `struct xen_arch_domainconfig` (x86).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ArchDomainConfig {
+    pub emulation_flags: u32,
+    pub misc_flags: u32,
+}
+
+/// `struct xen_domctl_createdomain` as of Xen 4.17 (64 bytes; 4.19 changed it,
+/// and so did the library's soname).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CreateDomain {
+    pub ssidref: u32,
+    pub handle: [u8; 16],
+    pub flags: u32,
+    pub iommu_opts: u32,
+    pub max_vcpus: u32,
+    pub max_evtchn_port: u32,
+    pub max_grant_frames: i32,
+    pub max_maptrack_frames: i32,
+    pub grant_opts: u32,
+    pub vmtrace_size: u32,
+    pub cpupool_id: u32,
+    pub arch: ArchDomainConfig,
+}
+
+/// `xc_domaininfo_t` = `struct xen_domctl_getdomaininfo` (112 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DomainInfoRaw {
+    pub domain: u16,
+    pub pad1: u16,
+    pub flags: u32,
+    pub tot_pages: u64,
+    pub max_pages: u64,
+    pub outstanding_pages: u64,
+    pub shr_pages: u64,
+    pub paged_pages: u64,
+    pub shared_info_frame: u64,
+    pub cpu_time: u64,
+    pub nr_online_vcpus: u32,
+    pub max_vcpu_id: u32,
+    pub ssidref: u32,
+    pub handle: [u8; 16],
+    pub cpupool: u32,
+    pub gpaddr_bits: u8,
+    pub pad2: [u8; 7],
+    pub arch_config: ArchDomainConfig,
+}
+
+/// `xc_physinfo_t` = `struct xen_sysctl_physinfo` (112 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PhysInfoRaw {
+    pub threads_per_core: u32,
+    pub cores_per_socket: u32,
+    pub nr_cpus: u32,
+    pub max_cpu_id: u32,
+    pub nr_nodes: u32,
+    pub max_node_id: u32,
+    pub cpu_khz: u32,
+    pub capabilities: u32,
+    pub arch_capabilities: u32,
+    pub pad: u32,
+    pub total_pages: u64,
+    pub free_pages: u64,
+    pub scrub_pages: u64,
+    pub outstanding_pages: u64,
+    pub max_mfn: u64,
+    pub hw_cap: [u32; 8],
+}
+
+/// XEN_DOMINF_* (domctl.h).
+pub const DOMINF_DYING: u32 = 1 << 0;
+pub const DOMINF_HVM_GUEST: u32 = 1 << 1;
+pub const DOMINF_SHUTDOWN: u32 = 1 << 2;
+pub const DOMINF_PAUSED: u32 = 1 << 3;
+pub const DOMINF_SHUTDOWN_SHIFT: u32 = 16;
+/// XEN_SYSCTL_PHYSCAP_* (sysctl.h).
+pub const PHYSCAP_HAP: u32 = 1 << 3;
+pub const PHYSCAP_GNTTAB_V2: u32 = 1 << 9;
+/// XEN_DOMCTL_CDF_* (domctl.h).
+pub const CDF_HVM: u32 = 1 << 0;
+pub const CDF_HAP: u32 = 1 << 1;
+/// XEN_X86_EMU_LAPIC.
+pub const EMU_LAPIC: u32 = 1 << 0;
+const XENVER_VERSION: c_int = 0;
+const XENVER_EXTRAVERSION: c_int = 1;
+
+type XcHandle = *mut c_void;
+
+/// The functions xenith calls, resolved once.
+struct Fns {
+    interface_open: unsafe extern "C" fn(*mut c_void, *mut c_void, c_uint) -> XcHandle,
+    interface_close: unsafe extern "C" fn(XcHandle) -> c_int,
+    physinfo: unsafe extern "C" fn(XcHandle, *mut PhysInfoRaw) -> c_int,
+    version: unsafe extern "C" fn(XcHandle, c_int, *mut c_void) -> c_int,
+    domain_create: unsafe extern "C" fn(XcHandle, *mut u32, *mut CreateDomain) -> c_int,
+    domain_max_vcpus: unsafe extern "C" fn(XcHandle, u32, c_uint) -> c_int,
+    domain_setmaxmem: unsafe extern "C" fn(XcHandle, u32, u64) -> c_int,
+    domain_set_memmap_limit: unsafe extern "C" fn(XcHandle, u32, c_ulong) -> c_int,
+    domain_set_tsc_info: unsafe extern "C" fn(XcHandle, u32, u32, u64, u32, u32) -> c_int,
+    evtchn_alloc_unbound: unsafe extern "C" fn(XcHandle, u32, u32) -> c_int,
+    domain_unpause: unsafe extern "C" fn(XcHandle, u32) -> c_int,
+    domain_pause: unsafe extern "C" fn(XcHandle, u32) -> c_int,
+    domain_shutdown: unsafe extern "C" fn(XcHandle, u32, c_int) -> c_int,
+    domain_destroy: unsafe extern "C" fn(XcHandle, u32) -> c_int,
+    domain_getinfolist: unsafe extern "C" fn(XcHandle, u32, c_uint, *mut DomainInfoRaw) -> c_int,
+    /// libxenguest; 10 arguments from 4.17.2 on (the last, `msr`, NULL).
+    #[allow(clippy::type_complexity)]
+    cpuid_apply_policy: unsafe extern "C" fn(
+        XcHandle,
+        u32,
+        bool,
+        *const u32,
+        c_uint,
+        bool,
+        bool,
+        bool,
+        *const c_void,
+        *const c_void,
+    ) -> c_int,
+    #[allow(clippy::type_complexity)]
+    linux_build: unsafe extern "C" fn(
+        XcHandle,
+        u32,
+        c_uint,
+        *const c_char,
+        *const c_char,
+        *const c_char,
+        *const c_char,
+        c_ulong,
+        c_uint,
+        *mut c_ulong,
+        c_uint,
+        *mut c_ulong,
+    ) -> c_int,
+}
+
+/// An open libxenctrl interface. Without XC_OPENFLAG_NON_REENTRANT a handle
+/// may be used from several threads at once.
+pub struct Xc {
+    handle: XcHandle,
+    fns: Fns,
+    // Kept loaded for as long as the function pointers are used.
+    _ctrl: Library,
+    _guest: Library,
+}
+
+// SAFETY: libxenctrl handles opened without XC_OPENFLAG_NON_REENTRANT are
+// thread-safe (xc_private.c serialises what needs it); the function
+// pointers and libraries are immutable after loading.
+unsafe impl Send for Xc {}
+// SAFETY: as above: every call takes the handle by value and libxc does its
+// own locking.
+unsafe impl Sync for Xc {}
+
+impl std::fmt::Debug for Xc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Xc").finish_non_exhaustive()
+    }
+}
+
+fn last_error(call: &'static str) -> io::Error {
+    let e = io::Error::last_os_error();
+    io::Error::new(e.kind(), format!("{call}: {e}"))
+}
+
+fn check(call: &'static str, rc: c_int) -> io::Result<c_int> {
+    if rc < 0 {
+        Err(last_error(call))
+    } else {
+        Ok(rc)
+    }
+}
+
+macro_rules! sym {
+    ($lib:expr, $name:literal) => {{
+        // SAFETY: the symbol's type is the prototype from Xen 4.17's
+        // xenctrl.h / xenguest.h, written out in `Fns`; the library is kept
+        // loaded in `Xc` for as long as the pointer is used.
+        let s = unsafe { $lib.get(concat!($name, "\0").as_bytes()) }
+            .map_err(|e| io::Error::new(io::ErrorKind::NotFound, format!("{}: {e}", $name)))?;
+        *s
+    }};
+}
+
+fn cstring(what: &str, s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what} holds a NUL byte"),
+        )
+    })
+}
+
+impl Xc {
+    /// Loads the libraries and opens an interface (/dev/xen/privcmd).
+    pub fn open() -> io::Result<Xc> {
+        // SAFETY: loading Debian's Xen 4.17 libraries runs their
+        // initialisers, which only set up internal state.
+        let ctrl = unsafe { Library::new("libxenctrl.so.4.17") }.map_err(|e| {
+            io::Error::new(io::ErrorKind::NotFound, format!("libxenctrl.so.4.17: {e}"))
+        })?;
+        // SAFETY: as above.
+        let guest = unsafe { Library::new("libxenguest.so.4.17") }.map_err(|e| {
+            io::Error::new(io::ErrorKind::NotFound, format!("libxenguest.so.4.17: {e}"))
+        })?;
+        let fns = Fns {
+            interface_open: sym!(ctrl, "xc_interface_open"),
+            interface_close: sym!(ctrl, "xc_interface_close"),
+            physinfo: sym!(ctrl, "xc_physinfo"),
+            version: sym!(ctrl, "xc_version"),
+            domain_create: sym!(ctrl, "xc_domain_create"),
+            domain_max_vcpus: sym!(ctrl, "xc_domain_max_vcpus"),
+            domain_setmaxmem: sym!(ctrl, "xc_domain_setmaxmem"),
+            domain_set_memmap_limit: sym!(ctrl, "xc_domain_set_memmap_limit"),
+            domain_set_tsc_info: sym!(ctrl, "xc_domain_set_tsc_info"),
+            evtchn_alloc_unbound: sym!(ctrl, "xc_evtchn_alloc_unbound"),
+            domain_unpause: sym!(ctrl, "xc_domain_unpause"),
+            domain_pause: sym!(ctrl, "xc_domain_pause"),
+            domain_shutdown: sym!(ctrl, "xc_domain_shutdown"),
+            domain_destroy: sym!(ctrl, "xc_domain_destroy"),
+            domain_getinfolist: sym!(ctrl, "xc_domain_getinfolist"),
+            cpuid_apply_policy: sym!(guest, "xc_cpuid_apply_policy"),
+            linux_build: sym!(guest, "xc_linux_build"),
+        };
+        // SAFETY: NULL loggers make libxc log to stderr; flags 0 (reentrant).
+        let handle = unsafe { (fns.interface_open)(std::ptr::null_mut(), std::ptr::null_mut(), 0) };
+        if handle.is_null() {
+            return Err(last_error("xc_interface_open"));
+        }
+        Ok(Xc {
+            handle,
+            fns,
+            _ctrl: ctrl,
+            _guest: guest,
+        })
+    }
+
+    pub fn physinfo(&self) -> io::Result<PhysInfoRaw> {
+        let mut info = PhysInfoRaw::default();
+        // SAFETY: `info` is a live, correctly laid out xc_physinfo_t.
+        check("xc_physinfo", unsafe {
+            (self.fns.physinfo)(self.handle, &mut info)
+        })?;
+        Ok(info)
+    }
+
+    /// "4.17.7" and the like.
+    pub fn version(&self) -> io::Result<String> {
+        // SAFETY: XENVER_version takes no buffer.
+        let v = check("xc_version", unsafe {
+            (self.fns.version)(self.handle, XENVER_VERSION, std::ptr::null_mut())
+        })?;
+        let mut extra = [0u8; 16];
+        // SAFETY: XENVER_extraversion writes at most 16 bytes (xen_extraversion_t).
+        check("xc_version", unsafe {
+            (self.fns.version)(self.handle, XENVER_EXTRAVERSION, extra.as_mut_ptr().cast())
+        })?;
+        let end = extra.iter().position(|b| *b == 0).unwrap_or(extra.len());
+        Ok(format!(
+            "{}.{}{}",
+            v >> 16,
+            v & 0xffff,
+            String::from_utf8_lossy(&extra[..end])
+        ))
+    }
+
+    /// Creates a paused domain; Xen picks the domid.
+    pub fn domain_create(&self, config: &mut CreateDomain) -> io::Result<u32> {
+        let mut domid = 0u32;
+        // SAFETY: both pointers are to live values of the declared types.
+        check("xc_domain_create", unsafe {
+            (self.fns.domain_create)(self.handle, &mut domid, config)
+        })?;
+        Ok(domid)
+    }
+
+    pub fn domain_max_vcpus(&self, domid: u32, max: u32) -> io::Result<()> {
+        // SAFETY: plain values.
+        check("xc_domain_max_vcpus", unsafe {
+            (self.fns.domain_max_vcpus)(self.handle, domid, max)
+        })
+        .map(drop)
+    }
+
+    pub fn domain_setmaxmem(&self, domid: u32, max_kib: u64) -> io::Result<()> {
+        // SAFETY: plain values.
+        check("xc_domain_setmaxmem", unsafe {
+            (self.fns.domain_setmaxmem)(self.handle, domid, max_kib)
+        })
+        .map(drop)
+    }
+
+    pub fn domain_set_memmap_limit(&self, domid: u32, limit_kib: u64) -> io::Result<()> {
+        // SAFETY: plain values.
+        check("xc_domain_set_memmap_limit", unsafe {
+            (self.fns.domain_set_memmap_limit)(self.handle, domid, limit_kib as c_ulong)
+        })
+        .map(drop)
+    }
+
+    pub fn domain_set_tsc_default(&self, domid: u32) -> io::Result<()> {
+        // SAFETY: plain values (tsc_mode 0 = default).
+        check("xc_domain_set_tsc_info", unsafe {
+            (self.fns.domain_set_tsc_info)(self.handle, domid, 0, 0, 0, 0)
+        })
+        .map(drop)
+    }
+
+    /// The domain's default CPUID policy (libxl's `libxl__cpuid_legacy`, PV).
+    pub fn cpuid_apply_default(&self, domid: u32) -> io::Result<()> {
+        // SAFETY: no featureset, no xend or msr overrides (NULL, 0); pae on.
+        let rc = unsafe {
+            (self.fns.cpuid_apply_policy)(
+                self.handle,
+                domid,
+                false,
+                std::ptr::null(),
+                0,
+                true,
+                false,
+                false,
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::new(
+                io::Error::from_raw_os_error(-rc).kind(),
+                format!(
+                    "xc_cpuid_apply_policy: {}",
+                    io::Error::from_raw_os_error(-rc)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// An unbound event channel in `domid` for `remote` to bind.
+    pub fn evtchn_alloc_unbound(&self, domid: u32, remote: u32) -> io::Result<u32> {
+        // SAFETY: plain values.
+        let port = check("xc_evtchn_alloc_unbound", unsafe {
+            (self.fns.evtchn_alloc_unbound)(self.handle, domid, remote)
+        })?;
+        Ok(port as u32)
+    }
+
+    /// Builds a PV domain from a kernel (and ramdisk) with libxenguest's
+    /// builder; returns the xenstore and console MFNs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn linux_build(
+        &self,
+        domid: u32,
+        mem_mib: u32,
+        kernel: &str,
+        ramdisk: Option<&str>,
+        cmdline: &str,
+        store_port: u32,
+        console_port: u32,
+    ) -> io::Result<(c_ulong, c_ulong)> {
+        let kernel = cstring("the kernel path", kernel)?;
+        let ramdisk = ramdisk
+            .map(|r| cstring("the ramdisk path", r))
+            .transpose()?;
+        let cmdline = cstring("the command line", cmdline)?;
+        let (mut store_mfn, mut console_mfn): (c_ulong, c_ulong) = (0, 0);
+        // SAFETY: the strings live across the call; the out pointers are to
+        // live c_ulongs; features NULL and flags 0 as libxl's PV build.
+        check("xc_linux_build", unsafe {
+            (self.fns.linux_build)(
+                self.handle,
+                domid,
+                mem_mib,
+                kernel.as_ptr(),
+                ramdisk.as_ref().map_or(std::ptr::null(), |r| r.as_ptr()),
+                cmdline.as_ptr(),
+                std::ptr::null(),
+                0,
+                store_port,
+                &mut store_mfn,
+                console_port,
+                &mut console_mfn,
+            )
+        })?;
+        Ok((store_mfn, console_mfn))
+    }
+
+    pub fn domain_unpause(&self, domid: u32) -> io::Result<()> {
+        // SAFETY: plain values.
+        check("xc_domain_unpause", unsafe {
+            (self.fns.domain_unpause)(self.handle, domid)
+        })
+        .map(drop)
+    }
+
+    pub fn domain_pause(&self, domid: u32) -> io::Result<()> {
+        // SAFETY: plain values.
+        check("xc_domain_pause", unsafe {
+            (self.fns.domain_pause)(self.handle, domid)
+        })
+        .map(drop)
+    }
+
+    pub fn domain_shutdown(&self, domid: u32, reason: u32) -> io::Result<()> {
+        // SAFETY: plain values.
+        check("xc_domain_shutdown", unsafe {
+            (self.fns.domain_shutdown)(self.handle, domid, reason as c_int)
+        })
+        .map(drop)
+    }
+
+    pub fn domain_destroy(&self, domid: u32) -> io::Result<()> {
+        // SAFETY: plain values.
+        check("xc_domain_destroy", unsafe {
+            (self.fns.domain_destroy)(self.handle, domid)
+        })
+        .map(drop)
+    }
+
+    /// Domains with ids from `first`, at most `max` of them.
+    pub fn domain_getinfolist(&self, first: u32, max: usize) -> io::Result<Vec<DomainInfoRaw>> {
+        let mut buf = vec![DomainInfoRaw::default(); max];
+        // SAFETY: `buf` holds `max` correctly laid out entries.
+        let n = check("xc_domain_getinfolist", unsafe {
+            (self.fns.domain_getinfolist)(self.handle, first, max as c_uint, buf.as_mut_ptr())
+        })?;
+        buf.truncate(n as usize);
+        Ok(buf)
+    }
+}
+
+impl Drop for Xc {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from xc_interface_open and is closed once.
+        unsafe {
+            (self.fns.interface_close)(self.handle);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_match_xen_4_17() {
+        assert_eq!(std::mem::size_of::<ArchDomainConfig>(), 8);
+        assert_eq!(std::mem::size_of::<CreateDomain>(), 64);
+        assert_eq!(std::mem::offset_of!(CreateDomain, arch), 56);
+        assert_eq!(std::mem::size_of::<DomainInfoRaw>(), 112);
+        assert_eq!(std::mem::offset_of!(DomainInfoRaw, handle), 76);
+        assert_eq!(std::mem::offset_of!(DomainInfoRaw, arch_config), 104);
+        assert_eq!(std::mem::size_of::<PhysInfoRaw>(), 112);
+        assert_eq!(std::mem::offset_of!(PhysInfoRaw, total_pages), 40);
+    }
+}

@@ -1,0 +1,434 @@
+//! The xen backend: real Xen 4.17 through libxenctrl and libxenguest,
+//! loaded at run time ([`ffi`]). It builds PV guests the way libxl does
+//! (docs/xen-driver-research.md §3.1): create, max vcpus, max memory, TSC
+//! and CPUID defaults, the xenstore and console event channels, then
+//! libxenguest's builder. PVH and HVM builds are refused with a clear
+//! error for now.
+//!
+//! Shutdown and death notifications come from a poller thread that reads
+//! the domain list (the flags libxl reads after each @releaseDomain watch).
+//! Consoles are xenconsoled's: `open_console` follows the log it writes
+//! for the domain (`xenconsoled --log=guest`).
+
+pub mod ffi;
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use self::ffi::{CreateDomain, DomainInfoRaw, Xc};
+use super::hypervisor::{
+    BootImage, Built, DomId, DomainConfig, DomainEvent, DomainInfo, DomainType, Hypervisor,
+    HypervisorError, HypervisorKind, PhysInfo, ShutdownReason,
+};
+
+/// Where xenconsoled writes guests' console logs (`--log-dir`).
+pub const CONSOLE_LOG_DIR: &str = "/var/log/xen/console";
+/// How often domain states are read for shutdown and death.
+const POLL: Duration = Duration::from_millis(100);
+/// libxl's LIBXL_MAXMEM_CONSTANT: max memory is the target plus this.
+const MAXMEM_SLACK_KIB: u64 = 1024;
+/// libxl's default ssidref (SECINITSID_DOMU); ignored unless FLASK enforces.
+const SSIDREF_DOMU: u32 = 12;
+
+fn call(call: &'static str, e: std::io::Error) -> HypervisorError {
+    HypervisorError::Call { call, source: e }
+}
+
+/// Who follows which domain, and what was last told.
+#[derive(Debug, Default)]
+struct Watches {
+    by_domid: HashMap<u16, Vec<mpsc::UnboundedSender<DomainEvent>>>,
+    told_shutdown: HashMap<u16, ShutdownReason>,
+}
+
+/// A Xen host.
+#[derive(Debug)]
+pub struct XenHypervisor {
+    xc: Arc<Xc>,
+    watches: Arc<Mutex<Watches>>,
+    poller: OnceLock<()>,
+    console_dir: PathBuf,
+}
+
+fn lock(w: &Mutex<Watches>) -> MutexGuard<'_, Watches> {
+    w.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn info(raw: &DomainInfoRaw) -> DomainInfo {
+    let shutdown = (raw.flags & ffi::DOMINF_SHUTDOWN != 0)
+        .then(|| ShutdownReason::from_code((raw.flags >> ffi::DOMINF_SHUTDOWN_SHIFT) & 0xff))
+        .flatten();
+    let domain_type = if raw.flags & ffi::DOMINF_HVM_GUEST == 0 {
+        DomainType::Pv
+    } else if raw.arch_config.emulation_flags == ffi::EMU_LAPIC {
+        DomainType::Pvh
+    } else {
+        DomainType::Hvm
+    };
+    DomainInfo {
+        domid: DomId(raw.domain),
+        uuid: raw.handle,
+        domain_type,
+        paused: raw.flags & ffi::DOMINF_PAUSED != 0,
+        dying: raw.flags & ffi::DOMINF_DYING != 0,
+        shutdown,
+        memory_kib: raw.tot_pages * 4,
+        max_memory_kib: raw.max_pages * 4,
+        vcpus: raw.nr_online_vcpus,
+        cpu_time_ns: raw.cpu_time,
+    }
+}
+
+impl XenHypervisor {
+    /// Opens libxenctrl (needs /dev/xen/privcmd and Xen 4.17's libraries).
+    pub fn open() -> Result<Self, HypervisorError> {
+        let xc = Xc::open().map_err(|e| HypervisorError::Unavailable("xen", e.to_string()))?;
+        let version = xc
+            .version()
+            .map_err(|e| HypervisorError::Unavailable("xen", e.to_string()))?;
+        if !version.starts_with("4.17") {
+            return Err(HypervisorError::Unavailable(
+                "xen",
+                format!("this build drives Xen 4.17, the host runs {version}"),
+            ));
+        }
+        Ok(Self {
+            xc: Arc::new(xc),
+            watches: Arc::new(Mutex::new(Watches::default())),
+            poller: OnceLock::new(),
+            console_dir: PathBuf::from(CONSOLE_LOG_DIR),
+        })
+    }
+
+    fn all(&self) -> Result<Vec<DomainInfoRaw>, HypervisorError> {
+        let mut out = Vec::new();
+        let mut next = 0u32;
+        loop {
+            let batch = self
+                .xc
+                .domain_getinfolist(next, 256)
+                .map_err(|e| call("xc_domain_getinfolist", e))?;
+            let full = batch.len() == 256;
+            if let Some(last) = batch.last() {
+                next = u32::from(last.domain) + 1;
+            }
+            out.extend(batch);
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn raw(&self, domid: DomId) -> Result<DomainInfoRaw, HypervisorError> {
+        // Xen 4.17 returns the next domain at or after the id: check it.
+        self.xc
+            .domain_getinfolist(u32::from(domid.0), 1)
+            .map_err(|e| call("xc_domain_getinfolist", e))?
+            .into_iter()
+            .find(|d| d.domain == domid.0)
+            .ok_or(HypervisorError::NoSuchDomain(domid))
+    }
+
+    /// Starts the poller once: it tells watchers of shutdowns and deaths.
+    fn start_poller(&self) {
+        self.poller.get_or_init(|| {
+            let (xc, watches) = (self.xc.clone(), self.watches.clone());
+            let spawned = std::thread::Builder::new()
+                .name("xen-domain-poller".into())
+                .spawn(move || poll_domains(&xc, &watches));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start the domain poller");
+            }
+        });
+    }
+}
+
+fn poll_domains(xc: &Xc, watches: &Mutex<Watches>) {
+    loop {
+        std::thread::sleep(POLL);
+        let watched: Vec<u16> = lock(watches).by_domid.keys().copied().collect();
+        if watched.is_empty() {
+            continue;
+        }
+        let Ok(all) = xc.domain_getinfolist(0, 1024) else {
+            continue;
+        };
+        let now: HashMap<u16, DomainInfo> = all.iter().map(|d| (d.domain, info(d))).collect();
+        let mut w = lock(watches);
+        for domid in watched {
+            match now.get(&domid) {
+                None => tell(&mut w, domid, DomainEvent::Destroyed, true),
+                Some(d) if d.dying => tell(&mut w, domid, DomainEvent::Destroyed, true),
+                Some(d) => {
+                    if let Some(reason) = d.shutdown {
+                        if w.told_shutdown.get(&domid) != Some(&reason) {
+                            w.told_shutdown.insert(domid, reason);
+                            tell(&mut w, domid, DomainEvent::Shutdown(reason), false);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn tell(w: &mut Watches, domid: u16, event: DomainEvent, last: bool) {
+    if let Some(list) = w.by_domid.get_mut(&domid) {
+        list.retain(|tx| tx.send(event).is_ok());
+    }
+    if last {
+        w.by_domid.remove(&domid);
+        w.told_shutdown.remove(&domid);
+    }
+}
+
+impl Hypervisor for XenHypervisor {
+    fn kind(&self) -> HypervisorKind {
+        HypervisorKind::Xen
+    }
+
+    fn physinfo(&self) -> Result<PhysInfo, HypervisorError> {
+        let p = self.xc.physinfo().map_err(|e| call("xc_physinfo", e))?;
+        Ok(PhysInfo {
+            xen_version: self.xc.version().map_err(|e| call("xc_version", e))?,
+            total_mib: p.total_pages / 256,
+            free_mib: p.free_pages / 256,
+            cpus: p.nr_cpus,
+        })
+    }
+
+    fn create_domain(&self, config: &DomainConfig) -> Result<DomId, HypervisorError> {
+        let p = self.xc.physinfo().map_err(|e| call("xc_physinfo", e))?;
+        let free_mib = p.free_pages / 256;
+        if config.memory_mib > free_mib {
+            return Err(HypervisorError::NotEnoughMemory {
+                needed_mib: config.memory_mib,
+                free_mib,
+            });
+        }
+        let (flags, emulation_flags) = match config.domain_type {
+            DomainType::Pv => (0, 0),
+            DomainType::Pvh if p.capabilities & ffi::PHYSCAP_HAP != 0 => {
+                (ffi::CDF_HVM | ffi::CDF_HAP, ffi::EMU_LAPIC)
+            }
+            DomainType::Pvh => {
+                return Err(HypervisorError::InvalidConfig(
+                    "PVH needs hardware-assisted paging, which this host lacks".into(),
+                ))
+            }
+            DomainType::Hvm => {
+                return Err(HypervisorError::Unsupported(
+                    "HVM guests on xen (PV only so far)",
+                ))
+            }
+        };
+        let grant_version = if p.capabilities & ffi::PHYSCAP_GNTTAB_V2 != 0 {
+            2
+        } else {
+            1
+        };
+        let mut create = CreateDomain {
+            ssidref: SSIDREF_DOMU,
+            handle: config.uuid,
+            flags,
+            max_vcpus: config.vcpus,
+            max_evtchn_port: 1023,
+            max_grant_frames: -1,
+            max_maptrack_frames: -1,
+            grant_opts: grant_version,
+            arch: ffi::ArchDomainConfig {
+                emulation_flags,
+                misc_flags: 0,
+            },
+            ..CreateDomain::default()
+        };
+        let domid = self
+            .xc
+            .domain_create(&mut create)
+            .map_err(|e| call("xc_domain_create", e))?;
+        let setup = || -> Result<(), HypervisorError> {
+            self.xc
+                .domain_max_vcpus(domid, config.vcpus)
+                .map_err(|e| call("xc_domain_max_vcpus", e))?;
+            self.xc
+                .domain_setmaxmem(domid, config.memory_mib * 1024 + MAXMEM_SLACK_KIB)
+                .map_err(|e| call("xc_domain_setmaxmem", e))?;
+            self.xc
+                .domain_set_tsc_default(domid)
+                .map_err(|e| call("xc_domain_set_tsc_info", e))?;
+            self.xc
+                .cpuid_apply_default(domid)
+                .map_err(|e| call("xc_cpuid_apply_policy", e))
+        };
+        if let Err(e) = setup() {
+            let _ = self.xc.domain_destroy(domid);
+            return Err(e);
+        }
+        Ok(DomId(domid as u16))
+    }
+
+    fn build_domain(&self, domid: DomId, image: &BootImage) -> Result<Built, HypervisorError> {
+        let d = self.raw(domid)?;
+        if d.flags & ffi::DOMINF_HVM_GUEST != 0 {
+            return Err(HypervisorError::Unsupported(
+                "building PVH guests on xen (PV only so far)",
+            ));
+        }
+        let mem_mib = ((d.max_pages * 4).saturating_sub(MAXMEM_SLACK_KIB) / 1024) as u32;
+        let id = u32::from(domid.0);
+        // xenstored and xenconsoled are in dom0: store first, then console (libxl's order).
+        let store_port = self
+            .xc
+            .evtchn_alloc_unbound(id, 0)
+            .map_err(|e| call("xc_evtchn_alloc_unbound", e))?;
+        let console_port = self
+            .xc
+            .evtchn_alloc_unbound(id, 0)
+            .map_err(|e| call("xc_evtchn_alloc_unbound", e))?;
+        // libxl ignores this one's result too.
+        let _ = self
+            .xc
+            .domain_set_memmap_limit(id, u64::from(mem_mib) * 1024);
+        let path = |p: &std::path::Path| {
+            p.to_str().map(str::to_owned).ok_or_else(|| {
+                HypervisorError::InvalidConfig(format!("{} is not UTF-8", p.display()))
+            })
+        };
+        let kernel = path(&image.kernel)?;
+        let ramdisk = image.ramdisk.as_deref().map(path).transpose()?;
+        let (store_mfn, console_mfn) = self
+            .xc
+            .linux_build(
+                id,
+                mem_mib,
+                &kernel,
+                ramdisk.as_deref(),
+                &image.cmdline,
+                store_port,
+                console_port,
+            )
+            .map_err(|e| call("xc_linux_build", e))?;
+        Ok(Built {
+            store_port,
+            store_gfn: store_mfn,
+            console_port,
+            console_gfn: console_mfn,
+        })
+    }
+
+    fn unpause(&self, domid: DomId) -> Result<(), HypervisorError> {
+        self.xc
+            .domain_unpause(u32::from(domid.0))
+            .map_err(|e| call("xc_domain_unpause", e))
+    }
+
+    fn pause(&self, domid: DomId) -> Result<(), HypervisorError> {
+        self.xc
+            .domain_pause(u32::from(domid.0))
+            .map_err(|e| call("xc_domain_pause", e))
+    }
+
+    fn shutdown(&self, domid: DomId, reason: ShutdownReason) -> Result<(), HypervisorError> {
+        self.xc
+            .domain_shutdown(u32::from(domid.0), reason.code())
+            .map_err(|e| call("xc_domain_shutdown", e))
+    }
+
+    fn destroy(&self, domid: DomId) -> Result<(), HypervisorError> {
+        self.raw(domid)?;
+        self.xc
+            .domain_destroy(u32::from(domid.0))
+            .map_err(|e| call("xc_domain_destroy", e))
+    }
+
+    fn domain_info(&self, domid: DomId) -> Result<DomainInfo, HypervisorError> {
+        self.raw(domid).map(|d| info(&d))
+    }
+
+    fn list_domains(&self) -> Result<Vec<DomainInfo>, HypervisorError> {
+        Ok(self.all()?.iter().map(info).collect())
+    }
+
+    fn set_memory_target(&self, _domid: DomId, _mib: u64) -> Result<(), HypervisorError> {
+        // The balloon target is xenstore's memory/target, which the toolstack writes.
+        Err(HypervisorError::Unsupported(
+            "memory targets through the hypervisor on xen",
+        ))
+    }
+
+    fn subscribe(
+        &self,
+        domid: DomId,
+    ) -> Result<mpsc::UnboundedReceiver<DomainEvent>, HypervisorError> {
+        let d = self.raw(domid)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Some(reason) = info(&d).shutdown {
+            let _ = tx.send(DomainEvent::Shutdown(reason));
+        }
+        lock(&self.watches)
+            .by_domid
+            .entry(domid.0)
+            .or_default()
+            .push(tx);
+        self.start_poller();
+        Ok(rx)
+    }
+
+    fn open_console(
+        &self,
+        domid: DomId,
+        name: &str,
+    ) -> Result<mpsc::UnboundedReceiver<Vec<u8>>, HypervisorError> {
+        self.raw(domid)?;
+        let path = self.console_dir.join(format!("guest-{name}.log"));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let xc = self.xc.clone();
+        std::thread::Builder::new()
+            .name(format!("console-{}", domid.0))
+            .spawn(move || follow_log(&path, &tx, &xc, domid))
+            .map_err(|e| call("spawn a console reader", e))?;
+        Ok(rx)
+    }
+}
+
+/// Follows xenconsoled's log of a domain from its end at open, until the
+/// reader goes away or the domain does.
+fn follow_log(path: &std::path::Path, tx: &mpsc::UnboundedSender<Vec<u8>>, xc: &Xc, domid: DomId) {
+    let mut offset: Option<u64> = std::fs::metadata(path).ok().map(|m| m.len());
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        let alive = xc
+            .domain_getinfolist(u32::from(domid.0), 1)
+            .map(|l| l.iter().any(|d| d.domain == domid.0))
+            .unwrap_or(false);
+        if let Ok(mut f) = std::fs::File::open(path) {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let from = match offset {
+                Some(o) if o <= len => o,
+                _ => 0, // new file, or rotated
+            };
+            if f.seek(SeekFrom::Start(from)).is_ok() {
+                let mut at = from;
+                while let Ok(n) = f.read(&mut buf) {
+                    if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                    at += n as u64;
+                }
+                offset = Some(at);
+            }
+        }
+        if !alive {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
