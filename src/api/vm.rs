@@ -148,6 +148,7 @@ impl Api {
 
     /// Starts a VM's supervisor (Halted, or reattached to its running domain).
     pub async fn adopt(&self, record: VmRecord) -> Result<VmHandle, ApiError> {
+        self.prepare_image(&record);
         let env = VmEnv {
             driver: self.inner.driver.clone(),
             xs: self.xs()?,
@@ -167,6 +168,25 @@ impl Api {
             return Err(ApiError::internal(e));
         }
         Ok(handle)
+    }
+
+    /// Gets the VM's boot image ready in the background (a Xen host caches
+    /// its kernel decompressed), so that its first start does not wait.
+    fn prepare_image(&self, record: &VmRecord) {
+        let Some(kernel) = record.spec.kernel.clone() else {
+            return;
+        };
+        let image = crate::drivers::BootImage {
+            kernel,
+            ramdisk: record.spec.ramdisk.clone(),
+            cmdline: record.spec.cmdline.clone(),
+        };
+        let (driver, uuid) = (self.inner.driver.clone(), record.uuid);
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = driver.prepare_image(&image) {
+                tracing::warn!(vm = %uuid, %error, "cannot prepare the boot image (the start will say why)");
+            }
+        });
     }
 
     /// `vm.create`.

@@ -246,6 +246,12 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
         name: &str,
     ) -> Result<tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>, HypervisorError>;
 
+    /// Gets a boot image ready ahead of a build (e.g. a decompressed kernel),
+    /// so that a start does not pay for it. Blocking; optional.
+    fn prepare_image(&self, _image: &BootImage) -> Result<(), HypervisorError> {
+        Ok(())
+    }
+
     /// Fault injection into the guest itself (`fault.inject` kind `hang`):
     /// only a simulated guest can be told to misbehave.
     fn inject_guest_fault(&self, _domid: DomId, _fault: GuestFault) -> Result<(), HypervisorError> {
@@ -285,6 +291,8 @@ pub fn select(
             }
             Ok(Arc::new(sim))
         }
-        HypervisorKind::Xen => Ok(Arc::new(super::xen::XenHypervisor::open()?)),
+        HypervisorKind::Xen => Ok(Arc::new(super::xen::XenHypervisor::open(
+            config.state_dir.join("kernels"),
+        )?)),
     }
 }

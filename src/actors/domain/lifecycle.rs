@@ -40,7 +40,11 @@ pub async fn timed<T>(
     let t0 = std::time::Instant::now();
     match tokio::time::timeout(STEP_TIMEOUT, fut).await {
         Ok(r) => {
-            tracing::debug!(step, elapsed_ms = t0.elapsed().as_millis() as u64, "step done");
+            tracing::debug!(
+                step,
+                elapsed_ms = t0.elapsed().as_millis() as u64,
+                "step done"
+            );
             r
         }
         Err(_) => Err(ApiError::new(

@@ -11,6 +11,7 @@
 //! for the domain (`xenconsoled --log=guest`).
 
 pub mod ffi;
+pub mod kernel;
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -53,6 +54,7 @@ pub struct XenHypervisor {
     watches: Arc<Mutex<Watches>>,
     poller: OnceLock<()>,
     console_dir: PathBuf,
+    kernels: kernel::KernelCache,
 }
 
 fn lock(w: &Mutex<Watches>) -> MutexGuard<'_, Watches> {
@@ -85,8 +87,9 @@ fn info(raw: &DomainInfoRaw) -> DomainInfo {
 }
 
 impl XenHypervisor {
-    /// Opens libxenctrl (needs /dev/xen/privcmd and Xen 4.17's libraries).
-    pub fn open() -> Result<Self, HypervisorError> {
+    /// Opens libxenctrl (needs /dev/xen/privcmd and Xen 4.17's libraries);
+    /// decompressed kernels are cached in `kernel_cache`.
+    pub fn open(kernel_cache: PathBuf) -> Result<Self, HypervisorError> {
         let xc = Xc::open().map_err(|e| HypervisorError::Unavailable("xen", e.to_string()))?;
         let version = xc
             .version()
@@ -102,6 +105,7 @@ impl XenHypervisor {
             watches: Arc::new(Mutex::new(Watches::default())),
             poller: OnceLock::new(),
             console_dir: PathBuf::from(CONSOLE_LOG_DIR),
+            kernels: kernel::KernelCache::new(kernel_cache),
         })
     }
 
@@ -299,7 +303,10 @@ impl Hypervisor for XenHypervisor {
                 HypervisorError::InvalidConfig(format!("{} is not UTF-8", p.display()))
             })
         };
-        let kernel = path(&image.kernel)?;
+        let elf = self.kernels.prepare(&image.kernel).map_err(|e| {
+            HypervisorError::InvalidConfig(format!("kernel {}: {e}", image.kernel.display()))
+        })?;
+        let kernel = path(&elf)?;
         let ramdisk = image.ramdisk.as_deref().map(path).transpose()?;
         let (store_mfn, console_mfn) = self
             .xc
