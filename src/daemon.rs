@@ -253,6 +253,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     api.set_xenstore(xs);
     let known = records.load_all().map_err(DaemonError::Records)?;
     let count = known.len();
+    let ours: Vec<[u8; 16]> = known.iter().map(|r| *r.uuid.as_bytes()).collect();
+    log_foreign_domains(&driver, ours).await;
     for record in known {
         let (uuid, name) = (record.uuid, record.spec.name.clone());
         if let Err(error) = api.adopt(record).await {
@@ -280,6 +282,24 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     }
     tracing::info!(%reason, "xenithd stopped");
     Ok(())
+}
+
+/// Domains running that no VM record names (made by xl, or another
+/// toolstack): listed in the log, and left alone.
+async fn log_foreign_domains(driver: &Arc<dyn drivers::Hypervisor>, ours: Vec<[u8; 16]>) {
+    let driver = driver.clone();
+    let Ok(Ok(all)) = tokio::task::spawn_blocking(move || driver.list_domains()).await else {
+        return;
+    };
+    for d in all {
+        if d.domid != drivers::DomId::DOM0 && !ours.contains(&d.uuid) {
+            tracing::info!(
+                domid = %d.domid,
+                uuid = %uuid::Uuid::from_bytes(d.uuid),
+                "a domain xenith does not know: left alone"
+            );
+        }
+    }
 }
 
 /// Where device models' pidfiles and QMP sockets go: next to the RPC socket.
