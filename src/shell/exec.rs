@@ -126,15 +126,7 @@ impl Shell {
                         ("vbd.unplug", json!({"vm": vm, "device": device}))
                     }
                 };
-                let v = self.call(method, params).await?;
-                let done = if method.ends_with(".plug") {
-                    "plugged"
-                } else {
-                    "unplugged"
-                };
-                self.show(out, &v, |v| {
-                    format!("{} {done}", render::cell(&v["device"]))
-                })
+                self.device(method, params, out).await
             }
             Command::Vif { verb } => {
                 let (method, params) = match verb {
@@ -146,15 +138,7 @@ impl Shell {
                         ("vif.unplug", json!({"vm": vm, "device": device}))
                     }
                 };
-                let v = self.call(method, params).await?;
-                let done = if method.ends_with(".plug") {
-                    "plugged"
-                } else {
-                    "unplugged"
-                };
-                self.show(out, &v, |v| {
-                    format!("{} {done}", render::cell(&v["device"]))
-                })
+                self.device(method, params, out).await
             }
             Command::Xs { verb } => self.xs(verb, out).await,
             Command::Events { classes } => {
@@ -168,6 +152,19 @@ impl Shell {
                 .await
             }
         }
+    }
+
+    /// `vbd|vif plug|unplug`: says which device.
+    async fn device(&self, method: &str, params: Value, out: &mut dyn Write) -> Result<(), String> {
+        let v = self.call(method, params).await?;
+        let done = if method.ends_with(".plug") {
+            "plugged"
+        } else {
+            "unplugged"
+        };
+        self.show(out, &v, |v| {
+            format!("{} {done}", render::cell(&v["device"]))
+        })
     }
 
     async fn vm(&mut self, verb: VmVerb, out: &mut dyn Write) -> Result<(), String> {
