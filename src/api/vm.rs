@@ -103,7 +103,7 @@ fn summary(vm: &VmHandle) -> VmSummary {
     let s = vm.snapshot();
     VmSummary {
         uuid: s.uuid.to_string(),
-        name: s.name,
+        name: s.spec.name.clone(),
         power_state: s.power_state.name().to_owned(),
         domid: s.domid,
     }
@@ -256,7 +256,8 @@ impl Api {
             s.domid
                 .map(|d| format!("/local/domain/0/backend/{kind}/{d}/{devid}/state"))
         };
-        let spec = vm.spec();
+        // One snapshot: the devices listed are the spec's at that moment.
+        let spec = s.spec.clone();
         for disk in &spec.disks {
             let state = match state_of("vbd", disk.devid) {
                 Some(p) => read(&xs, p).await,
@@ -286,19 +287,19 @@ impl Api {
                 emulator = addr.send(Status).await.ok().and_then(Result::ok);
             }
         }
-        let ty = match s.domain_type {
+        let ty = match spec.domain_type {
             crate::drivers::DomainType::Pv => "pv",
             crate::drivers::DomainType::Pvh => "pvh",
             crate::drivers::DomainType::Hvm => "hvm",
         };
         Ok(VmInfo {
             uuid: s.uuid.to_string(),
-            name: s.name,
+            name: spec.name.clone(),
             power_state: s.power_state.name().to_owned(),
             domid: s.domid,
             domain_type: ty.to_owned(),
-            memory_mib: s.memory_mib,
-            vcpus: s.vcpus,
+            memory_mib: spec.memory_mib,
+            vcpus: spec.vcpus,
             vbds,
             vifs,
             guest,
@@ -327,7 +328,7 @@ impl Api {
         let console = self.inner.settings.console.clone();
         let (text, offset) = tokio::task::spawn_blocking(move || match offset {
             Some(offset) => console.since(&vm.uuid, offset),
-            None => console.tail_at(&vm.uuid, lines as usize),
+            None => console.tail(&vm.uuid, lines as usize),
         })
         .await
         .map_err(ApiError::internal)?

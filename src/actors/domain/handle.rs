@@ -43,12 +43,8 @@ impl VmHandle {
         let spec = &record.spec;
         let initial = VmSnapshot {
             uuid: record.uuid,
-            name: spec.name.clone(),
             power_state: PowerState::Halted,
             domid: None,
-            domain_type: spec.domain_type,
-            memory_mib: spec.memory_mib,
-            vcpus: spec.vcpus,
             busy: None,
             spec: Arc::new(spec.clone()),
         };

@@ -145,17 +145,8 @@ pub fn child_specs(c: &Ctx, domid: DomId, fresh: bool) -> Vec<ChildSpec> {
         c.driver.clone(),
         c.console.clone(),
     )];
-    let events = DeviceEvents {
-        bus: c.events.clone(),
-        vm: c.uuid,
-        domid,
-    };
     for device in devices(domid, &c.spec) {
-        specs.push(BackendActor::spec_with_events(
-            device,
-            c.xs.clone(),
-            Some(events.clone()),
-        ));
+        specs.push(c.backend_child(domid, device));
     }
     let nics = c.spec.nics.iter().map(|n| n.devid).collect();
     specs.push(AgentActor::spec(domid, nics, c.xs.clone(), c.guest.clone()));
@@ -225,27 +216,26 @@ impl Ctx {
         let device = devices(domid, spec)
             .into_iter()
             .find(|d| d.kind == kind && d.name == name)?;
-        let events = DeviceEvents {
+        Some(self.backend_child(domid, device))
+    }
+
+    /// A device's backend actor, publishing its state changes.
+    fn backend_child(&self, domid: DomId, device: DeviceSpec) -> ChildSpec {
+        BackendActor::spec_with_events(device, self.xs.clone(), Some(self.device_events(domid)))
+    }
+
+    fn device_events(&self, domid: DomId) -> DeviceEvents {
+        DeviceEvents {
             bus: self.events.clone(),
             vm: self.uuid,
             domid,
-        };
-        Some(BackendActor::spec_with_events(
-            device,
-            self.xs.clone(),
-            Some(events),
-        ))
+        }
     }
 
     /// Publishes a device's plug (add) or removal (del), by its child id.
     pub fn tell_device(&self, domid: DomId, child_id: &str, what: EventKind, state: XenbusState) {
         if let Some((kind, name)) = child_id.split_once(':') {
-            let events = DeviceEvents {
-                bus: self.events.clone(),
-                vm: self.uuid,
-                domid,
-            };
-            events.tell(kind, name, what, state);
+            self.device_events(domid).tell(kind, name, what, state);
         }
     }
 }

@@ -36,7 +36,7 @@ use super::supervisor::{ChildSpec, StartError, Supervisor, SupervisorHandle};
 use crate::api::{ApiError, ErrorCode};
 use crate::drivers::emulator::EmulatorConfig;
 use crate::drivers::xenstore::XsClient;
-use crate::drivers::{DomId, DomainEvent, DomainType, Hypervisor, ShutdownReason};
+use crate::drivers::{DomId, DomainEvent, Hypervisor, ShutdownReason};
 use crate::vm::{OnEvent, RecordStore, VmRecord};
 
 /// How long a clean shutdown or reboot waits for the guest by default.
@@ -65,19 +65,15 @@ impl PowerState {
 }
 
 /// What `vm.get` and `vm.list` show of the domain actor's state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmSnapshot {
     pub uuid: uuid::Uuid,
-    pub name: String,
     pub power_state: PowerState,
     pub domid: Option<u16>,
-    pub domain_type: DomainType,
-    pub memory_mib: u64,
-    pub vcpus: u32,
     /// Set while an operation runs.
     pub busy: Option<&'static str>,
-    /// The spec as it is now (device hotplug changes it).
-    #[serde(skip)]
+    /// The spec as it is now (name, type, memory, vcpus, devices; device
+    /// hotplug changes it).
     pub spec: Arc<crate::vm::VmSpec>,
 }
 
@@ -87,7 +83,7 @@ impl VmSnapshot {
     pub fn event_snapshot(&self, guest: &GuestMetrics) -> serde_json::Value {
         serde_json::json!({
             "uuid": self.uuid.to_string(),
-            "name": self.name,
+            "name": self.spec.name,
             "power_state": self.power_state.name(),
             "domid": self.domid,
             "operation": self.busy,
@@ -253,15 +249,10 @@ impl DomainActor {
 
     /// Publishes the VM's state (`vm.get`), and a `vm` event if it changed.
     fn publish(&self, busy: Option<&'static str>) {
-        let spec = &self.c.spec;
         let now = VmSnapshot {
             uuid: self.c.uuid,
-            name: spec.name.clone(),
             power_state: self.state,
             domid: self.running.as_ref().map(|r| r.domid.0),
-            domain_type: spec.domain_type,
-            memory_mib: spec.memory_mib,
-            vcpus: spec.vcpus,
             busy,
             spec: self.c.spec.clone(),
         };
