@@ -45,15 +45,10 @@ impl ConsoleConfig {
     }
 
     /// The last `lines` lines of a VM's console log (both files), lossily
-    /// decoded; empty when the VM never ran. Blocking: call it off the
-    /// arbiter threads.
-    pub fn tail(&self, uuid: &uuid::Uuid, lines: usize) -> io::Result<String> {
-        Ok(self.tail_at(uuid, lines)?.0)
-    }
-
-    /// Like [`ConsoleConfig::tail`], with the offset just past it (for
-    /// [`ConsoleConfig::since`]).
-    pub fn tail_at(&self, uuid: &uuid::Uuid, lines: usize) -> io::Result<(String, u64)> {
+    /// decoded (empty when the VM never ran), and the offset just past them
+    /// (for [`ConsoleConfig::since`]). Blocking: call it off the arbiter
+    /// threads.
+    pub fn tail(&self, uuid: &uuid::Uuid, lines: usize) -> io::Result<(String, u64)> {
         let bytes = self.both(uuid)?;
         let end = bytes.len() as u64;
         let text = String::from_utf8_lossy(&bytes);
@@ -250,14 +245,14 @@ mod tests {
             max_bytes: 1024,
         };
         let uuid = uuid::Uuid::new_v4();
-        assert_eq!(config.tail(&uuid, 10).unwrap(), "");
+        assert_eq!(config.tail(&uuid, 10).unwrap().0, "");
         std::fs::write(config.old_log_path(&uuid), "a\nb\n").unwrap();
         std::fs::write(config.log_path(&uuid), "c\nd\nlogin: ").unwrap();
-        assert_eq!(config.tail(&uuid, 2).unwrap(), "d\nlogin: ");
-        assert_eq!(config.tail(&uuid, 4).unwrap(), "b\nc\nd\nlogin: ");
-        assert_eq!(config.tail(&uuid, 100).unwrap(), "a\nb\nc\nd\nlogin: ");
-        assert_eq!(config.tail(&uuid, 0).unwrap(), "");
-        let (_, end) = config.tail_at(&uuid, 1).unwrap();
+        assert_eq!(config.tail(&uuid, 2).unwrap().0, "d\nlogin: ");
+        assert_eq!(config.tail(&uuid, 4).unwrap().0, "b\nc\nd\nlogin: ");
+        assert_eq!(config.tail(&uuid, 100).unwrap().0, "a\nb\nc\nd\nlogin: ");
+        assert_eq!(config.tail(&uuid, 0).unwrap().0, "");
+        let (_, end) = config.tail(&uuid, 1).unwrap();
         std::fs::write(config.log_path(&uuid), "c\nd\nlogin: root\n").unwrap();
         assert_eq!(
             config.since(&uuid, end).unwrap(),
@@ -269,7 +264,7 @@ mod tests {
             "a\nb\nc\nd\nlogin: root\n"
         );
         config.remove(&uuid).unwrap();
-        assert_eq!(config.tail(&uuid, 10).unwrap(), "");
+        assert_eq!(config.tail(&uuid, 10).unwrap().0, "");
     }
 
     #[tokio::test]
@@ -295,6 +290,6 @@ mod tests {
             std::fs::read_to_string(config.log_path(&uuid)).unwrap(),
             "6789\nabc\n"
         );
-        assert_eq!(config.tail(&uuid, 2).unwrap(), "6789\nabc\n");
+        assert_eq!(config.tail(&uuid, 2).unwrap().0, "6789\nabc\n");
     }
 }
