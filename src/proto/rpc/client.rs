@@ -174,19 +174,10 @@ async fn drive<R, W>(
     let (out, mut frames) = mpsc::unbounded_channel::<Value>();
     tokio::spawn(async move {
         let mut writer = FramedWrite::new(wr, MsgpackCodec::new(usize::MAX));
-        // What is queued goes out together: one write for many requests.
-        while let Some(frame) = frames.recv().await {
-            let mut batch = writer.feed(frame).await;
-            while batch.is_ok() {
-                match frames.try_recv() {
-                    Ok(more) => batch = writer.feed(more).await,
-                    Err(_) => break,
-                }
-            }
-            if batch.is_err() || SinkExt::<Value>::flush(&mut writer).await.is_err() {
-                break;
-            }
-        }
+        // send_all feeds what is queued and flushes when the queue is
+        // empty: one write for many requests.
+        let mut queued = futures_util::stream::poll_fn(|cx| frames.poll_recv(cx)).map(Ok);
+        let _ = writer.send_all(&mut queued).await;
     });
     let mut waiting: HashMap<u32, oneshot::Sender<Reply>> = HashMap::new();
     let mut next_id: u32 = 0;

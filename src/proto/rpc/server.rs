@@ -92,19 +92,10 @@ pub(crate) async fn serve<S>(
     let (out, mut replies) = tokio::sync::mpsc::channel::<Vec<u8>>(OUT_QUEUE);
     let writer = async move {
         let mut writer = FramedWrite::new(wr, MsgpackCodec::new(usize::MAX));
-        // What is queued goes out together: one write for many replies.
-        while let Some(frame) = replies.recv().await {
-            let mut batch = writer.feed(frame).await;
-            while batch.is_ok() {
-                match replies.try_recv() {
-                    Ok(more) => batch = writer.feed(more).await,
-                    Err(_) => break,
-                }
-            }
-            if batch.is_err() || SinkExt::<Vec<u8>>::flush(&mut writer).await.is_err() {
-                break;
-            }
-        }
+        // send_all feeds what is queued and flushes when the queue is
+        // empty: one write for many replies.
+        let mut frames = futures_util::stream::poll_fn(|cx| replies.poll_recv(cx)).map(Ok);
+        let _ = writer.send_all(&mut frames).await;
     };
     let subs_cancel = cancel.child_token();
     let _stop_subscriptions = subs_cancel.clone().drop_guard();
