@@ -109,32 +109,9 @@ impl XenHypervisor {
         })
     }
 
-    fn all(&self) -> Result<Vec<DomainInfoRaw>, HypervisorError> {
-        let mut out = Vec::new();
-        let mut next = 0u32;
-        loop {
-            let batch = self
-                .xc
-                .domain_getinfolist(next, 256)
-                .map_err(|e| call("xc_domain_getinfolist", e))?;
-            let full = batch.len() == 256;
-            if let Some(last) = batch.last() {
-                next = u32::from(last.domain) + 1;
-            }
-            out.extend(batch);
-            if !full {
-                return Ok(out);
-            }
-        }
-    }
-
     fn raw(&self, domid: DomId) -> Result<DomainInfoRaw, HypervisorError> {
-        // Xen 4.17 returns the next domain at or after the id: check it.
-        self.xc
-            .domain_getinfolist(u32::from(domid.0), 1)
+        find(&self.xc, domid)
             .map_err(|e| call("xc_domain_getinfolist", e))?
-            .into_iter()
-            .find(|d| d.domain == domid.0)
             .ok_or(HypervisorError::NoSuchDomain(domid))
     }
 
@@ -152,6 +129,33 @@ impl XenHypervisor {
     }
 }
 
+/// Every domain, in batches.
+fn all(xc: &Xc) -> std::io::Result<Vec<DomainInfoRaw>> {
+    const BATCH: usize = 256;
+    let mut out = Vec::new();
+    let mut next = 0u32;
+    loop {
+        let batch = xc.domain_getinfolist(next, BATCH)?;
+        let full = batch.len() == BATCH;
+        if let Some(last) = batch.last() {
+            next = u32::from(last.domain) + 1;
+        }
+        out.extend(batch);
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
+/// One domain, if it exists: Xen 4.17 answers with the next domain at or
+/// after the id, so the id is checked.
+fn find(xc: &Xc, domid: DomId) -> std::io::Result<Option<DomainInfoRaw>> {
+    Ok(xc
+        .domain_getinfolist(u32::from(domid.0), 1)?
+        .into_iter()
+        .find(|d| d.domain == domid.0))
+}
+
 fn poll_domains(xc: &Xc, watches: &Mutex<Watches>) {
     loop {
         std::thread::sleep(POLL);
@@ -159,7 +163,7 @@ fn poll_domains(xc: &Xc, watches: &Mutex<Watches>) {
         if watched.is_empty() {
             continue;
         }
-        let Ok(all) = xc.domain_getinfolist(0, 1024) else {
+        let Ok(all) = all(xc) else {
             continue;
         };
         let now: HashMap<u16, DomainInfo> = all.iter().map(|d| (d.domain, info(d))).collect();
@@ -358,7 +362,11 @@ impl Hypervisor for XenHypervisor {
     }
 
     fn list_domains(&self) -> Result<Vec<DomainInfo>, HypervisorError> {
-        Ok(self.all()?.iter().map(info).collect())
+        Ok(all(&self.xc)
+            .map_err(|e| call("xc_domain_getinfolist", e))?
+            .iter()
+            .map(info)
+            .collect())
     }
 
     fn set_memory_target(&self, _domid: DomId, _mib: u64) -> Result<(), HypervisorError> {
@@ -412,10 +420,7 @@ fn follow_log(path: &std::path::Path, tx: &mpsc::UnboundedSender<Vec<u8>>, xc: &
         if tx.is_closed() {
             return;
         }
-        let alive = xc
-            .domain_getinfolist(u32::from(domid.0), 1)
-            .map(|l| l.iter().any(|d| d.domain == domid.0))
-            .unwrap_or(false);
+        let alive = matches!(find(xc, domid), Ok(Some(_)));
         if let Ok(mut f) = std::fs::File::open(path) {
             let len = f.metadata().map(|m| m.len()).unwrap_or(0);
             let from = match offset {
