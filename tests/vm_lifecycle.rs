@@ -225,3 +225,24 @@ async fn a_vm_lives_and_dies_as_asked() {
         1
     );
 }
+
+/// The socket is claimed early at start, but a call waits until every VM
+/// record has been taken back: the first `vm.list` sees them all.
+#[tokio::test(flavor = "current_thread")]
+async fn the_first_call_after_a_restart_sees_every_vm() {
+    const N: usize = 400;
+    let d = Xenithd::start(XENITHD, &[]);
+    let c = RpcClient::connect(&d.socket).await.unwrap();
+    let created = futures_util::future::join_all(
+        (0..N).map(|i| call(&c, "vm.create", json!({"spec": spec(&format!("vm{i:03}"), 64)}))),
+    )
+    .await;
+    assert!(created.iter().all(Result::is_ok));
+    drop(c);
+    let (exit, dir) = d.stop();
+    assert_eq!(exit, Some(0));
+    let d = Xenithd::start_in(XENITHD, dir, &[]);
+    let c = RpcClient::connect(&d.socket).await.unwrap();
+    let listed = call(&c, "vm.list", json!({})).await.unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), N);
+}

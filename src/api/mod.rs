@@ -90,6 +90,10 @@ pub(crate) struct ApiInner {
     /// (and an embedded xenstored) runs.
     pub(crate) xs: OnceLock<XsClient>,
     pub(crate) settings: VmSettings,
+    /// Whether the daemon has taken back the VMs it knows: until then,
+    /// calls wait (the socket is claimed early, so that a second daemon is
+    /// refused before it touches a domain).
+    ready: tokio::sync::watch::Sender<bool>,
 }
 
 /// How VMs run on this host.
@@ -128,6 +132,7 @@ impl Api {
             driver,
             xs: OnceLock::new(),
             settings,
+            ready: tokio::sync::watch::Sender::new(false),
         };
         Self {
             inner: Arc::new(inner),
@@ -139,8 +144,18 @@ impl Api {
         let _ = self.inner.xs.set(xs);
     }
 
-    /// Runs one parsed call.
+    /// Opens the API: the daemon knows all its VMs again. Calls made before
+    /// waited for this.
+    pub fn set_ready(&self) {
+        self.inner.ready.send_replace(true);
+    }
+
+    /// Runs one parsed call (once the API is ready).
     pub async fn execute(&self, call: Call) -> Result<Reply, ApiError> {
+        if !*self.inner.ready.borrow() {
+            // The sender lives as long as `self`: this cannot fail.
+            let _ = self.inner.ready.subscribe().wait_for(|ready| *ready).await;
+        }
         match call {
             Call::HostInfo => self.host_info().await.map(Reply::HostInfo),
             Call::SupervisorTree => self.supervisor_tree().await.map(Reply::Tree),

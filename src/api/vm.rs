@@ -250,39 +250,50 @@ impl Api {
         let vm = self.resolve(key).await?;
         let s = vm.snapshot();
         let xs = self.xs()?;
-        let mut vbds = Vec::new();
-        let mut vifs = Vec::new();
-        let state_of = |kind: &str, devid: u32| {
-            s.domid
-                .map(|d| format!("/local/domain/0/backend/{kind}/{d}/{devid}/state"))
+        let state_of = |kind: &'static str, devid: u32| {
+            let path = s
+                .domid
+                .map(|d| format!("/local/domain/0/backend/{kind}/{d}/{devid}/state"));
+            let xs = &xs;
+            async move {
+                match path {
+                    Some(p) => state_name(read(xs, p).await),
+                    None => state_name(None),
+                }
+            }
         };
         // One snapshot: the devices listed are the spec's at that moment.
+        // Their states are read from xenstore all at once.
         let spec = s.spec.clone();
-        for disk in &spec.disks {
-            let state = match state_of("vbd", disk.devid) {
-                Some(p) => read(&xs, p).await,
-                None => None,
-            };
-            vbds.push(DeviceInfo {
+        let (vbd_states, vif_states) = futures_util::future::join(
+            futures_util::future::join_all(spec.disks.iter().map(|d| state_of("vbd", d.devid))),
+            futures_util::future::join_all(spec.nics.iter().map(|n| state_of("vif", n.devid))),
+        )
+        .await;
+        let vbds = spec
+            .disks
+            .iter()
+            .zip(vbd_states)
+            .map(|(disk, state)| DeviceInfo {
                 device: disk.device.clone(),
                 mac: None,
-                state: state_name(state),
-            });
-        }
-        for nic in &spec.nics {
-            let state = match state_of("vif", nic.devid) {
-                Some(p) => read(&xs, p).await,
-                None => None,
-            };
-            vifs.push(DeviceInfo {
+                state,
+            })
+            .collect();
+        let vifs = spec
+            .nics
+            .iter()
+            .zip(vif_states)
+            .map(|(nic, state)| DeviceInfo {
                 device: nic.devid.to_string(),
                 mac: Some(nic.mac.clone()),
-                state: state_name(state),
-            });
-        }
+                state,
+            })
+            .collect();
         let guest = GuestInfo::from(vm.guest());
         let mut emulator = None;
-        if let (Some(sup), Some(_)) = (vm.supervisor(), s.domid) {
+        let hvm = spec.domain_type == crate::drivers::DomainType::Hvm;
+        if let (true, Some(sup), Some(_)) = (hvm, vm.supervisor(), s.domid) {
             if let Ok(Some(addr)) = sup.child::<EmulatorActor>(EMULATOR_ID).await {
                 emulator = addr.send(Status).await.ok().and_then(Result::ok);
             }

@@ -201,6 +201,13 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
     /// Host memory, CPUs and the hypervisor's version (`xl info`).
     fn physinfo(&self) -> Result<PhysInfo, HypervisorError>;
 
+    /// A count that moves whenever this driver has changed the host's free
+    /// memory (a domain created, built or destroyed, a memory target set),
+    /// after the change. A caller that keeps a `physinfo` reads it before
+    /// the `physinfo` and reads again once it has moved. Changes made by
+    /// anyone else (another toolstack, a guest's balloon) are not counted.
+    fn memory_changes(&self) -> u64;
+
     /// Creates an empty, paused domain with its memory and vcpus reserved.
     /// A domain that does not fit fails with `NotEnoughMemory` and leaves
     /// nothing behind.

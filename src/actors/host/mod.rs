@@ -1,14 +1,17 @@
 //! The host actor: the host's facts and its inventory of VMs (by uuid and
-//! name). `host.info` reads the hypervisor's facts when asked, on the
-//! blocking pool; memory admission is the hypervisor's own (a domain that
-//! does not fit is refused at creation and leaves nothing behind).
+//! name). `host.info` answers from the hypervisor's facts as last read,
+//! and reads them again (on the blocking pool) once the driver says it
+//! changed the host's memory or they are older than [`PHYSINFO_MAX_AGE`];
+//! memory admission is the hypervisor's own (a domain that does not fit is
+//! refused at creation and leaves nothing behind).
 
 mod messages;
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use actix::{
-    Actor, ActorFutureExt, AsyncContext, Context, Handler, MessageResult, ResponseActFuture,
+    Actor, ActorFutureExt, ActorResponse, AsyncContext, Context, Handler, MessageResult,
     StreamHandler, WrapFuture,
 };
 use tokio::sync::broadcast::error::RecvError;
@@ -35,12 +38,43 @@ impl From<actix::MailboxError> for HostError {
     }
 }
 
+/// How long `host.info` trusts a physinfo read when the driver changed
+/// nothing since: what other toolstacks or guests' balloons do shows
+/// within this.
+pub const PHYSINFO_MAX_AGE: Duration = Duration::from_millis(10);
+
+/// A physinfo read, with the driver's memory change count read just
+/// before it, and when.
+#[derive(Debug)]
+struct Phys {
+    info: PhysInfo,
+    changes: u64,
+    at: Instant,
+}
+
+impl Phys {
+    /// Reads the hypervisor's facts (blocking).
+    fn read(driver: &dyn Hypervisor) -> Result<Phys, HypervisorError> {
+        let changes = driver.memory_changes();
+        let at = Instant::now();
+        Ok(Phys {
+            info: driver.physinfo()?,
+            changes,
+            at,
+        })
+    }
+
+    fn fresh(&self, driver: &dyn Hypervisor) -> bool {
+        self.changes == driver.memory_changes() && self.at.elapsed() < PHYSINFO_MAX_AGE
+    }
+}
+
 /// The host actor.
 #[derive(Debug)]
 pub struct HostActor {
     driver: Arc<dyn Hypervisor>,
     hostname: String,
-    phys: PhysInfo,
+    phys: Phys,
     slot: AddrSlot<HostActor>,
     /// The inventory. It outlives this incarnation (the child spec owns
     /// it, like an OTP table with an heir): a restarted host actor finds
@@ -95,7 +129,7 @@ impl HostActor {
             let (driver, slot, inventory) = (driver.clone(), slot.clone(), inventory.clone());
             let events = events.clone();
             async move {
-                let phys = blocking(&driver, |d| d.physinfo())
+                let phys = blocking(&driver, Phys::read)
                     .await
                     .map_err(StartError)?;
                 let hostname = nix::unistd::gethostname()
@@ -140,14 +174,24 @@ impl Actor for HostActor {
 }
 
 impl HostActor {
+    /// Keeps a read unless a later one is already kept (reads may finish
+    /// out of order).
+    fn keep(&mut self, read: Result<Phys, String>) {
+        match read {
+            Ok(phys) if phys.at >= self.phys.at => self.phys = phys,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the host's facts"),
+        }
+    }
+
     fn info(&self) -> HostInfo {
         HostInfo {
             hostname: self.hostname.clone(),
             hypervisor: self.driver.kind().as_str().to_owned(),
-            xen_version: self.phys.xen_version.clone(),
-            total_mib: self.phys.total_mib,
-            free_mib: self.phys.free_mib,
-            cpus: self.phys.cpus,
+            xen_version: self.phys.info.xen_version.clone(),
+            total_mib: self.phys.info.total_mib,
+            free_mib: self.phys.info.free_mib,
+            cpus: self.phys.info.cpus,
             vms: self.inventory().vms.len() as u64,
         }
     }
@@ -162,13 +206,11 @@ impl HostActor {
         self.refreshing = true;
         let driver = self.driver.clone();
         ctx.spawn(
-            async move { blocking(&driver, |d| d.physinfo()).await }
+            async move { blocking(&driver, Phys::read).await }
                 .into_actor(self)
                 .map(|fresh, act, ctx| {
                     act.refreshing = false;
-                    if let Ok(phys) = fresh {
-                        act.phys = phys;
-                    }
+                    act.keep(fresh);
                     let now = act.info();
                     if act.told.as_ref() != Some(&now) {
                         if let Some(bus) = &act.events {
@@ -196,20 +238,21 @@ impl StreamHandler<()> for HostActor {
 }
 
 impl Handler<GetHostInfo> for HostActor {
-    type Result = ResponseActFuture<Self, HostInfo>;
+    type Result = ActorResponse<Self, HostInfo>;
 
-    /// Free memory changes with every VM start and stop: read the
-    /// hypervisor's facts now (on the blocking pool), falling back to the
+    /// From the last read while it is fresh; otherwise read the
+    /// hypervisor's facts again (on the blocking pool), falling back to the
     /// last ones known if that fails.
     fn handle(&mut self, _msg: GetHostInfo, _ctx: &mut Context<Self>) -> Self::Result {
+        if self.phys.fresh(self.driver.as_ref()) {
+            return ActorResponse::reply(self.info());
+        }
         let driver = self.driver.clone();
-        Box::pin(
-            async move { blocking(&driver, |d| d.physinfo()).await }
+        ActorResponse::r#async(
+            async move { blocking(&driver, Phys::read).await }
                 .into_actor(self)
                 .map(|fresh, act, _ctx| {
-                    if let Ok(phys) = fresh {
-                        act.phys = phys;
-                    }
+                    act.keep(fresh);
                     act.info()
                 }),
         )
@@ -306,5 +349,41 @@ impl HostHandle {
 
     pub async fn vms(&self) -> Result<Vec<VmHandle>, HostError> {
         Ok(self.addr()?.send(ListVms).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SimConfig;
+    use crate::drivers::sim::SimHypervisor;
+    use crate::drivers::{DomainConfig, DomainType};
+
+    #[test]
+    fn a_kept_read_goes_stale_when_the_driver_changes_memory_or_ages() {
+        let h = SimHypervisor::new(SimConfig {
+            total_mib: 4096,
+            dom0_mib: 512,
+            cpus: 2,
+        });
+        let phys = Phys::read(&h).unwrap();
+        assert!(phys.fresh(&h));
+        let d = h
+            .create_domain(&DomainConfig {
+                uuid: [1; 16],
+                domain_type: DomainType::Pv,
+                memory_mib: 64,
+                vcpus: 1,
+            })
+            .unwrap();
+        assert!(!phys.fresh(&h), "a created domain invalidates it");
+        let again = Phys::read(&h).unwrap();
+        assert_eq!(again.info.free_mib, phys.info.free_mib - 64);
+        assert!(again.fresh(&h));
+        h.destroy(d).unwrap();
+        assert!(!again.fresh(&h), "a destroyed domain invalidates it");
+        let last = Phys::read(&h).unwrap();
+        std::thread::sleep(PHYSINFO_MAX_AGE);
+        assert!(!last.fresh(&h), "it ages out");
     }
 }

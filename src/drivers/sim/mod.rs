@@ -12,6 +12,7 @@
 mod guest;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tokio::sync::{mpsc, watch};
@@ -100,6 +101,8 @@ struct State {
 struct Inner {
     config: SimConfig,
     state: Mutex<State>,
+    /// Bumped, under the state lock, whenever `used_mib` changes.
+    memory_changes: AtomicU64,
     /// Where simulated guests run their xenstore side, once attached.
     world: OnceLock<(Arc<dyn EmbeddedStore>, tokio::runtime::Handle)>,
 }
@@ -174,6 +177,7 @@ impl SimHypervisor {
             inner: Arc::new(Inner {
                 config,
                 state,
+                memory_changes: AtomicU64::new(0),
                 world: OnceLock::new(),
             }),
         }
@@ -227,6 +231,10 @@ impl Hypervisor for SimHypervisor {
         })
     }
 
+    fn memory_changes(&self) -> u64 {
+        self.inner.memory_changes.load(Ordering::Acquire)
+    }
+
     fn create_domain(&self, config: &DomainConfig) -> Result<DomId, HypervisorError> {
         if config.vcpus == 0 || config.vcpus > self.inner.config.cpus.max(1) * 8 {
             return Err(HypervisorError::InvalidConfig(format!(
@@ -264,6 +272,7 @@ impl Hypervisor for SimHypervisor {
         }
         st.next_domid = wrap(candidate);
         st.used_mib += config.memory_mib;
+        self.inner.memory_changes.fetch_add(1, Ordering::Release);
         st.domains.insert(
             candidate,
             SimDomain {
@@ -354,6 +363,7 @@ impl Hypervisor for SimHypervisor {
             .remove(&domid.0)
             .ok_or(HypervisorError::NoSuchDomain(domid))?;
         st.used_mib -= d.memory_mib;
+        self.inner.memory_changes.fetch_add(1, Ordering::Release);
         notify(&mut d, DomainEvent::Destroyed);
         Ok(())
     }
@@ -502,6 +512,20 @@ mod tests {
         assert_eq!(h.domids(), vec![a]);
         h.destroy(a).unwrap();
         assert_eq!(h.physinfo().unwrap().free_mib, 3072);
+    }
+
+    #[test]
+    fn memory_changes_move_with_free_memory_only() {
+        let h = sim();
+        let n = h.memory_changes();
+        let a = h.create_domain(&cfg(64)).unwrap();
+        assert_eq!(h.memory_changes(), n + 1);
+        // A refused creation changed nothing.
+        h.create_domain(&cfg(1 << 20)).unwrap_err();
+        h.pause(a).unwrap();
+        assert_eq!(h.memory_changes(), n + 1);
+        h.destroy(a).unwrap();
+        assert_eq!(h.memory_changes(), n + 2);
     }
 
     #[test]

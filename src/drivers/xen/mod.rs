@@ -16,6 +16,7 @@ pub mod kernel;
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -55,6 +56,17 @@ pub struct XenHypervisor {
     poller: OnceLock<()>,
     console_dir: PathBuf,
     kernels: kernel::KernelCache,
+    memory_changes: AtomicU64,
+}
+
+/// Bumps the driver's memory change count when the call that holds it
+/// returns, however it returns (a failed build may have populated memory).
+struct MemoryChange<'a>(&'a AtomicU64);
+
+impl Drop for MemoryChange<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Release);
+    }
 }
 
 fn lock(w: &Mutex<Watches>) -> MutexGuard<'_, Watches> {
@@ -106,6 +118,7 @@ impl XenHypervisor {
             poller: OnceLock::new(),
             console_dir: PathBuf::from(CONSOLE_LOG_DIR),
             kernels: kernel::KernelCache::new(kernel_cache),
+            memory_changes: AtomicU64::new(0),
         })
     }
 
@@ -210,7 +223,12 @@ impl Hypervisor for XenHypervisor {
         })
     }
 
+    fn memory_changes(&self) -> u64 {
+        self.memory_changes.load(Ordering::Acquire)
+    }
+
     fn create_domain(&self, config: &DomainConfig) -> Result<DomId, HypervisorError> {
+        let _changed = MemoryChange(&self.memory_changes);
         let p = self.xc.physinfo().map_err(|e| call("xc_physinfo", e))?;
         let free_mib = p.free_pages / 256;
         if config.memory_mib > free_mib {
@@ -281,6 +299,7 @@ impl Hypervisor for XenHypervisor {
     }
 
     fn build_domain(&self, domid: DomId, image: &BootImage) -> Result<Built, HypervisorError> {
+        let _changed = MemoryChange(&self.memory_changes);
         let d = self.raw(domid)?;
         if d.flags & ffi::DOMINF_HVM_GUEST != 0 {
             return Err(HypervisorError::Unsupported(
@@ -351,6 +370,7 @@ impl Hypervisor for XenHypervisor {
     }
 
     fn destroy(&self, domid: DomId) -> Result<(), HypervisorError> {
+        let _changed = MemoryChange(&self.memory_changes);
         self.raw(domid)?;
         self.xc
             .domain_destroy(u32::from(domid.0))
