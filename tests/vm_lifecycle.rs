@@ -233,9 +233,13 @@ async fn the_first_call_after_a_restart_sees_every_vm() {
     const N: usize = 400;
     let d = Xenithd::start(XENITHD, &[]);
     let c = RpcClient::connect(&d.socket).await.unwrap();
-    let created = futures_util::future::join_all(
-        (0..N).map(|i| call(&c, "vm.create", json!({"spec": spec(&format!("vm{i:03}"), 64)}))),
-    )
+    let created = futures_util::future::join_all((0..N).map(|i| {
+        call(
+            &c,
+            "vm.create",
+            json!({"spec": spec(&format!("vm{i:03}"), 64)}),
+        )
+    }))
     .await;
     assert!(created.iter().all(Result::is_ok));
     drop(c);

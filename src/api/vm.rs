@@ -113,10 +113,6 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::InternalError, e.to_string())
 }
 
-async fn read(xs: &XsClient, path: String) -> Option<String> {
-    xs.read_opt(&path).await.ok().flatten()
-}
-
 impl Api {
     pub(crate) async fn resolve(&self, key: &str) -> Result<VmHandle, ApiError> {
         self.inner
@@ -249,45 +245,35 @@ impl Api {
     pub async fn vm_get(&self, key: &str) -> Result<VmInfo, ApiError> {
         let vm = self.resolve(key).await?;
         let s = vm.snapshot();
-        let xs = self.xs()?;
-        let state_of = |kind: &'static str, devid: u32| {
-            let path = s
-                .domid
-                .map(|d| format!("/local/domain/0/backend/{kind}/{d}/{devid}/state"));
-            let xs = &xs;
-            async move {
-                match path {
-                    Some(p) => state_name(read(xs, p).await),
-                    None => state_name(None),
-                }
-            }
-        };
-        // One snapshot: the devices listed are the spec's at that moment.
-        // Their states are read from xenstore all at once.
+        // One snapshot: the devices listed are the spec's at that moment,
+        // in the states their backend actors last set.
         let spec = s.spec.clone();
-        let (vbd_states, vif_states) = futures_util::future::join(
-            futures_util::future::join_all(spec.disks.iter().map(|d| state_of("vbd", d.devid))),
-            futures_util::future::join_all(spec.nics.iter().map(|n| state_of("vif", n.devid))),
-        )
-        .await;
+        let state_of = |kind: &str, name: &str| {
+            let state = match s.domid {
+                Some(_) => vm.device_state(kind, name),
+                None => XenbusState::Unknown,
+            };
+            state.name().to_owned()
+        };
         let vbds = spec
             .disks
             .iter()
-            .zip(vbd_states)
-            .map(|(disk, state)| DeviceInfo {
+            .map(|disk| DeviceInfo {
                 device: disk.device.clone(),
                 mac: None,
-                state,
+                state: state_of("vbd", &disk.device),
             })
             .collect();
         let vifs = spec
             .nics
             .iter()
-            .zip(vif_states)
-            .map(|(nic, state)| DeviceInfo {
-                device: nic.devid.to_string(),
-                mac: Some(nic.mac.clone()),
-                state,
+            .map(|nic| {
+                let device = nic.devid.to_string();
+                DeviceInfo {
+                    state: state_of("vif", &device),
+                    device,
+                    mac: Some(nic.mac.clone()),
+                }
             })
             .collect();
         let guest = GuestInfo::from(vm.guest());
@@ -397,13 +383,6 @@ impl Api {
         );
         Ok(gone)
     }
-}
-
-fn state_name(state: Option<String>) -> String {
-    state
-        .map_or(XenbusState::Unknown, |s| XenbusState::parse(&s))
-        .name()
-        .to_owned()
 }
 
 /// The default clean-shutdown wait, as seconds from the API.

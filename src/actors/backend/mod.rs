@@ -14,6 +14,8 @@
 
 mod messages;
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{
@@ -29,6 +31,7 @@ use super::events::{EventBus, EventClass, EventKind};
 use super::supervisor::{ChildSpec, ExitSlot, Restart, Shutdown};
 use crate::drivers::xenstore::{XsClient, XsClientError};
 use crate::vm::layout::DeviceTrees;
+use tokio::sync::watch;
 
 /// How long an unplug waits for the frontend to close.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,12 +97,57 @@ pub struct DeviceSpec {
     pub hotplug: Vec<(String, String)>,
 }
 
-/// Where a backend tells its state changes (class vbd/vif, `event.subscribe`).
+/// A VM's device states as its backend actors last set them, by device
+/// ("vbd", "xvda"): what `vm.get` reports, without a xenstore round trip.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceStates(Arc<watch::Sender<HashMap<String, XenbusState>>>);
+
+fn device_key(kind: &str, name: &str) -> String {
+    format!("{kind}:{name}")
+}
+
+impl DeviceStates {
+    pub fn set(&self, kind: &str, name: &str, state: XenbusState) {
+        self.0.send_modify(|m| {
+            m.insert(device_key(kind, name), state);
+        });
+    }
+
+    /// Sets a state unless the device's actor already did.
+    fn set_if_absent(&self, kind: &str, name: &str, state: XenbusState) {
+        self.0.send_if_modified(|m| {
+            let key = device_key(kind, name);
+            let absent = !m.contains_key(&key);
+            if absent {
+                m.insert(key, state);
+            }
+            absent
+        });
+    }
+
+    fn remove(&self, kind: &str, name: &str) {
+        self.0
+            .send_if_modified(|m| m.remove(&device_key(kind, name)).is_some());
+    }
+
+    /// The device's state (Unknown when no actor set one).
+    pub fn get(&self, kind: &str, name: &str) -> XenbusState {
+        self.0
+            .borrow()
+            .get(&device_key(kind, name))
+            .copied()
+            .unwrap_or(XenbusState::Unknown)
+    }
+}
+
+/// Where a backend tells its state changes: the bus (class vbd/vif,
+/// `event.subscribe`) and its VM's [`DeviceStates`].
 #[derive(Debug, Clone)]
 pub struct DeviceEvents {
     pub bus: EventBus,
     pub vm: uuid::Uuid,
     pub domid: crate::drivers::DomId,
+    pub states: DeviceStates,
 }
 
 impl DeviceEvents {
@@ -113,8 +161,14 @@ impl DeviceEvents {
         (class, format!("{}/{name}", self.vm))
     }
 
-    /// Publishes a device's change.
+    /// Publishes a device's change. A plug (add) does not overwrite a
+    /// state its actor has set already; a removal (del) forgets the device.
     pub fn tell(&self, kind: &str, name: &str, what: EventKind, state: XenbusState) {
+        match what {
+            EventKind::Add => self.states.set_if_absent(kind, name, state),
+            EventKind::Del => self.states.remove(kind, name),
+            _ => self.states.set(kind, name, state),
+        }
         let (class, id) = self.class_and_id(kind, name);
         self.bus.publish(class, id, what, || {
             serde_json::json!({
@@ -191,6 +245,15 @@ async fn plug_or_resync(xs: &XsClient, d: &DeviceSpec) -> Result<XenbusState, Xs
 }
 
 impl BackendActor {
+    /// Keeps the current state in the VM's [`DeviceStates`] (no event).
+    fn record_state(&self) {
+        if let Some(events) = &self.events {
+            events
+                .states
+                .set(self.spec.kind, &self.spec.name, self.state);
+        }
+    }
+
     fn set_state(&mut self, state: XenbusState, ctx: &mut Context<Self>) {
         self.state = state;
         if let Some(events) = &self.events {
@@ -231,6 +294,8 @@ impl Actor for BackendActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // Plugged, or re-synced from xenstore after a restart.
+        self.record_state();
         let xs = self.xs.clone();
         let path = format!("{}/state", self.spec.trees.frontend);
         // Follow the frontend's state for as long as the actor lives: each
@@ -300,6 +365,7 @@ impl Handler<Unplug> for BackendActor {
         let xs = self.xs.clone();
         let trees = self.spec.trees.clone();
         self.state = XenbusState::Closing;
+        self.record_state();
         Box::pin(
             async move {
                 let back = trees.backend.clone();
@@ -317,6 +383,7 @@ impl Handler<Unplug> for BackendActor {
             .into_actor(self)
             .map(|r, act, ctx| {
                 act.state = XenbusState::Closed;
+                act.record_state();
                 // Unplugged: this actor's work is done (a normal exit).
                 ctx.stop();
                 r
@@ -345,5 +412,33 @@ async fn wait_closed(xs: &XsClient, frontend: &str) -> bool {
         {
             return false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_states_keep_what_the_actor_set() {
+        let states = DeviceStates::default();
+        let events = DeviceEvents {
+            bus: EventBus::new(16),
+            vm: uuid::Uuid::nil(),
+            domid: crate::drivers::DomId(1),
+            states: states.clone(),
+        };
+        assert_eq!(states.get("vbd", "xvda"), XenbusState::Unknown);
+        // The actor re-synced to Connected before its plug was told.
+        states.set("vbd", "xvda", XenbusState::Connected);
+        events.tell("vbd", "xvda", EventKind::Add, XenbusState::InitWait);
+        assert_eq!(states.get("vbd", "xvda"), XenbusState::Connected);
+        events.tell("vif", "0", EventKind::Add, XenbusState::InitWait);
+        assert_eq!(states.get("vif", "0"), XenbusState::InitWait);
+        events.tell("vif", "0", EventKind::Mod, XenbusState::Connected);
+        assert_eq!(states.get("vif", "0"), XenbusState::Connected);
+        events.tell("vbd", "xvda", EventKind::Del, XenbusState::Closed);
+        assert_eq!(states.get("vbd", "xvda"), XenbusState::Unknown);
+        assert_eq!(states.get("vif", "0"), XenbusState::Connected);
     }
 }

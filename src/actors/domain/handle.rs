@@ -7,6 +7,7 @@ use tokio::sync::watch;
 
 use super::{DomainActor, Op, PowerState, VmEnv, VmOp, VmParts, VmSnapshot};
 use crate::actors::agent::GuestMetrics;
+use crate::actors::backend::{DeviceStates, XenbusState};
 use crate::actors::slot::AddrSlot;
 use crate::actors::supervisor::{
     ChildSpec, Strategy, Supervisor, SupervisorFlags, SupervisorHandle,
@@ -33,6 +34,7 @@ pub struct VmHandle {
     vm_sup: AddrSlot<Supervisor>,
     snapshot: watch::Receiver<VmSnapshot>,
     guest: watch::Receiver<GuestMetrics>,
+    device_states: DeviceStates,
 }
 
 impl VmHandle {
@@ -50,6 +52,7 @@ impl VmHandle {
         };
         let snapshot = Arc::new(watch::Sender::new(initial));
         let guest = Arc::new(watch::Sender::new(GuestMetrics::default()));
+        let device_states = DeviceStates::default();
         let handle = VmHandle {
             uuid: record.uuid,
             name: spec.name.clone(),
@@ -57,6 +60,7 @@ impl VmHandle {
             vm_sup: vm_sup.clone(),
             snapshot: snapshot.subscribe(),
             guest: guest.subscribe(),
+            device_states: device_states.clone(),
         };
         let id = record.uuid.to_string();
         let events = env.events.clone();
@@ -67,6 +71,7 @@ impl VmHandle {
             domain,
             snapshot,
             guest,
+            device_states,
         };
         let child = ChildSpec::supervisor_observed(
             id,
@@ -94,6 +99,11 @@ impl VmHandle {
         addr.send(super::Reconfigure(change))
             .await
             .map_err(|_| unavailable())?
+    }
+
+    /// A device's backend state as its actor last set it ("vbd", "xvda").
+    pub fn device_state(&self, kind: &str, name: &str) -> XenbusState {
+        self.device_states.get(kind, name)
     }
 
     /// What the guest agent last reported (empty when the VM does not run).

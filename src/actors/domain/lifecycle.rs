@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::actors::agent::{AgentActor, GuestMetrics};
-use crate::actors::backend::{BackendActor, DeviceEvents, DeviceSpec, XenbusState};
+use crate::actors::backend::{BackendActor, DeviceEvents, DeviceSpec, DeviceStates, XenbusState};
 use crate::actors::console::{ConsoleActor, ConsoleConfig};
 use crate::actors::emulator::{EmulatorActor, Quit, EMULATOR_ID};
 use crate::actors::events::{EventBus, EventKind};
@@ -199,6 +199,8 @@ pub struct Ctx {
     pub console: Arc<ConsoleConfig>,
     /// The guest agent's metrics, kept by the agent actor.
     pub guest: Arc<watch::Sender<GuestMetrics>>,
+    /// The devices' states, kept by their backend actors.
+    pub device_states: DeviceStates,
     pub events: EventBus,
     /// Where the VM's record is kept (device hotplug saves it).
     pub records: RecordStore,
@@ -229,6 +231,7 @@ impl Ctx {
             bus: self.events.clone(),
             vm: self.uuid,
             domid,
+            states: self.device_states.clone(),
         }
     }
 

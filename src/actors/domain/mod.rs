@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use self::lifecycle::{hv, Ctx, Running};
 use super::agent::GuestMetrics;
+use super::backend::DeviceStates;
 use super::console::ConsoleConfig;
 use super::events::{EventBus, EventClass, EventKind};
 use super::slot::AddrSlot;
@@ -179,6 +180,7 @@ pub struct VmParts {
     pub domain: AddrSlot<DomainActor>,
     pub snapshot: Arc<watch::Sender<VmSnapshot>>,
     pub guest: Arc<watch::Sender<GuestMetrics>>,
+    pub device_states: DeviceStates,
 }
 
 impl DomainActor {
@@ -201,6 +203,7 @@ impl DomainActor {
                     emulator: parts.env.emulator.clone(),
                     console: parts.env.console.clone(),
                     guest: parts.guest.clone(),
+                    device_states: parts.device_states.clone(),
                     events: parts.env.events.clone(),
                     records: parts.env.records.clone(),
                 };
