@@ -197,6 +197,23 @@ async fn each_fault_is_handled_by_policy_and_the_other_vm_is_untouched() {
             .unwrap()["power_state"],
         "Halted"
     );
+    // The same with the fallback: hard once the timeout has passed.
+    call(&c, "vm.start", json!({"vm": "victim"})).await.unwrap();
+    until(&c, "victim", "connected", connected).await;
+    inject(&c, "victim", "domain", "hang").await.unwrap();
+    let t0 = std::time::Instant::now();
+    let r = call(
+        &c,
+        "vm.shutdown",
+        json!({"vm": "victim", "timeout_s": 1, "fallback": true}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r["power_state"], "Halted");
+    assert!(
+        t0.elapsed() >= std::time::Duration::from_secs(1),
+        "waited for the guest first"
+    );
 
     // A frontend hangs before it connects: that device stays InitWait, the
     // other connects.

@@ -191,8 +191,13 @@ impl Shell {
                 return self.console(vm, lines, follow, out).await
             }
             VmVerb::Start { vm, paused } => op("vm.start", json!({"vm": vm, "paused": paused})),
-            VmVerb::Shutdown { vm, force, timeout } => {
-                let mut p = json!({"vm": vm, "force": force});
+            VmVerb::Shutdown {
+                vm,
+                force,
+                timeout,
+                fallback,
+            } => {
+                let mut p = json!({"vm": vm, "force": force, "fallback": fallback});
                 if let Some(t) = timeout {
                     p["timeout_s"] = json!(t);
                 }

@@ -107,6 +107,9 @@ pub enum VmVerb {
         /// Seconds to wait for the guest.
         #[arg(long, value_name = "SECONDS")]
         timeout: Option<u64>,
+        /// Shut it down hard if the guest has not by the timeout.
+        #[arg(long, conflicts_with = "force")]
+        fallback: bool,
     },
     /// Asks the guest to reboot (--force: at once).
     Reboot {

@@ -101,9 +101,20 @@ impl VmSnapshot {
 /// An operation on a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmOp {
-    Start { paused: bool },
-    Shutdown { force: bool, timeout: Duration },
-    Reboot { force: bool },
+    Start {
+        paused: bool,
+    },
+    /// Clean (the guest acknowledges control/shutdown within `timeout`),
+    /// or at once with `force`; with `fallback`, a clean shutdown that
+    /// times out becomes a hard one.
+    Shutdown {
+        force: bool,
+        timeout: Duration,
+        fallback: bool,
+    },
+    Reboot {
+        force: bool,
+    },
     Pause,
     Unpause,
     Kill,
@@ -363,11 +374,28 @@ impl DomainActor {
         Box::pin(async move {
             match op {
                 VmOp::Start { paused } => start(&c, paused).await,
-                VmOp::Shutdown { force, timeout } => {
+                VmOp::Shutdown {
+                    force,
+                    timeout,
+                    fallback,
+                } => {
                     let Some(r) = running else {
                         return Outcome::Halted;
                     };
-                    match stop_domain(&c, &r, ShutdownReason::Poweroff, force, timeout).await {
+                    let mut stopped =
+                        stop_domain(&c, &r, ShutdownReason::Poweroff, force, timeout).await;
+                    if fallback
+                        && matches!(&stopped, Err(e) if e.code == ErrorCode::OperationTimeout)
+                    {
+                        tracing::warn!(
+                            domid = %r.domid,
+                            ?timeout,
+                            "the guest did not shut down in time: shutting it down hard"
+                        );
+                        stopped =
+                            stop_domain(&c, &r, ShutdownReason::Poweroff, true, timeout).await;
+                    }
+                    match stopped {
                         Ok(()) => {
                             lifecycle::teardown(&c, &r).await;
                             Outcome::Halted

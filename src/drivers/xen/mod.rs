@@ -30,6 +30,8 @@ use super::hypervisor::{
 
 /// Where xenconsoled writes guests' console logs (`--log-dir`).
 pub const CONSOLE_LOG_DIR: &str = "/var/log/xen/console";
+/// How often a console reader looks at xenconsoled's log.
+const CONSOLE_POLL: Duration = Duration::from_millis(200);
 /// How often domain states are read for shutdown and death.
 const POLL: Duration = Duration::from_millis(100);
 /// libxl's LIBXL_MAXMEM_CONSTANT: max memory is the target plus this.
@@ -57,6 +59,10 @@ pub struct XenHypervisor {
     console_dir: PathBuf,
     kernels: kernel::KernelCache,
     memory_changes: AtomicU64,
+    /// How far into xenconsoled's log of each domain the console readers
+    /// got: a reader opened again (a restarted console actor) goes on from
+    /// there, as it would from the console ring.
+    console_read: Arc<Mutex<HashMap<u16, u64>>>,
 }
 
 /// Bumps the driver's memory change count when the call that holds it
@@ -119,6 +125,7 @@ impl XenHypervisor {
             console_dir: PathBuf::from(CONSOLE_LOG_DIR),
             kernels: kernel::KernelCache::new(kernel_cache),
             memory_changes: AtomicU64::new(0),
+            console_read: Arc::default(),
         })
     }
 
@@ -239,6 +246,13 @@ impl Hypervisor for XenHypervisor {
         }
         let (flags, emulation_flags) = match config.domain_type {
             DomainType::Pv => (0, 0),
+            DomainType::Pvh if config.vcpus > 1 => {
+                return Err(HypervisorError::InvalidConfig(format!(
+                    "a PVH guest with {} vcpus: xenith builds PVH guests without ACPI tables, \
+                     so with one vCPU only",
+                    config.vcpus
+                )))
+            }
             DomainType::Pvh if p.capabilities & ffi::PHYSCAP_HAP != 0 => {
                 (ffi::CDF_HVM | ffi::CDF_HAP, ffi::EMU_LAPIC)
             }
@@ -249,7 +263,7 @@ impl Hypervisor for XenHypervisor {
             }
             DomainType::Hvm => {
                 return Err(HypervisorError::Unsupported(
-                    "HVM guests on xen (PV only so far)",
+                    "HVM guests on xen (PV and PVH only)",
                 ))
             }
         };
@@ -287,6 +301,13 @@ impl Hypervisor for XenHypervisor {
             self.xc
                 .domain_set_tsc_default(domid)
                 .map_err(|e| call("xc_domain_set_tsc_info", e))?;
+            if config.domain_type == DomainType::Pvh {
+                // libxl's paging pool for HAP: 4 KiB × (256 per vCPU + 1 per MiB).
+                let pool_kib = 4 * (256 * u64::from(config.vcpus) + config.memory_mib);
+                self.xc
+                    .hvm_container_setup(domid, pool_kib << 10)
+                    .map_err(|e| call("set up the HVM container", e))?;
+            }
             self.xc
                 .cpuid_apply_default(domid)
                 .map_err(|e| call("xc_cpuid_apply_policy", e))
@@ -301,12 +322,13 @@ impl Hypervisor for XenHypervisor {
     fn build_domain(&self, domid: DomId, image: &BootImage) -> Result<Built, HypervisorError> {
         let _changed = MemoryChange(&self.memory_changes);
         let d = self.raw(domid)?;
-        if d.flags & ffi::DOMINF_HVM_GUEST != 0 {
+        let domain_type = info(&d).domain_type;
+        if domain_type == DomainType::Hvm {
             return Err(HypervisorError::Unsupported(
-                "building PVH guests on xen (PV only so far)",
+                "building HVM guests on xen (PV and PVH only)",
             ));
         }
-        let mem_mib = ((d.max_pages * 4).saturating_sub(MAXMEM_SLACK_KIB) / 1024) as u32;
+        let mem_mib = (d.max_pages * 4).saturating_sub(MAXMEM_SLACK_KIB) / 1024;
         let id = u32::from(domid.0);
         // xenstored and xenconsoled are in dom0: store first, then console (libxl's order).
         let store_port = self
@@ -317,10 +339,6 @@ impl Hypervisor for XenHypervisor {
             .xc
             .evtchn_alloc_unbound(id, 0)
             .map_err(|e| call("xc_evtchn_alloc_unbound", e))?;
-        // libxl ignores this one's result too.
-        let _ = self
-            .xc
-            .domain_set_memmap_limit(id, u64::from(mem_mib) * 1024);
         let path = |p: &std::path::Path| {
             p.to_str().map(str::to_owned).ok_or_else(|| {
                 HypervisorError::InvalidConfig(format!("{} is not UTF-8", p.display()))
@@ -331,23 +349,43 @@ impl Hypervisor for XenHypervisor {
         })?;
         let kernel = path(&elf)?;
         let ramdisk = image.ramdisk.as_deref().map(path).transpose()?;
-        let (store_mfn, console_mfn) = self
-            .xc
-            .linux_build(
-                id,
-                mem_mib,
-                &kernel,
-                ramdisk.as_deref(),
-                &image.cmdline,
-                store_port,
-                console_port,
-            )
-            .map_err(|e| call("xc_linux_build", e))?;
+        let (store_gfn, console_gfn) = if domain_type == DomainType::Pvh {
+            self.xc
+                .pvh_build(&ffi::PvhImage {
+                    domid: id,
+                    mem_mib,
+                    vcpus: d.max_vcpu_id + 1,
+                    kernel: &kernel,
+                    ramdisk: ramdisk.as_deref(),
+                    cmdline: &image.cmdline,
+                    store_port,
+                    console_port,
+                })
+                .map_err(|e| call("build the PVH guest (xc_dom_*)", e))?
+        } else {
+            // libxl ignores this one's result too.
+            let _ = self.xc.domain_set_memmap_limit(id, mem_mib * 1024);
+            let mem_mib = u32::try_from(mem_mib)
+                .map_err(|_| HypervisorError::InvalidConfig(format!("{mem_mib} MiB of memory")))?;
+            let (store, console) = self
+                .xc
+                .linux_build(
+                    id,
+                    mem_mib,
+                    &kernel,
+                    ramdisk.as_deref(),
+                    &image.cmdline,
+                    store_port,
+                    console_port,
+                )
+                .map_err(|e| call("xc_linux_build", e))?;
+            (store, console)
+        };
         Ok(Built {
             store_port,
-            store_gfn: store_mfn,
+            store_gfn,
             console_port,
-            console_gfn: console_mfn,
+            console_gfn,
         })
     }
 
@@ -423,24 +461,56 @@ impl Hypervisor for XenHypervisor {
         let path = self.console_dir.join(format!("guest-{name}.log"));
         let (tx, rx) = mpsc::unbounded_channel();
         let xc = self.xc.clone();
+        let read = self.console_read.clone();
+        let from = console_start(&path, &read, domid);
         std::thread::Builder::new()
             .name(format!("console-{}", domid.0))
-            .spawn(move || follow_log(&path, &tx, &xc, domid))
+            .spawn(move || {
+                let alive = || matches!(find(&xc, domid), Ok(Some(_)));
+                follow_log(&path, from, &tx, alive, domid, &read, CONSOLE_POLL);
+            })
             .map_err(|e| call("spawn a console reader", e))?;
         Ok(rx)
     }
 }
 
-/// Follows xenconsoled's log of a domain from its end at open, until the
-/// reader goes away or the domain does.
-fn follow_log(path: &std::path::Path, tx: &mpsc::UnboundedSender<Vec<u8>>, xc: &Xc, domid: DomId) {
-    let mut offset: Option<u64> = std::fs::metadata(path).ok().map(|m| m.len());
+// A poisoned map holds offsets only: go on with it.
+fn offsets(read: &Mutex<HashMap<u16, u64>>) -> MutexGuard<'_, HashMap<u16, u64>> {
+    read.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Where a console reader opened now starts in xenconsoled's log: where
+/// the last reader of this domain stopped or, at the first open, at the
+/// log's end (what is before it is an earlier domain's of that name).
+fn console_start(
+    path: &std::path::Path,
+    read: &Mutex<HashMap<u16, u64>>,
+    domid: DomId,
+) -> Option<u64> {
+    let last_read = offsets(read).get(&domid.0).copied();
+    last_read.or_else(|| std::fs::metadata(path).ok().map(|m| m.len()))
+}
+
+/// Follows xenconsoled's log of a domain from `from` (none: from its
+/// start, once it exists) until the reader goes away or the domain does,
+/// keeping in `read` how far it got.
+fn follow_log(
+    path: &std::path::Path,
+    from: Option<u64>,
+    tx: &mpsc::UnboundedSender<Vec<u8>>,
+    alive: impl Fn() -> bool,
+    domid: DomId,
+    read: &Mutex<HashMap<u16, u64>>,
+    poll: Duration,
+) {
+    let mut offset = from;
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         if tx.is_closed() {
             return;
         }
-        let alive = matches!(find(xc, domid), Ok(Some(_)));
+        let alive = alive();
         if let Ok(mut f) = std::fs::File::open(path) {
             let len = f.metadata().map(|m| m.len()).unwrap_or(0);
             let from = match offset {
@@ -456,11 +526,71 @@ fn follow_log(path: &std::path::Path, tx: &mpsc::UnboundedSender<Vec<u8>>, xc: &
                     at += n as u64;
                 }
                 offset = Some(at);
+                offsets(read).insert(domid.0, at);
             }
         }
         if !alive {
+            offsets(read).remove(&domid.0);
             return;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(poll);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::atomic::AtomicBool;
+
+    /// Reads what a follower sends until `want` bytes came (or 10 s).
+    fn collect(rx: &mut mpsc::UnboundedReceiver<Vec<u8>>, want: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        let t0 = std::time::Instant::now();
+        while got.len() < want && t0.elapsed() < Duration::from_secs(10) {
+            match rx.try_recv() {
+                Ok(chunk) => got.extend(chunk),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn a_console_reader_opened_again_goes_on_where_the_last_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("guest-vm.log");
+        let mut log = std::fs::File::create(&path).unwrap();
+        log.write_all(b"an earlier run\n").unwrap();
+        let read = Arc::new(Mutex::new(HashMap::new()));
+        let alive = Arc::new(AtomicBool::new(true));
+        let follow = |tx: mpsc::UnboundedSender<Vec<u8>>| {
+            let (path, read, alive) = (path.clone(), read.clone(), alive.clone());
+            let from = console_start(&path, &read, DomId(7));
+            std::thread::spawn(move || {
+                let alive = || alive.load(Ordering::Acquire);
+                let poll = Duration::from_millis(10);
+                follow_log(&path, from, &tx, alive, DomId(7), &read, poll);
+            })
+        };
+
+        // The first reader starts at the end: the earlier run is not news.
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let first = follow(tx);
+        log.write_all(b"boot\n").unwrap();
+        assert_eq!(collect(&mut rx, 5), b"boot\n");
+        // It goes away (the console actor restarts); the guest writes on.
+        drop(rx);
+        first.join().unwrap();
+        log.write_all(b"while nobody read\n").unwrap();
+
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let second = follow(tx);
+        log.write_all(b"after\n").unwrap();
+        assert_eq!(collect(&mut rx, 24), b"while nobody read\nafter\n");
+        // The domain dies: the reader ends and forgets the domain.
+        alive.store(false, Ordering::Release);
+        second.join().unwrap();
+        assert!(read.lock().unwrap().is_empty());
     }
 }

@@ -81,6 +81,10 @@ struct ShutdownArgs {
     force: bool,
     #[serde(default)]
     timeout_s: Option<u64>,
+    /// Extension: a guest that has not shut down by the timeout is shut
+    /// down hard, instead of the call failing with OPERATION_TIMEOUT.
+    #[serde(default)]
+    fallback: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,6 +202,7 @@ pub fn parse_call(method: &str, args: Value) -> Result<Call, ApiError> {
                 VmOp::Shutdown {
                     force: a.force,
                     timeout: crate::api::vm::shutdown_timeout(a.timeout_s),
+                    fallback: a.fallback,
                 },
             )
         }),

@@ -98,6 +98,12 @@ pub const CDF_HVM: u32 = 1 << 0;
 pub const CDF_HAP: u32 = 1 << 1;
 /// XEN_X86_EMU_LAPIC.
 pub const EMU_LAPIC: u32 = 1 << 0;
+/// HVM_PARAM_* (hvm/params.h) and HVMPTM_no_delay_for_missed_ticks.
+const HVM_PARAM_TIMER_MODE: u32 = 10;
+const HVM_PARAM_ALTP2M: u32 = 35;
+const HVMPTM_NO_DELAY_FOR_MISSED_TICKS: u64 = 1;
+/// XC_OPENFLAG_DUMMY: a handle that opens no /dev/xen node.
+const XC_OPENFLAG_DUMMY: c_uint = 1 << 0;
 const XENVER_VERSION: c_int = 0;
 const XENVER_EXTRAVERSION: c_int = 1;
 
@@ -120,6 +126,11 @@ struct Fns {
     domain_shutdown: unsafe extern "C" fn(XcHandle, u32, c_int) -> c_int,
     domain_destroy: unsafe extern "C" fn(XcHandle, u32) -> c_int,
     domain_getinfolist: unsafe extern "C" fn(XcHandle, u32, c_uint, *mut DomainInfoRaw) -> c_int,
+    hvm_param_set: unsafe extern "C" fn(XcHandle, u32, u32, u64) -> c_int,
+    set_paging_mempool_size: unsafe extern "C" fn(XcHandle, u32, u64) -> c_int,
+    domain_set_memory_map: unsafe extern "C" fn(XcHandle, u32, *const dom::E820Entry, u32) -> c_int,
+    /// libxenguest's domain builder (xenguest.h), for PVH.
+    dom: dom::DomFns,
     /// libxenguest; 10 arguments from 4.17.2 on (the last, `msr`, NULL).
     #[allow(clippy::type_complexity)]
     cpuid_apply_policy: unsafe extern "C" fn(
@@ -199,6 +210,11 @@ macro_rules! sym {
     }};
 }
 
+// After `sym!`, which it uses.
+mod dom;
+
+pub use dom::{PvhImage, HVM_CONSOLE_GFN, HVM_XENSTORE_GFN};
+
 fn cstring(what: &str, s: &str) -> io::Result<CString> {
     CString::new(s).map_err(|_| {
         io::Error::new(
@@ -211,6 +227,17 @@ fn cstring(what: &str, s: &str) -> io::Result<CString> {
 impl Xc {
     /// Loads the libraries and opens an interface (/dev/xen/privcmd).
     pub fn open() -> io::Result<Xc> {
+        Self::open_with(0)
+    }
+
+    /// Loads the libraries and opens a dummy interface, which reaches no
+    /// hypervisor: enough to check libxenguest's struct layout on a host
+    /// without Xen (the library must be installed).
+    pub fn open_dummy() -> io::Result<Xc> {
+        Self::open_with(XC_OPENFLAG_DUMMY)
+    }
+
+    fn open_with(flags: c_uint) -> io::Result<Xc> {
         // SAFETY: loading Debian's Xen 4.17 libraries runs their
         // initialisers, which only set up internal state.
         let ctrl = unsafe { Library::new("libxenctrl.so.4.17") }.map_err(|e| {
@@ -236,11 +263,17 @@ impl Xc {
             domain_shutdown: sym!(ctrl, "xc_domain_shutdown"),
             domain_destroy: sym!(ctrl, "xc_domain_destroy"),
             domain_getinfolist: sym!(ctrl, "xc_domain_getinfolist"),
+            hvm_param_set: sym!(ctrl, "xc_hvm_param_set"),
+            set_paging_mempool_size: sym!(ctrl, "xc_set_paging_mempool_size"),
+            domain_set_memory_map: sym!(ctrl, "xc_domain_set_memory_map"),
+            dom: dom::DomFns::load(&guest)?,
             cpuid_apply_policy: sym!(guest, "xc_cpuid_apply_policy"),
             linux_build: sym!(guest, "xc_linux_build"),
         };
-        // SAFETY: NULL loggers make libxc log to stderr; flags 0 (reentrant).
-        let handle = unsafe { (fns.interface_open)(std::ptr::null_mut(), std::ptr::null_mut(), 0) };
+        // SAFETY: NULL loggers make libxc log to stderr; the flags are 0
+        // (reentrant) or XC_OPENFLAG_DUMMY.
+        let handle =
+            unsafe { (fns.interface_open)(std::ptr::null_mut(), std::ptr::null_mut(), flags) };
         if handle.is_null() {
             return Err(last_error("xc_interface_open"));
         }
@@ -350,6 +383,30 @@ impl Xc {
             ));
         }
         Ok(())
+    }
+
+    /// What libxl's `libxl__arch_domain_create` sets on an HVM-container
+    /// (PVH) domain before it is built: the timer mode, no altp2m, and the
+    /// paging pool (`pool_bytes`, a multiple of 4 KiB).
+    pub fn hvm_container_setup(&self, domid: u32, pool_bytes: u64) -> io::Result<()> {
+        // SAFETY: plain values.
+        check("xc_hvm_param_set(TIMER_MODE)", unsafe {
+            (self.fns.hvm_param_set)(
+                self.handle,
+                domid,
+                HVM_PARAM_TIMER_MODE,
+                HVMPTM_NO_DELAY_FOR_MISSED_TICKS,
+            )
+        })?;
+        // SAFETY: plain values.
+        check("xc_hvm_param_set(ALTP2M)", unsafe {
+            (self.fns.hvm_param_set)(self.handle, domid, HVM_PARAM_ALTP2M, 0)
+        })?;
+        // SAFETY: plain values; Xen refuses a size that is not page-aligned.
+        check("xc_set_paging_mempool_size", unsafe {
+            (self.fns.set_paging_mempool_size)(self.handle, domid, pool_bytes)
+        })
+        .map(drop)
     }
 
     /// An unbound event channel in `domid` for `remote` to bind.

@@ -1,0 +1,396 @@
+//! libxenguest's domain builder (`xc_dom_*`), for guests in an HVM container
+//! (PVH): the sequence of libxl's `libxl__build_hvm` without a device model
+//! (docs/xen-driver-research.md §3.2).
+//!
+//! libxenguest has no accessor for most of what a PVH build needs, so, as
+//! libxl and init-xenstore-domain do, the fields of `struct xc_dom_image`
+//! are written in place. Their offsets are Xen 4.17's (§2.7: the struct is
+//! unchanged from 4.17.0 to 4.20, and the library's soname pins the
+//! version). Every image is checked on allocation against values
+//! `xc_dom_allocate` is known to set, so a different layout is refused
+//! before anything is written.
+
+use std::ffi::{c_char, c_int, c_uint, c_void, CString};
+use std::io;
+use std::ptr::NonNull;
+
+use libloading::Library;
+
+use super::{check, cstring, Xc, XcHandle};
+
+/// Field offsets in `struct xc_dom_image` (x86_64, Xen 4.17).
+mod off {
+    pub const MAX_KERNEL_SIZE: usize = 0x098;
+    pub const MAX_MODULE_SIZE: usize = 0x0a0;
+    pub const CONSOLE_PFN: usize = 0x180;
+    pub const XENSTORE_PFN: usize = 0x188;
+    pub const FLAGS: usize = 0x230;
+    pub const CONSOLE_EVTCHN: usize = 0x238;
+    pub const XENSTORE_EVTCHN: usize = 0x23c;
+    pub const CONSOLE_DOMID: usize = 0x240;
+    pub const XENSTORE_DOMID: usize = 0x244;
+    pub const XCH: usize = 0x250;
+    pub const GUEST_DOMID: usize = 0x258;
+    pub const CONTAINER_TYPE: usize = 0x6b0;
+    pub const TARGET_PAGES: usize = 0x6b8;
+    pub const MMIO_START: usize = 0x6c0;
+    pub const MMIO_SIZE: usize = 0x6c8;
+    pub const LOWMEM_END: usize = 0x6d0;
+    pub const HIGHMEM_END: usize = 0x6d8;
+    pub const VGA_HOLE_SIZE: usize = 0x6e0;
+    pub const DEVICE_MODEL: usize = 0x6e8;
+    pub const E820: usize = 0x780;
+    pub const E820_ENTRIES: usize = 0x788;
+    pub const MAX_VCPUS: usize = 0x798;
+    /// sizeof(struct xc_dom_image).
+    pub const SIZE: usize = 0x7a0;
+}
+
+/// What `xc_dom_allocate` sets: SIF_VIRT_P2M_4TOOLS, and 1 GiB limits.
+const ALLOCATED_FLAGS: u64 = 1 << 4;
+const DEFAULT_MAX_SIZE: usize = 1 << 30;
+const XC_DOM_HVM_CONTAINER: u32 = 1;
+const E820_RAM: u32 = 1;
+const E820_RESERVED: u32 = 2;
+const GIB4: u64 = 1 << 32;
+/// Without a device model libxl leaves 64 MiB below 4 GiB for MMIO (the
+/// LAPIC, the special pages, ACPI's place).
+const MMIO_SIZE: u64 = 0x0400_0000;
+const MMIO_START: u64 = GIB4 - MMIO_SIZE;
+/// The HVM container's special pages: 8 below 0xff000 (xg_dom_x86.c).
+const SPECIAL_PAGES_START: u64 = (0xff000 - 8) << 12;
+const SPECIAL_PAGES_LEN: u64 = 8 << 12;
+/// Where an HVM container's xenstore and console rings are (GFNs): fixed.
+pub const HVM_XENSTORE_GFN: u64 = 0xff000 - 8 + 4;
+pub const HVM_CONSOLE_GFN: u64 = 0xff000 - 8 + 7;
+
+/// `struct e820entry` (xenctrl.h): packed, 20 bytes.
+#[repr(C, packed)]
+#[derive(Debug, Clone, Copy)]
+pub struct E820Entry {
+    addr: u64,
+    size: u64,
+    kind: u32,
+}
+
+type DomPtr = *mut c_void;
+
+/// libxenguest's builder functions.
+pub(super) struct DomFns {
+    loginit: unsafe extern "C" fn(XcHandle) -> c_int,
+    allocate: unsafe extern "C" fn(XcHandle, *const c_char, *const c_char) -> DomPtr,
+    release: unsafe extern "C" fn(DomPtr),
+    kernel_max_size: unsafe extern "C" fn(DomPtr, usize) -> c_int,
+    kernel_file: unsafe extern "C" fn(DomPtr, *const c_char) -> c_int,
+    module_file: unsafe extern "C" fn(DomPtr, *const c_char, *const c_char) -> c_int,
+    boot_xen_init: unsafe extern "C" fn(DomPtr, XcHandle, u32) -> c_int,
+    parse_image: unsafe extern "C" fn(DomPtr) -> c_int,
+    mem_init: unsafe extern "C" fn(DomPtr, c_uint) -> c_int,
+    boot_mem_init: unsafe extern "C" fn(DomPtr) -> c_int,
+    build_image: unsafe extern "C" fn(DomPtr) -> c_int,
+    boot_image: unsafe extern "C" fn(DomPtr) -> c_int,
+    gnttab_init: unsafe extern "C" fn(DomPtr) -> c_int,
+}
+
+impl DomFns {
+    pub(super) fn load(guest: &Library) -> io::Result<DomFns> {
+        Ok(DomFns {
+            loginit: sym!(guest, "xc_dom_loginit"),
+            allocate: sym!(guest, "xc_dom_allocate"),
+            release: sym!(guest, "xc_dom_release"),
+            kernel_max_size: sym!(guest, "xc_dom_kernel_max_size"),
+            kernel_file: sym!(guest, "xc_dom_kernel_file"),
+            module_file: sym!(guest, "xc_dom_module_file"),
+            boot_xen_init: sym!(guest, "xc_dom_boot_xen_init"),
+            parse_image: sym!(guest, "xc_dom_parse_image"),
+            mem_init: sym!(guest, "xc_dom_mem_init"),
+            boot_mem_init: sym!(guest, "xc_dom_boot_mem_init"),
+            build_image: sym!(guest, "xc_dom_build_image"),
+            boot_image: sym!(guest, "xc_dom_boot_image"),
+            gnttab_init: sym!(guest, "xc_dom_gnttab_init"),
+        })
+    }
+}
+
+/// What a PVH build needs.
+#[derive(Debug)]
+pub struct PvhImage<'a> {
+    pub domid: u32,
+    /// The guest's RAM (also its maximum: no populate-on-demand).
+    pub mem_mib: u64,
+    pub vcpus: u32,
+    pub kernel: &'a str,
+    pub ramdisk: Option<&'a str>,
+    pub cmdline: &'a str,
+    pub store_port: u32,
+    pub console_port: u32,
+}
+
+/// The guest's memory map, as libxl's `domain_construct_memmap` makes it
+/// for PVH without ACPI tables: low RAM, the special pages, high RAM.
+fn memory_map(mem_bytes: u64) -> (Vec<E820Entry>, u64, u64) {
+    let lowmem_end = mem_bytes.min(MMIO_START);
+    let highmem_end = if mem_bytes > MMIO_START {
+        GIB4 + (mem_bytes - MMIO_START)
+    } else {
+        0
+    };
+    let mut map = vec![
+        E820Entry {
+            addr: 0,
+            size: lowmem_end,
+            kind: E820_RAM,
+        },
+        E820Entry {
+            addr: SPECIAL_PAGES_START,
+            size: SPECIAL_PAGES_LEN,
+            kind: E820_RESERVED,
+        },
+    ];
+    if highmem_end > 0 {
+        map.push(E820Entry {
+            addr: GIB4,
+            size: highmem_end - GIB4,
+            kind: E820_RAM,
+        });
+    }
+    (map, lowmem_end, highmem_end)
+}
+
+/// One `struct xc_dom_image`, from `xc_dom_allocate` to `xc_dom_release`.
+struct DomImage<'a> {
+    xc: &'a Xc,
+    ptr: NonNull<c_void>,
+    /// Kept alive until the release: the image points at it.
+    e820: Vec<E820Entry>,
+}
+
+impl<'a> DomImage<'a> {
+    /// Allocates an image and checks that it has the layout this build
+    /// writes into.
+    fn allocate(xc: &'a Xc, cmdline: Option<&CString>) -> io::Result<DomImage<'a>> {
+        // SAFETY: the command line is NUL-terminated and copied by the
+        // library (xc_dom_strdup); features NULL.
+        let raw = unsafe {
+            (xc.fns.dom.allocate)(
+                xc.handle,
+                cmdline.map_or(std::ptr::null(), |c| c.as_ptr()),
+                std::ptr::null(),
+            )
+        };
+        let ptr = NonNull::new(raw).ok_or_else(|| super::last_error("xc_dom_allocate"))?;
+        let image = DomImage {
+            xc,
+            ptr,
+            e820: Vec::new(),
+        };
+        image.check_layout()?;
+        Ok(image)
+    }
+
+    /// `xc_dom_allocate` zeroes the struct, then sets the flags, both size
+    /// limits and the interface: each must read back where 4.17 keeps it.
+    fn check_layout(&self) -> io::Result<()> {
+        let ok = self.read::<u64>(off::FLAGS) == ALLOCATED_FLAGS
+            && self.read::<usize>(off::MAX_KERNEL_SIZE) == DEFAULT_MAX_SIZE
+            && self.read::<usize>(off::MAX_MODULE_SIZE) == DEFAULT_MAX_SIZE
+            && self.read::<usize>(off::XCH) == self.xc.handle as usize
+            && self.read::<u32>(off::CONTAINER_TYPE) == 0;
+        if ok {
+            Ok(())
+        } else {
+            Err(layout_error("the fields xc_dom_allocate sets"))
+        }
+    }
+
+    fn read<T: Copy>(&self, offset: usize) -> T {
+        assert!(offset + std::mem::size_of::<T>() <= off::SIZE);
+        // SAFETY: the image is a live xc_dom_image of off::SIZE bytes (its
+        // layout checked on allocation) and the read stays inside it;
+        // read_unaligned makes no assumption about alignment.
+        unsafe {
+            self.ptr
+                .as_ptr()
+                .cast::<u8>()
+                .add(offset)
+                .cast::<T>()
+                .read_unaligned()
+        }
+    }
+
+    fn write<T: Copy>(&mut self, offset: usize, value: T) {
+        assert!(offset + std::mem::size_of::<T>() <= off::SIZE);
+        // SAFETY: as in `read`; the fields written are plain data whose
+        // types are those of Xen 4.17's header, owned by us until release.
+        unsafe {
+            self.ptr
+                .as_ptr()
+                .cast::<u8>()
+                .add(offset)
+                .cast::<T>()
+                .write_unaligned(value)
+        }
+    }
+
+    /// Runs one builder step that takes only the image.
+    fn step(&self, call: &'static str, f: unsafe extern "C" fn(DomPtr) -> c_int) -> io::Result<()> {
+        // SAFETY: the image is live and was filled in as the step expects
+        // (the order of `pvh_build` is libxl's).
+        check(call, unsafe { f(self.ptr.as_ptr()) }).map(drop)
+    }
+}
+
+impl Drop for DomImage<'_> {
+    fn drop(&mut self) {
+        // SAFETY: allocated by xc_dom_allocate and released once; `e820`
+        // is dropped after this.
+        unsafe { (self.xc.fns.dom.release)(self.ptr.as_ptr()) }
+    }
+}
+
+fn layout_error(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "libxenguest.so.4.17's struct xc_dom_image does not have Xen 4.17's layout ({what} \
+             are not where they should be): refusing to build"
+        ),
+    )
+}
+
+impl Xc {
+    /// Checks libxenguest's `struct xc_dom_image` layout without building
+    /// anything (works on a dummy interface).
+    pub fn check_dom_layout(&self) -> io::Result<()> {
+        let image = DomImage::allocate(self, None)?;
+        let probe = 3 << 20;
+        // SAFETY: a live image; the call only stores the limit.
+        check("xc_dom_kernel_max_size", unsafe {
+            (self.fns.dom.kernel_max_size)(image.ptr.as_ptr(), probe)
+        })?;
+        if image.read::<usize>(off::MAX_KERNEL_SIZE) != probe {
+            return Err(layout_error("the kernel size limit"));
+        }
+        Ok(())
+    }
+
+    /// Builds a PVH guest in `domid` (created with CDF_HVM|CDF_HAP and an
+    /// emulated LAPIC, its paging pool set): libxl's `libxl__build_hvm`
+    /// with no device model and no ACPI tables. Returns the xenstore and
+    /// console GFNs, which are fixed for this container.
+    pub fn pvh_build(&self, b: &PvhImage<'_>) -> io::Result<(u64, u64)> {
+        let kernel = cstring("the kernel path", b.kernel)?;
+        let ramdisk = b
+            .ramdisk
+            .map(|r| cstring("the ramdisk path", r))
+            .transpose()?;
+        let cmdline = cstring("the command line", b.cmdline)?;
+        let mem_mib = c_uint::try_from(b.mem_mib)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too much memory"))?;
+        // Logs the builder to /var/log/xen/domain-builder-ng.log, as libxl
+        // does; without that file it logs nothing, which is no error.
+        // SAFETY: the handle is live.
+        let _ = unsafe { (self.fns.dom.loginit)(self.handle) };
+        let mut image = DomImage::allocate(self, Some(&cmdline))?;
+        image.write::<u32>(off::CONTAINER_TYPE, XC_DOM_HVM_CONTAINER);
+        image.write::<u64>(off::TARGET_PAGES, b.mem_mib << 8);
+        // SAFETY: a live image; the path is NUL-terminated and the file is
+        // mapped by the call (the string may go after it).
+        check("xc_dom_kernel_file", unsafe {
+            (self.fns.dom.kernel_file)(image.ptr.as_ptr(), kernel.as_ptr())
+        })?;
+        if let Some(ramdisk) = &ramdisk {
+            // SAFETY: as above; one module of the two the struct holds; no
+            // module command line.
+            check("xc_dom_module_file", unsafe {
+                (self.fns.dom.module_file)(image.ptr.as_ptr(), ramdisk.as_ptr(), std::ptr::null())
+            })?;
+        }
+        let (e820, lowmem_end, highmem_end) = memory_map(b.mem_mib << 20);
+        image.write::<u64>(off::MMIO_SIZE, MMIO_SIZE);
+        image.write::<u64>(off::MMIO_START, MMIO_START);
+        image.write::<u64>(off::LOWMEM_END, lowmem_end);
+        image.write::<u64>(off::HIGHMEM_END, highmem_end);
+        image.write::<u64>(off::VGA_HOLE_SIZE, 0);
+        image.write::<u8>(off::DEVICE_MODEL, 0);
+        image.write::<u32>(off::MAX_VCPUS, b.vcpus);
+        image.write::<u32>(off::CONSOLE_EVTCHN, b.console_port);
+        image.write::<u32>(off::CONSOLE_DOMID, 0);
+        image.write::<u32>(off::XENSTORE_EVTCHN, b.store_port);
+        image.write::<u32>(off::XENSTORE_DOMID, 0);
+        // SAFETY: a live image and interface.
+        check("xc_dom_boot_xen_init", unsafe {
+            (self.fns.dom.boot_xen_init)(image.ptr.as_ptr(), self.handle, b.domid)
+        })?;
+        if image.read::<u32>(off::GUEST_DOMID) != b.domid {
+            return Err(layout_error("the guest's domid"));
+        }
+        image.step("xc_dom_parse_image", self.fns.dom.parse_image)?;
+        // SAFETY: a live image; the call only records the size.
+        check("xc_dom_mem_init", unsafe {
+            (self.fns.dom.mem_init)(image.ptr.as_ptr(), mem_mib)
+        })?;
+        image.step("xc_dom_boot_mem_init", self.fns.dom.boot_mem_init)?;
+        let entries = u32::try_from(e820.len()).unwrap_or(u32::MAX);
+        // SAFETY: `e820` holds `entries` packed e820 entries; Xen copies them.
+        check("xc_domain_set_memory_map", unsafe {
+            (self.fns.domain_set_memory_map)(self.handle, b.domid, e820.as_ptr(), entries)
+        })?;
+        image.e820 = e820;
+        let e820_ptr = image.e820.as_ptr() as usize;
+        image.write::<usize>(off::E820, e820_ptr);
+        image.write::<u32>(off::E820_ENTRIES, entries);
+        image.step("xc_dom_build_image", self.fns.dom.build_image)?;
+        image.step("xc_dom_boot_image", self.fns.dom.boot_image)?;
+        image.step("xc_dom_gnttab_init", self.fns.dom.gnttab_init)?;
+        let store = image.read::<u64>(off::XENSTORE_PFN);
+        let console = image.read::<u64>(off::CONSOLE_PFN);
+        if (store, console) != (HVM_XENSTORE_GFN, HVM_CONSOLE_GFN) {
+            return Err(layout_error("the xenstore and console pages"));
+        }
+        Ok((store, console))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e820_entries_are_packed_like_xenctrl_h() {
+        assert_eq!(std::mem::size_of::<E820Entry>(), 20);
+        assert_eq!(std::mem::align_of::<E820Entry>(), 1);
+    }
+
+    #[test]
+    fn the_memory_map_is_libxls_for_pvh() {
+        let (map, low, high) = memory_map(512 << 20);
+        assert_eq!((low, high), (512 << 20, 0));
+        assert_eq!(map.len(), 2);
+        let special = map[1];
+        assert_eq!(
+            ({ special.addr }, { special.size }, { special.kind }),
+            (0xfeff8000, 0x8000, E820_RESERVED)
+        );
+        // Above the MMIO hole the rest goes over 4 GiB.
+        let (map, low, high) = memory_map(5 << 30);
+        assert_eq!(low, 0xfc00_0000);
+        assert_eq!(high, (1 << 32) + (5 << 30) - 0xfc00_0000);
+        assert_eq!({ map[2].addr }, 1 << 32);
+        assert_eq!(HVM_XENSTORE_GFN, 0xfeffc);
+        assert_eq!(HVM_CONSOLE_GFN, 0xfefff);
+    }
+
+    /// Needs Debian's libxenguest.so.4.17 (package libxenmisc4.17, which
+    /// scripts/test installs with xen-utils-4.17), not Xen.
+    #[test]
+    fn libxenguest_has_the_layout_this_build_writes() {
+        let xc = Xc::open_dummy().unwrap_or_else(|e| {
+            panic!(
+                "cannot load Xen 4.17's libraries ({e}): install libxenmisc4.17, as scripts/test \
+                 does"
+            )
+        });
+        xc.check_dom_layout().unwrap();
+    }
+}
