@@ -250,3 +250,49 @@ async fn the_first_call_after_a_restart_sees_every_vm() {
     let listed = call(&c, "vm.list", json!({})).await.unwrap();
     assert_eq!(listed.as_array().unwrap().len(), N);
 }
+
+/// vm.set_memory_target (extension): the guest's memory/target, which the
+/// simulated balloon driver follows (its agent then reports the new total).
+#[tokio::test(flavor = "current_thread")]
+async fn a_memory_target_is_what_the_guest_balloons_to() {
+    let d = Xenithd::start(XENITHD, &[]);
+    let c = RpcClient::connect(&d.socket).await.unwrap();
+    call(&c, "vm.create", json!({"spec": spec("web", 256)}))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(call(&c, "vm.set_memory_target", json!({"vm": "web", "mib": 128})).await).0,
+        "VM_BAD_POWER_STATE"
+    );
+    call(&c, "vm.start", json!({"vm": "web"})).await.unwrap();
+    wait_for(&c, "web", "the agent's first report", |v| {
+        v["guest"]["memory_total_kib"] == 256 * 1024
+    })
+    .await;
+    let domid = call(&c, "vm.get", json!({"vm": "web"})).await.unwrap()["domid"].clone();
+    call(&c, "vm.set_memory_target", json!({"vm": "web", "mib": 128}))
+        .await
+        .unwrap();
+    assert_eq!(
+        xs_read(&d, &format!("/local/domain/{domid}/memory/target")).as_deref(),
+        Some("131072")
+    );
+    wait_for(&c, "web", "the balloon down to 128 MiB", |v| {
+        v["guest"]["memory_total_kib"] == 128 * 1024
+    })
+    .await;
+    for bad in [0, 15, 257] {
+        assert_eq!(
+            code(call(&c, "vm.set_memory_target", json!({"vm": "web", "mib": bad})).await),
+            ("INVALID_PARAMS".to_owned(), vec!["mib".to_owned()])
+        );
+    }
+    // Up again, to the VM's memory.
+    call(&c, "vm.set_memory_target", json!({"vm": "web", "mib": 256}))
+        .await
+        .unwrap();
+    wait_for(&c, "web", "the balloon back up", |v| {
+        v["guest"]["memory_total_kib"] == 256 * 1024
+    })
+    .await;
+}

@@ -233,7 +233,10 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
     /// Every domain, dom0 included.
     fn list_domains(&self) -> Result<Vec<DomainInfo>, HypervisorError>;
 
-    /// The balloon target (memory/target is the guest's side of it).
+    /// The hypervisor's side of a balloon target: the domain may hold no
+    /// more than `mib` (plus slack). The guest's side is xenstore's
+    /// `memory/target`, which the toolstack writes and the guest's balloon
+    /// driver follows.
     fn set_memory_target(&self, domid: DomId, mib: u64) -> Result<(), HypervisorError>;
 
     /// This domain's shutdown and destruction, as they happen.

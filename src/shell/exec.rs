@@ -207,6 +207,9 @@ impl Shell {
             VmVerb::Pause { vm } => op("vm.pause", json!({"vm": vm})),
             VmVerb::Unpause { vm } => op("vm.unpause", json!({"vm": vm})),
             VmVerb::Kill { vm } => op("vm.kill", json!({"vm": vm})),
+            VmVerb::SetMemoryTarget { vm, mib } => {
+                op("vm.set_memory_target", json!({"vm": vm, "mib": mib}))
+            }
             VmVerb::Remove { vm } => op("vm.remove", json!({"vm": vm})),
         };
         let v = self.call(method, params).await?;

@@ -127,6 +127,12 @@ pub enum VmVerb {
     Kill {
         vm: String,
     },
+    /// Sets the balloon target of a running VM (at most its memory).
+    SetMemoryTarget {
+        vm: String,
+        /// MiB.
+        mib: u64,
+    },
     /// Forgets a Halted VM.
     Remove {
         vm: String,

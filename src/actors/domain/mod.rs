@@ -118,6 +118,11 @@ pub enum VmOp {
     Pause,
     Unpause,
     Kill,
+    /// The balloon target, in MiB (at most the VM's memory): the
+    /// hypervisor's side, then the guest's `memory/target`.
+    SetMemoryTarget {
+        mib: u64,
+    },
 }
 
 impl VmOp {
@@ -129,6 +134,7 @@ impl VmOp {
             VmOp::Pause => "pause",
             VmOp::Unpause => "unpause",
             VmOp::Kill => "kill",
+            VmOp::SetMemoryTarget { .. } => "set_memory_target",
         }
     }
 
@@ -144,6 +150,7 @@ impl VmOp {
             VmOp::Pause => &[Running],
             VmOp::Unpause => &[Paused],
             VmOp::Kill => &[Running, Paused, Suspended, Crashed],
+            VmOp::SetMemoryTarget { .. } => &[Running, Paused],
         }
     }
 }
@@ -357,6 +364,7 @@ impl DomainActor {
                 self.state = s;
                 Ok(())
             }
+            Outcome::Done => Ok(()),
             Outcome::Failed(e) => Err(e),
             Outcome::FailedHalted(e) => {
                 self.stop_following(ctx);
@@ -443,6 +451,15 @@ impl DomainActor {
                     }
                     Outcome::Halted
                 }
+                VmOp::SetMemoryTarget { mib } => {
+                    let Some(r) = running else {
+                        return Outcome::Halted;
+                    };
+                    match set_memory_target(&c, r.domid, mib).await {
+                        Ok(()) => Outcome::Done,
+                        Err(e) => Outcome::Failed(e),
+                    }
+                }
             }
         })
     }
@@ -505,6 +522,8 @@ enum Outcome {
     },
     Halted,
     State(PowerState),
+    /// Done; the power state is as it was.
+    Done,
     Failed(ApiError),
     /// Failed, and the VM is Halted (a start undone).
     FailedHalted(ApiError),
@@ -532,6 +551,31 @@ async fn start(c: &Ctx, paused: bool) -> Outcome {
 
 /// Asks the guest to shut down (or reboot) through control/shutdown and
 /// waits for the domain to do so; `force` does it the hard way at once.
+/// The least a balloon target may be (a VM's least memory).
+const MIN_MEMORY_TARGET_MIB: u64 = 16;
+
+/// Sets a running domain's balloon target: the hypervisor's side (on Xen,
+/// the domain's maximum, as `xl mem-set` does), then `memory/target` (KiB),
+/// which the guest's balloon driver follows.
+async fn set_memory_target(c: &Ctx, domid: DomId, mib: u64) -> Result<(), ApiError> {
+    let max = c.spec.memory_mib;
+    if !(MIN_MEMORY_TARGET_MIB..=max).contains(&mib) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParams,
+            format!("mib: {mib} is outside {MIN_MEMORY_TARGET_MIB}..={max} (the VM's memory)"),
+        )
+        .with_details(vec!["mib".into()]));
+    }
+    hv("set the memory target", &c.driver, move |h| {
+        h.set_memory_target(domid, mib)
+    })
+    .await?;
+    let path = format!("{}/memory/target", crate::vm::layout::home(domid));
+    c.xs.write(&path, &(mib * 1024).to_string())
+        .await
+        .map_err(|e| lifecycle::step_error("write memory/target", e))
+}
+
 async fn stop_domain(
     c: &Ctx,
     r: &Running,

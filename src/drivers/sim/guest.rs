@@ -151,6 +151,7 @@ impl Guest {
             self.agent_report(&xs).await?;
         }
         let mut control = xs.watch("control/shutdown").await?;
+        let mut target = xs.watch("memory/target").await?;
         let mut devices = xs.watch("device").await?;
         let mut known: HashSet<String> = HashSet::new();
         loop {
@@ -172,6 +173,20 @@ impl Guest {
                         });
                         let _ = self.hv.shutdown(self.domid, reason);
                         return Ok(());
+                    }
+                }
+                event = target.next() => {
+                    // The balloon driver: follow memory/target (KiB).
+                    event.ok_or(Gone)?;
+                    if self.faults.borrow().hung {
+                        continue;
+                    }
+                    let kib = xs.read_opt("memory/target").await?.and_then(|v| v.parse::<u64>().ok());
+                    if let Some(kib) = kib {
+                        let before = self.hv.target_mib(self.domid);
+                        if self.hv.balloon(self.domid, kib / 1024) != before && self.profile.agent {
+                            self.agent_report(&xs).await?;
+                        }
                     }
                 }
                 event = devices.next() => {

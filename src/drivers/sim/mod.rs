@@ -34,7 +34,12 @@ struct SimDomain {
     uuid: [u8; 16],
     domain_type: DomainType,
     memory_mib: u64,
+    /// What the guest holds: its balloon follows memory/target, within
+    /// `max_mib`.
     target_mib: u64,
+    /// The most the hypervisor lets it hold (Xen's max_pages, which the
+    /// toolstack's memory target lowers).
+    max_mib: u64,
     vcpus: u32,
     paused: bool,
     built: bool,
@@ -140,12 +145,25 @@ impl Inner {
         }
     }
 
-    /// The guest's balloon target, in MiB.
+    /// What the guest holds, in MiB.
     fn target_mib(&self, domid: DomId) -> u64 {
         self.state()
             .domains
             .get(&domid.0)
             .map_or(0, |d| d.target_mib)
+    }
+
+    /// The guest's balloon driver moves to `mib` (within what the
+    /// hypervisor allows); returns what it holds then.
+    fn balloon(&self, domid: DomId, mib: u64) -> u64 {
+        let mut st = self.state();
+        match st.domains.get_mut(&domid.0) {
+            Some(d) => {
+                d.target_mib = mib.min(d.max_mib).min(d.memory_mib);
+                d.target_mib
+            }
+            None => 0,
+        }
     }
 }
 
@@ -280,6 +298,7 @@ impl Hypervisor for SimHypervisor {
                 domain_type: config.domain_type,
                 memory_mib: config.memory_mib,
                 target_mib: config.memory_mib,
+                max_mib: config.memory_mib,
                 vcpus: config.vcpus,
                 paused: true,
                 built: false,
@@ -396,7 +415,9 @@ impl Hypervisor for SimHypervisor {
                 d.memory_mib
             )));
         }
-        d.target_mib = mib;
+        // The hypervisor's side only: the guest balloons down to it (or up
+        // within it) when it reads memory/target.
+        d.max_mib = mib;
         Ok(())
     }
 

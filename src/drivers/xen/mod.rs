@@ -427,11 +427,15 @@ impl Hypervisor for XenHypervisor {
             .collect())
     }
 
-    fn set_memory_target(&self, _domid: DomId, _mib: u64) -> Result<(), HypervisorError> {
-        // The balloon target is xenstore's memory/target, which the toolstack writes.
-        Err(HypervisorError::Unsupported(
-            "memory targets through the hypervisor on xen",
-        ))
+    fn set_memory_target(&self, domid: DomId, mib: u64) -> Result<(), HypervisorError> {
+        // What `xl mem-set` enforces: the domain may hold no more than the
+        // target (plus libxl's slack). The guest's balloon driver follows
+        // memory/target, which the toolstack writes.
+        let _changed = MemoryChange(&self.memory_changes);
+        self.raw(domid)?;
+        self.xc
+            .domain_setmaxmem(u32::from(domid.0), mib * 1024 + MAXMEM_SLACK_KIB)
+            .map_err(|e| call("xc_domain_setmaxmem", e))
     }
 
     fn subscribe(

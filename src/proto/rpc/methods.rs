@@ -67,6 +67,13 @@ struct CreateArgs {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct MemoryTargetArgs {
+    vm: String,
+    mib: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct StartArgs {
     vm: String,
     #[serde(default)]
@@ -212,6 +219,8 @@ pub fn parse_call(method: &str, args: Value) -> Result<Call, ApiError> {
         "vm.pause" => params::<VmArg>(method, args).map(|a| op(a.vm, VmOp::Pause)),
         "vm.unpause" => params::<VmArg>(method, args).map(|a| op(a.vm, VmOp::Unpause)),
         "vm.kill" => params::<VmArg>(method, args).map(|a| op(a.vm, VmOp::Kill)),
+        "vm.set_memory_target" => params::<MemoryTargetArgs>(method, args)
+            .map(|a| op(a.vm, VmOp::SetMemoryTarget { mib: a.mib })),
         "vm.console" => params::<ConsoleArgs>(method, args).map(|a| Call::VmConsole {
             vm: a.vm,
             lines: a.lines,
