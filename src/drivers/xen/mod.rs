@@ -10,6 +10,7 @@
 //! Consoles are xenconsoled's: `open_console` follows the log it writes
 //! for the domain (`xenconsoled --log=guest`).
 
+mod acpi;
 pub mod ffi;
 pub mod kernel;
 
@@ -248,8 +249,7 @@ impl Hypervisor for XenHypervisor {
             DomainType::Pv => (0, 0),
             DomainType::Pvh if config.vcpus > 1 => {
                 return Err(HypervisorError::InvalidConfig(format!(
-                    "a PVH guest with {} vcpus: xenith builds PVH guests without ACPI tables, \
-                     so with one vCPU only",
+                    "a PVH guest with {} vcpus: xenith starts PVH guests with one vCPU so far",
                     config.vcpus
                 )))
             }

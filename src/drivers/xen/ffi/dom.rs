@@ -39,6 +39,9 @@ mod off {
     pub const HIGHMEM_END: usize = 0x6d8;
     pub const VGA_HOLE_SIZE: usize = 0x6e0;
     pub const DEVICE_MODEL: usize = 0x6e8;
+    /// `struct xc_hvm_firmware_module acpi_modules[4]`: 24 bytes each,
+    /// `data` at 0, `length` at 8, `guest_addr_out` at 16.
+    pub const ACPI_MODULES: usize = 0x708;
     pub const E820: usize = 0x780;
     pub const E820_ENTRIES: usize = 0x788;
     pub const MAX_VCPUS: usize = 0x798;
@@ -52,6 +55,8 @@ const DEFAULT_MAX_SIZE: usize = 1 << 30;
 const XC_DOM_HVM_CONTAINER: u32 = 1;
 const E820_RAM: u32 = 1;
 const E820_RESERVED: u32 = 2;
+const E820_ACPI: u32 = 3;
+const PAGE: u64 = 4096;
 const GIB4: u64 = 1 << 32;
 /// Without a device model libxl leaves 64 MiB below 4 GiB for MMIO (the
 /// LAPIC, the special pages, ACPI's place).
@@ -127,8 +132,9 @@ pub struct PvhImage<'a> {
 }
 
 /// The guest's memory map, as libxl's `domain_construct_memmap` makes it
-/// for PVH without ACPI tables: low RAM, the special pages, high RAM.
-fn memory_map(mem_bytes: u64) -> (Vec<E820Entry>, u64, u64) {
+/// for PVH: low RAM, the special pages, one ACPI entry per table module
+/// (`(address, length)`), high RAM.
+fn memory_map(mem_bytes: u64, acpi: &[(u64, u64)]) -> (Vec<E820Entry>, u64, u64) {
     let lowmem_end = mem_bytes.min(MMIO_START);
     let highmem_end = if mem_bytes > MMIO_START {
         GIB4 + (mem_bytes - MMIO_START)
@@ -147,6 +153,14 @@ fn memory_map(mem_bytes: u64) -> (Vec<E820Entry>, u64, u64) {
             kind: E820_RESERVED,
         },
     ];
+    for &(addr, len) in acpi {
+        // Whole pages, as libxl does (the RSDP's page overlaps low RAM).
+        map.push(E820Entry {
+            addr: addr & !(PAGE - 1),
+            size: len + (addr & (PAGE - 1)),
+            kind: E820_ACPI,
+        });
+    }
     if highmem_end > 0 {
         map.push(E820Entry {
             addr: GIB4,
@@ -161,8 +175,9 @@ fn memory_map(mem_bytes: u64) -> (Vec<E820Entry>, u64, u64) {
 struct DomImage<'a> {
     xc: &'a Xc,
     ptr: NonNull<c_void>,
-    /// Kept alive until the release: the image points at it.
+    /// Kept alive until the release: the image points at them.
     e820: Vec<E820Entry>,
+    acpi: Vec<Vec<u8>>,
 }
 
 impl<'a> DomImage<'a> {
@@ -183,6 +198,7 @@ impl<'a> DomImage<'a> {
             xc,
             ptr,
             e820: Vec::new(),
+            acpi: Vec::new(),
         };
         image.check_layout()?;
         Ok(image)
@@ -306,7 +322,13 @@ impl Xc {
                 (self.fns.dom.module_file)(image.ptr.as_ptr(), ramdisk.as_ptr(), std::ptr::null())
             })?;
         }
-        let (e820, lowmem_end, highmem_end) = memory_map(b.mem_mib << 20);
+        let (rsdp, tables) = crate::drivers::xen::acpi::pvh_tables(b.vcpus);
+        let acpi = [
+            (crate::drivers::xen::acpi::RSDP_ADDR, rsdp),
+            (crate::drivers::xen::acpi::TABLES_ADDR, tables),
+        ];
+        let ranges: Vec<(u64, u64)> = acpi.iter().map(|(a, t)| (*a, t.len() as u64)).collect();
+        let (e820, lowmem_end, highmem_end) = memory_map(b.mem_mib << 20, &ranges);
         image.write::<u64>(off::MMIO_SIZE, MMIO_SIZE);
         image.write::<u64>(off::MMIO_START, MMIO_START);
         image.write::<u64>(off::LOWMEM_END, lowmem_end);
@@ -331,6 +353,18 @@ impl Xc {
             (self.fns.dom.mem_init)(image.ptr.as_ptr(), mem_mib)
         })?;
         image.step("xc_dom_boot_mem_init", self.fns.dom.boot_mem_init)?;
+        // The ACPI tables, as leading modules: xc_dom_build_image copies
+        // them to their guest addresses and hvm_start_info points at the
+        // first (the RSDP).
+        for (i, (addr, data)) in acpi.into_iter().enumerate() {
+            let at = off::ACPI_MODULES + 24 * i;
+            let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+            image.acpi.push(data);
+            let ptr = image.acpi[i].as_ptr() as usize;
+            image.write::<usize>(at, ptr);
+            image.write::<u32>(at + 8, len);
+            image.write::<u64>(at + 16, addr);
+        }
         let entries = u32::try_from(e820.len()).unwrap_or(u32::MAX);
         // SAFETY: `e820` holds `entries` packed e820 entries; Xen copies them.
         check("xc_domain_set_memory_map", unsafe {
@@ -364,16 +398,21 @@ mod tests {
 
     #[test]
     fn the_memory_map_is_libxls_for_pvh() {
-        let (map, low, high) = memory_map(512 << 20);
+        let (map, low, high) = memory_map(512 << 20, &[(0xfffc0, 64), (0xfc00_0000, 500)]);
         assert_eq!((low, high), (512 << 20, 0));
-        assert_eq!(map.len(), 2);
+        assert_eq!(map.len(), 4);
+        let rsdp = map[2];
+        assert_eq!(
+            ({ rsdp.addr }, { rsdp.size }, { rsdp.kind }),
+            (0xff000, 0x1000, E820_ACPI)
+        );
         let special = map[1];
         assert_eq!(
             ({ special.addr }, { special.size }, { special.kind }),
             (0xfeff8000, 0x8000, E820_RESERVED)
         );
         // Above the MMIO hole the rest goes over 4 GiB.
-        let (map, low, high) = memory_map(5 << 30);
+        let (map, low, high) = memory_map(5 << 30, &[]);
         assert_eq!(low, 0xfc00_0000);
         assert_eq!(high, (1 << 32) + (5 << 30) - 0xfc00_0000);
         assert_eq!({ map[2].addr }, 1 << 32);
