@@ -250,6 +250,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         None => XsClient::connect_socket(&xs_socket).await,
     }
     .map_err(DaemonError::Xenstore)?;
+    driver.follow_xenstore(&xs);
     api.set_xenstore(xs);
     let known = records.load_all().map_err(DaemonError::Records)?;
     let count = known.len();

@@ -262,6 +262,12 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
+    /// Hands the driver the toolstack's xenstore connection, once it is up
+    /// (called from the runtime): the Xen driver follows `@releaseDomain`
+    /// with it, so that shutdowns and deaths are noticed when xenstored
+    /// sees them rather than at the next poll.
+    fn follow_xenstore(&self, _xs: &crate::drivers::xenstore::XsClient) {}
+
     /// Fault injection into the guest itself (`fault.inject` kind `hang`):
     /// only a simulated guest can be told to misbehave.
     fn inject_guest_fault(&self, _domid: DomId, _fault: GuestFault) -> Result<(), HypervisorError> {

@@ -33,8 +33,9 @@ use super::hypervisor::{
 pub const CONSOLE_LOG_DIR: &str = "/var/log/xen/console";
 /// How often a console reader looks at xenconsoled's log.
 const CONSOLE_POLL: Duration = Duration::from_millis(200);
-/// How often domain states are read for shutdown and death.
-const POLL: Duration = Duration::from_millis(100);
+/// How often domain states are read for shutdown and death when
+/// `@releaseDomain` has not fired (it is what normally wakes the poller).
+const POLL: Duration = Duration::from_secs(1);
 /// libxl's LIBXL_MAXMEM_CONSTANT: max memory is the target plus this.
 const MAXMEM_SLACK_KIB: u64 = 1024;
 /// libxl's default ssidref (SECINITSID_DOMU); ignored unless FLASK enforces.
@@ -60,6 +61,10 @@ pub struct XenHypervisor {
     console_dir: PathBuf,
     kernels: kernel::KernelCache,
     memory_changes: AtomicU64,
+    /// Wakes the poller: `@releaseDomain` fired (a domain shut down or
+    /// died). The receiver is the poller's, once it runs.
+    kick: std::sync::mpsc::Sender<()>,
+    kicked: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     /// How far into xenconsoled's log of each domain the console readers
     /// got: a reader opened again (a restarted console actor) goes on from
     /// there, as it would from the console ring.
@@ -119,7 +124,10 @@ impl XenHypervisor {
                 format!("this build drives Xen 4.17, the host runs {version}"),
             ));
         }
+        let (kick, kicked) = std::sync::mpsc::channel();
         Ok(Self {
+            kick,
+            kicked: Mutex::new(Some(kicked)),
             xc: Arc::new(xc),
             watches: Arc::new(Mutex::new(Watches::default())),
             poller: OnceLock::new(),
@@ -140,9 +148,14 @@ impl XenHypervisor {
     fn start_poller(&self) {
         self.poller.get_or_init(|| {
             let (xc, watches) = (self.xc.clone(), self.watches.clone());
+            let kicked = self
+                .kicked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
             let spawned = std::thread::Builder::new()
                 .name("xen-domain-poller".into())
-                .spawn(move || poll_domains(&xc, &watches));
+                .spawn(move || poll_domains(&xc, &watches, kicked));
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "cannot start the domain poller");
             }
@@ -177,9 +190,21 @@ fn find(xc: &Xc, domid: DomId) -> std::io::Result<Option<DomainInfoRaw>> {
         .find(|d| d.domain == domid.0))
 }
 
-fn poll_domains(xc: &Xc, watches: &Mutex<Watches>) {
+/// Reads the domains followed whenever `@releaseDomain` fires, and every
+/// [`POLL`] anyway: tells their followers of shutdowns and deaths.
+fn poll_domains(xc: &Xc, watches: &Mutex<Watches>, kicked: Option<std::sync::mpsc::Receiver<()>>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut kicked = kicked;
     loop {
-        std::thread::sleep(POLL);
+        match kicked.as_ref().map(|k| k.recv_timeout(POLL)) {
+            Some(Ok(())) => {
+                // One read serves every kick queued meanwhile.
+                while kicked.as_ref().is_some_and(|k| k.try_recv().is_ok()) {}
+            }
+            Some(Err(RecvTimeoutError::Timeout)) => {}
+            Some(Err(RecvTimeoutError::Disconnected)) => kicked = None,
+            None => std::thread::sleep(POLL),
+        }
         let watched: Vec<u16> = lock(watches).by_domid.keys().copied().collect();
         if watched.is_empty() {
             continue;
@@ -454,6 +479,30 @@ impl Hypervisor for XenHypervisor {
             .push(tx);
         self.start_poller();
         Ok(rx)
+    }
+
+    fn follow_xenstore(&self, xs: &crate::drivers::xenstore::XsClient) {
+        let (xs, kick) = (xs.clone(), self.kick.clone());
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("no runtime to follow @releaseDomain on: domains are polled");
+            return;
+        };
+        runtime.spawn(async move {
+            let mut fired = match xs.watch("@releaseDomain").await {
+                Ok(w) => w,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot watch @releaseDomain: domains are polled");
+                    return;
+                }
+            };
+            while fired.next().await.is_some() {
+                tracing::debug!("@releaseDomain fired");
+                if kick.send(()).is_err() {
+                    return;
+                }
+            }
+            tracing::warn!("the @releaseDomain watch ended: domains are polled");
+        });
     }
 
     fn open_console(
