@@ -73,6 +73,13 @@ pub async fn hv<T: Send + 'static>(
                 format!("{needed_mib} MiB needed, {free_mib} MiB free"),
             )
             .with_details(vec![needed_mib.to_string(), free_mib.to_string()])),
+            // The spec asks for what this host cannot run (a PVH guest
+            // with several vCPUs on Xen, a kernel it cannot read...).
+            Ok(Err(HypervisorError::InvalidConfig(why))) => Err(ApiError::new(
+                ErrorCode::InvalidParams,
+                format!("{step}: the VM's spec does not fit this host: {why}"),
+            )
+            .with_details(vec!["spec".into()])),
             Ok(Err(e)) => Err(step_error(step, crate::error::chain(&e))),
             Err(e) => Err(step_error(step, e)),
         }
