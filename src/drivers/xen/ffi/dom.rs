@@ -219,33 +219,25 @@ impl<'a> DomImage<'a> {
         }
     }
 
-    fn read<T: Copy>(&self, offset: usize) -> T {
+    /// Where a field of type `T` at `offset` is. The offsets are this
+    /// module's constants, all inside the struct.
+    fn field<T>(&self, offset: usize) -> *mut T {
         assert!(offset + std::mem::size_of::<T>() <= off::SIZE);
-        // SAFETY: the image is a live xc_dom_image of off::SIZE bytes (its
-        // layout checked on allocation) and the read stays inside it;
-        // read_unaligned makes no assumption about alignment.
-        unsafe {
-            self.ptr
-                .as_ptr()
-                .cast::<u8>()
-                .add(offset)
-                .cast::<T>()
-                .read_unaligned()
-        }
+        // SAFETY: the image is a live allocation of off::SIZE bytes and the
+        // field lies inside it (asserted above).
+        unsafe { self.ptr.as_ptr().cast::<u8>().add(offset).cast::<T>() }
+    }
+
+    fn read<T: Copy>(&self, offset: usize) -> T {
+        // SAFETY: a field of the live image (its layout checked on
+        // allocation); read_unaligned makes no assumption about alignment.
+        unsafe { self.field::<T>(offset).read_unaligned() }
     }
 
     fn write<T: Copy>(&mut self, offset: usize, value: T) {
-        assert!(offset + std::mem::size_of::<T>() <= off::SIZE);
         // SAFETY: as in `read`; the fields written are plain data whose
         // types are those of Xen 4.17's header, owned by us until release.
-        unsafe {
-            self.ptr
-                .as_ptr()
-                .cast::<u8>()
-                .add(offset)
-                .cast::<T>()
-                .write_unaligned(value)
-        }
+        unsafe { self.field::<T>(offset).write_unaligned(value) }
     }
 
     /// Runs one builder step that takes only the image.
