@@ -150,12 +150,17 @@ impl Api {
         self.inner.ready.send_replace(true);
     }
 
-    /// Runs one parsed call (once the API is ready).
-    pub async fn execute(&self, call: Call) -> Result<Reply, ApiError> {
+    /// Returns once the API is ready (at once, after start).
+    pub async fn wait_ready(&self) {
         if !*self.inner.ready.borrow() {
             // The sender lives as long as `self`: this cannot fail.
             let _ = self.inner.ready.subscribe().wait_for(|ready| *ready).await;
         }
+    }
+
+    /// Runs one parsed call (once the API is ready).
+    pub async fn execute(&self, call: Call) -> Result<Reply, ApiError> {
+        self.wait_ready().await;
         match call {
             Call::HostInfo => self.host_info().await.map(Reply::HostInfo),
             Call::SupervisorTree => self.supervisor_tree().await.map(Reply::Tree),

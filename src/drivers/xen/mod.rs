@@ -63,13 +63,16 @@ pub struct XenHypervisor {
     memory_changes: AtomicU64,
     /// Wakes the poller: `@releaseDomain` fired (a domain shut down or
     /// died). The receiver is the poller's, once it runs.
-    kick: std::sync::mpsc::Sender<()>,
+    kick: std::sync::mpsc::SyncSender<()>,
     kicked: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     /// How far into xenconsoled's log of each domain the console readers
     /// got: a reader opened again (a restarted console actor) goes on from
     /// there, as it would from the console ring.
-    console_read: Arc<Mutex<HashMap<u16, u64>>>,
+    console_read: Arc<Mutex<ConsoleOffsets>>,
 }
+
+/// How far the console readers got, by domid: in which log, to which byte.
+type ConsoleOffsets = HashMap<u16, (PathBuf, u64)>;
 
 /// Bumps the driver's memory change count when the call that holds it
 /// returns, however it returns (a failed build may have populated memory).
@@ -124,7 +127,8 @@ impl XenHypervisor {
                 format!("this build drives Xen 4.17, the host runs {version}"),
             ));
         }
-        let (kick, kicked) = std::sync::mpsc::channel();
+        // One pending kick is enough: a read serves all that came before.
+        let (kick, kicked) = std::sync::mpsc::sync_channel(1);
         Ok(Self {
             kick,
             kicked: Mutex::new(Some(kicked)),
@@ -369,9 +373,20 @@ impl Hypervisor for XenHypervisor {
                 HypervisorError::InvalidConfig(format!("{} is not UTF-8", p.display()))
             })
         };
-        let elf = self.kernels.prepare(&image.kernel).map_err(|e| {
-            HypervisorError::InvalidConfig(format!("kernel {}: {e}", image.kernel.display()))
-        })?;
+        let elf = self
+            .kernels
+            .prepare(&image.kernel)
+            .map_err(|e| match e.kind() {
+                // The image itself: missing, or not a kernel this can read.
+                std::io::ErrorKind::NotFound
+                | std::io::ErrorKind::InvalidData
+                | std::io::ErrorKind::InvalidInput => HypervisorError::InvalidConfig(format!(
+                    "kernel {}: {e}",
+                    image.kernel.display()
+                )),
+                // The host's side (the cache directory, the disk).
+                _ => call("prepare the kernel", e),
+            })?;
         let kernel = path(&elf)?;
         let ramdisk = image.ramdisk.as_deref().map(path).transpose()?;
         let (store_gfn, console_gfn) = if domain_type == DomainType::Pvh {
@@ -379,7 +394,7 @@ impl Hypervisor for XenHypervisor {
                 .pvh_build(&ffi::PvhImage {
                     domid: id,
                     mem_mib,
-                    vcpus: d.max_vcpu_id + 1,
+                    vcpus: d.max_vcpu_id.saturating_add(1),
                     kernel: &kernel,
                     ramdisk: ramdisk.as_deref(),
                     cmdline: &image.cmdline,
@@ -434,6 +449,8 @@ impl Hypervisor for XenHypervisor {
 
     fn destroy(&self, domid: DomId) -> Result<(), HypervisorError> {
         let _changed = MemoryChange(&self.memory_changes);
+        // The domid may come back for another domain: forget its console.
+        offsets(&self.console_read).remove(&domid.0);
         self.raw(domid)?;
         self.xc
             .domain_destroy(u32::from(domid.0))
@@ -478,6 +495,9 @@ impl Hypervisor for XenHypervisor {
             .or_default()
             .push(tx);
         self.start_poller();
+        // A shutdown between the read above and the registration is seen
+        // by the next read: make it now.
+        let _ = self.kick.try_send(());
         Ok(rx)
     }
 
@@ -488,20 +508,30 @@ impl Hypervisor for XenHypervisor {
             return;
         };
         runtime.spawn(async move {
-            let mut fired = match xs.watch("@releaseDomain").await {
-                Ok(w) => w,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot watch @releaseDomain: domains are polled");
-                    return;
+            // Watched again if the watch ends (xenstored restarted); the
+            // poller reads every POLL meanwhile.
+            let mut retry = Duration::from_secs(1);
+            loop {
+                match xs.watch("@releaseDomain").await {
+                    Ok(mut fired) => {
+                        retry = Duration::from_secs(1);
+                        while fired.next().await.is_some() {
+                            tracing::debug!("@releaseDomain fired");
+                            if let Err(std::sync::mpsc::TrySendError::Disconnected(())) =
+                                kick.try_send(())
+                            {
+                                return;
+                            }
+                        }
+                        tracing::warn!("the @releaseDomain watch ended: watching again");
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, ?retry, "cannot watch @releaseDomain: domains are polled until it works");
+                    }
                 }
-            };
-            while fired.next().await.is_some() {
-                tracing::debug!("@releaseDomain fired");
-                if kick.send(()).is_err() {
-                    return;
-                }
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(Duration::from_secs(60));
             }
-            tracing::warn!("the @releaseDomain watch ended: domains are polled");
         });
     }
 
@@ -528,7 +558,7 @@ impl Hypervisor for XenHypervisor {
 }
 
 // A poisoned map holds offsets only: go on with it.
-fn offsets(read: &Mutex<HashMap<u16, u64>>) -> MutexGuard<'_, HashMap<u16, u64>> {
+fn offsets(read: &Mutex<ConsoleOffsets>) -> MutexGuard<'_, ConsoleOffsets> {
     read.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -538,10 +568,13 @@ fn offsets(read: &Mutex<HashMap<u16, u64>>) -> MutexGuard<'_, HashMap<u16, u64>>
 /// log's end (what is before it is an earlier domain's of that name).
 fn console_start(
     path: &std::path::Path,
-    read: &Mutex<HashMap<u16, u64>>,
+    read: &Mutex<ConsoleOffsets>,
     domid: DomId,
 ) -> Option<u64> {
-    let last_read = offsets(read).get(&domid.0).copied();
+    let last_read = match offsets(read).get(&domid.0) {
+        Some((log, at)) if log == path => Some(*at),
+        _ => None,
+    };
     last_read.or_else(|| std::fs::metadata(path).ok().map(|m| m.len()))
 }
 
@@ -554,7 +587,7 @@ fn follow_log(
     tx: &mpsc::UnboundedSender<Vec<u8>>,
     alive: impl Fn() -> bool,
     domid: DomId,
-    read: &Mutex<HashMap<u16, u64>>,
+    read: &Mutex<ConsoleOffsets>,
     poll: Duration,
 ) {
     let mut offset = from;
@@ -579,7 +612,7 @@ fn follow_log(
                     at += n as u64;
                 }
                 offset = Some(at);
-                offsets(read).insert(domid.0, at);
+                offsets(read).insert(domid.0, (path.to_owned(), at));
             }
         }
         if !alive {

@@ -147,12 +147,15 @@ pub(crate) async fn serve<S>(
                             }
                             match call {
                                 Ok(Call::EventSubscribe { classes }) => {
+                                    // Like every call, once the daemon is ready.
+                                    api.wait_ready().await;
                                     let r = subs.subscribe(classes);
                                     if out.send(reply(id, r)).await.is_err() {
                                         break;
                                     }
                                 }
                                 Ok(Call::XsWatch { path }) => {
+                                    api.wait_ready().await;
                                     let r = match api.xs_watch(&path).await {
                                         Ok(w) => subs.watch(path, w),
                                         Err(e) => Err(e),

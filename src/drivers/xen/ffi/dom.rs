@@ -154,10 +154,12 @@ fn memory_map(mem_bytes: u64, acpi: &[(u64, u64)]) -> (Vec<E820Entry>, u64, u64)
         },
     ];
     for &(addr, len) in acpi {
-        // Whole pages, as libxl does (the RSDP's page overlaps low RAM).
+        // The whole pages the tables are copied into (the RSDP's page
+        // overlaps low RAM, as in libxl's map).
+        let start = addr & !(PAGE - 1);
         map.push(E820Entry {
-            addr: addr & !(PAGE - 1),
-            size: len + (addr & (PAGE - 1)),
+            addr: start,
+            size: (addr + len).next_multiple_of(PAGE) - start,
             kind: E820_ACPI,
         });
     }
@@ -284,7 +286,7 @@ impl Xc {
 
     /// Builds a PVH guest in `domid` (created with CDF_HVM|CDF_HAP and an
     /// emulated LAPIC, its paging pool set): libxl's `libxl__build_hvm`
-    /// with no device model and no ACPI tables. Returns the xenstore and
+    /// with no device model, with xenith's ACPI tables. Returns the xenstore and
     /// console GFNs, which are fixed for this container.
     pub fn pvh_build(&self, b: &PvhImage<'_>) -> io::Result<(u64, u64)> {
         let kernel = cstring("the kernel path", b.kernel)?;
@@ -293,6 +295,13 @@ impl Xc {
             .map(|r| cstring("the ramdisk path", r))
             .transpose()?;
         let cmdline = cstring("the command line", b.cmdline)?;
+        if !(1..=127).contains(&b.vcpus) {
+            // The MADT's one-byte APIC ids (2·n) end there.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} vCPUs (1 to 127)", b.vcpus),
+            ));
+        }
         let mem_mib = c_uint::try_from(b.mem_mib)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too much memory"))?;
         // Logs the builder to /var/log/xen/domain-builder-ng.log, as libxl
@@ -393,6 +402,8 @@ mod tests {
         let (map, low, high) = memory_map(512 << 20, &[(0xfffc0, 64), (0xfc00_0000, 500)]);
         assert_eq!((low, high), (512 << 20, 0));
         assert_eq!(map.len(), 4);
+        let tables = map[3];
+        assert_eq!(({ tables.addr }, { tables.size }), (0xfc00_0000, 0x1000));
         let rsdp = map[2];
         assert_eq!(
             ({ rsdp.addr }, { rsdp.size }, { rsdp.kind }),
