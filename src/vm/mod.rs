@@ -6,4 +6,7 @@ pub mod record;
 pub mod spec;
 
 pub use record::{RecordError, RecordStore, VmRecord};
-pub use spec::{Disk, DiskFile, DiskMode, Nic, NicFile, OnEvent, VmSpec, VmSpecError, VmSpecFile};
+pub use spec::{
+    Disk, DiskFile, DiskMode, Nic, NicFile, OnEvent, VmSpec, VmSpecError, VmSpecFile,
+    MIN_MEMORY_MIB,
+};

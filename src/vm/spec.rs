@@ -224,6 +224,10 @@ fn validate_nic(n: NicFile, at: &str, uuid: &uuid::Uuid, devid: u32) -> Result<N
 
 /// The most NICs a VM may have (device ids 0..).
 pub const MAX_NICS: u32 = 64;
+/// The least and the most memory a VM may have (and the least a balloon
+/// target may ask of it), in MiB.
+pub const MIN_MEMORY_MIB: u64 = 16;
+pub const MAX_MEMORY_MIB: u64 = 1 << 22;
 
 impl VmSpec {
     /// The spec with one more disk (`vbd.plug`), and that disk.
@@ -296,10 +300,13 @@ impl VmSpecFile {
                 "a name may not look like a uuid (VMs are named by either)",
             ));
         }
-        if !(16..=1 << 22).contains(&self.memory_mib) {
+        if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&self.memory_mib) {
             return Err(bad(
                 "memory_mib",
-                format!("{} is outside 16..=4194304", self.memory_mib),
+                format!(
+                    "{} is outside {MIN_MEMORY_MIB}..={MAX_MEMORY_MIB}",
+                    self.memory_mib
+                ),
             ));
         }
         if !(1..=128).contains(&self.vcpus) {

@@ -549,20 +549,16 @@ async fn start(c: &Ctx, paused: bool) -> Outcome {
     }
 }
 
-/// Asks the guest to shut down (or reboot) through control/shutdown and
-/// waits for the domain to do so; `force` does it the hard way at once.
-/// The least a balloon target may be (a VM's least memory).
-const MIN_MEMORY_TARGET_MIB: u64 = 16;
-
 /// Sets a running domain's balloon target: the hypervisor's side (on Xen,
 /// the domain's maximum, as `xl mem-set` does), then `memory/target` (KiB),
 /// which the guest's balloon driver follows.
 async fn set_memory_target(c: &Ctx, domid: DomId, mib: u64) -> Result<(), ApiError> {
-    let max = c.spec.memory_mib;
-    if !(MIN_MEMORY_TARGET_MIB..=max).contains(&mib) {
+    // No lower than a VM's least memory, no higher than this VM's.
+    let (min, max) = (crate::vm::MIN_MEMORY_MIB, c.spec.memory_mib);
+    if !(min..=max).contains(&mib) {
         return Err(ApiError::new(
             ErrorCode::InvalidParams,
-            format!("mib: {mib} is outside {MIN_MEMORY_TARGET_MIB}..={max} (the VM's memory)"),
+            format!("mib: {mib} is outside {min}..={max} (the VM's memory)"),
         )
         .with_details(vec!["mib".into()]));
     }
@@ -576,6 +572,8 @@ async fn set_memory_target(c: &Ctx, domid: DomId, mib: u64) -> Result<(), ApiErr
         .map_err(|e| lifecycle::step_error("write memory/target", e))
 }
 
+/// Asks the guest to shut down (or reboot) through control/shutdown and
+/// waits for the domain to do so; `force` does it the hard way at once.
 async fn stop_domain(
     c: &Ctx,
     r: &Running,

@@ -2,11 +2,13 @@
 //! loaded at run time ([`ffi`]). It builds PV guests the way libxl does
 //! (docs/xen-driver-research.md §3.1): create, max vcpus, max memory, TSC
 //! and CPUID defaults, the xenstore and console event channels, then
-//! libxenguest's builder. PVH and HVM builds are refused with a clear
-//! error for now.
+//! libxenguest's builder (`xc_linux_build`). PVH guests go through the
+//! `xc_dom_*` builder with xenith's ACPI tables (§3.2, [`acpi`]); HVM
+//! builds are refused with a clear error for now.
 //!
 //! Shutdown and death notifications come from a poller thread that reads
-//! the domain list (the flags libxl reads after each @releaseDomain watch).
+//! the domain list (the flags libxl reads) whenever xenstored fires
+//! `@releaseDomain`, and every second anyway.
 //! Consoles are xenconsoled's: `open_console` follows the log it writes
 //! for the domain (`xenconsoled --log=guest`).
 
@@ -84,8 +86,10 @@ impl Drop for MemoryChange<'_> {
     }
 }
 
-fn lock(w: &Mutex<Watches>) -> MutexGuard<'_, Watches> {
-    w.lock().unwrap_or_else(|p| p.into_inner())
+/// Locks state that stays consistent even if a holder panicked (watcher
+/// lists, console offsets, the poller's receiver): goes on with it.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn info(raw: &DomainInfoRaw) -> DomainInfo {
@@ -152,11 +156,7 @@ impl XenHypervisor {
     fn start_poller(&self) {
         self.poller.get_or_init(|| {
             let (xc, watches) = (self.xc.clone(), self.watches.clone());
-            let kicked = self
-                .kicked
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
+            let kicked = lock(&self.kicked).take();
             let spawned = std::thread::Builder::new()
                 .name("xen-domain-poller".into())
                 .spawn(move || poll_domains(&xc, &watches, kicked));
@@ -450,7 +450,7 @@ impl Hypervisor for XenHypervisor {
     fn destroy(&self, domid: DomId) -> Result<(), HypervisorError> {
         let _changed = MemoryChange(&self.memory_changes);
         // The domid may come back for another domain: forget its console.
-        offsets(&self.console_read).remove(&domid.0);
+        lock(&self.console_read).remove(&domid.0);
         self.raw(domid)?;
         self.xc
             .domain_destroy(u32::from(domid.0))
@@ -557,12 +557,6 @@ impl Hypervisor for XenHypervisor {
     }
 }
 
-// A poisoned map holds offsets only: go on with it.
-fn offsets(read: &Mutex<ConsoleOffsets>) -> MutexGuard<'_, ConsoleOffsets> {
-    read.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// Where a console reader opened now starts in xenconsoled's log: where
 /// the last reader of this domain stopped or, at the first open, at the
 /// log's end (what is before it is an earlier domain's of that name).
@@ -571,7 +565,7 @@ fn console_start(
     read: &Mutex<ConsoleOffsets>,
     domid: DomId,
 ) -> Option<u64> {
-    let last_read = match offsets(read).get(&domid.0) {
+    let last_read = match lock(read).get(&domid.0) {
         Some((log, at)) if log == path => Some(*at),
         _ => None,
     };
@@ -612,11 +606,11 @@ fn follow_log(
                     at += n as u64;
                 }
                 offset = Some(at);
-                offsets(read).insert(domid.0, (path.to_owned(), at));
+                lock(read).insert(domid.0, (path.to_owned(), at));
             }
         }
         if !alive {
-            offsets(read).remove(&domid.0);
+            lock(read).remove(&domid.0);
             return;
         }
         std::thread::sleep(poll);

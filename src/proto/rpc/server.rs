@@ -145,17 +145,17 @@ pub(crate) async fn serve<S>(
                                 }
                                 continue;
                             }
+                            // The calls answered here, like those `execute`
+                            // runs, wait until the daemon is ready.
+                            api.wait_ready().await;
                             match call {
                                 Ok(Call::EventSubscribe { classes }) => {
-                                    // Like every call, once the daemon is ready.
-                                    api.wait_ready().await;
                                     let r = subs.subscribe(classes);
                                     if out.send(reply(id, r)).await.is_err() {
                                         break;
                                     }
                                 }
                                 Ok(Call::XsWatch { path }) => {
-                                    api.wait_ready().await;
                                     let r = match api.xs_watch(&path).await {
                                         Ok(w) => subs.watch(path, w),
                                         Err(e) => Err(e),
