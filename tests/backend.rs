@@ -6,9 +6,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use xenith::actors::backend::{BackendActor, DeviceSpec, DeviceStatus, Unplug, XenbusState};
+use std::sync::Arc;
+
+use xenith::actors::backend::{
+    BackendActor, DeviceSpec, DeviceStatus, Hotplug, Release, Unplug, XenbusState,
+};
 use xenith::actors::supervisor::{ChildSpec, Strategy, SupervisorFlags, SupervisorHandle};
 use xenith::actors::InjectPanic;
+use xenith::drivers::devices::DeviceHost;
 use xenith::drivers::xenstore::XsClient;
 use xenith::drivers::{BootImage, DomainConfig, Hypervisor};
 use xenith::vm::{layout, VmSpecFile};
@@ -56,7 +61,7 @@ async fn backends_connect_survive_a_panic_and_unplug_cleanly() {
     // A PV VM with one disk and one NIC, its domain built and its tree written.
     let uuid = uuid::Uuid::new_v4();
     let spec = VmSpecFile::from_toml(
-        "name=\"d\"\ntype=\"pv\"\nmemory_mib=128\nkernel=\"/k\"\n[[disks]]\npath=\"/dev/vg/d\"\ndevice=\"xvda\"\n[[nics]]\n",
+        "name=\"d\"\ntype=\"pv\"\nmemory_mib=128\nkernel=\"/k\"\n[[disks]]\npath=\"/images/d.img\"\ndevice=\"xvda\"\n[[nics]]\n",
     )
     .unwrap()
     .validate(&uuid)
@@ -92,28 +97,34 @@ async fn backends_connect_survive_a_panic_and_unplug_cleanly() {
         .unwrap();
     sim.unpause(d).unwrap();
 
+    // A file-backed disk (a loop device on the simulated host) and a NIC.
     let vbd = DeviceSpec {
         kind: "vbd",
         name: "xvda".into(),
         trees: layout::vbd(d, &spec.disks[0], true),
-        hotplug: vec![
-            ("physical-device".into(), "fd:0".into()),
-            ("hotplug-status".into(), "connected".into()),
-        ],
+        hotplug: Hotplug::Disk {
+            path: spec.disks[0].path.clone(),
+            read_only: false,
+        },
     };
     let vif = DeviceSpec {
         kind: "vif",
         name: "0".into(),
         trees: layout::vif(d, &spec.nics[0]),
-        hotplug: vec![("hotplug-status".into(), "connected".into())],
+        hotplug: Hotplug::Nic {
+            interface: format!("vif{}.0", d.0),
+            bridge: spec.nics[0].bridge.clone(),
+        },
     };
+    let devices = sim.sim_devices();
+    let host: Arc<dyn DeviceHost> = devices.clone();
     let (vbd_back, vbd_front) = (vbd.trees.backend.clone(), vbd.trees.frontend.clone());
     let vm = ChildSpec::supervisor(
         "vm",
         SupervisorFlags::new(Strategy::OneForOne, 10, Duration::from_secs(60)),
         vec![
-            BackendActor::spec(vbd, xs.clone()),
-            BackendActor::spec(vif, xs.clone()),
+            BackendActor::spec(vbd, xs.clone(), host.clone()),
+            BackendActor::spec(vif, xs.clone(), host.clone()),
         ],
     );
     root.handle().start_child(vm).await.unwrap();
@@ -125,8 +136,23 @@ async fn backends_connect_survive_a_panic_and_unplug_cleanly() {
             .await
             .unwrap()
             .as_deref(),
-        Some("fd:0")
+        Some("7:0")
     );
+    assert_eq!(
+        xs.read_opt(&format!("{vbd_back}/physical-device-path"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("/dev/loop0")
+    );
+    assert_eq!(
+        host.loop_devices(),
+        vec![("/dev/loop0".into(), "/images/d.img".into())]
+    );
+    // netback's interface is up on the NIC's bridge.
+    let iface = devices.interface(&format!("vif{}.0", d.0)).unwrap();
+    assert!(iface.up);
+    assert_eq!(iface.bridge.as_deref(), Some("xenbr0"));
     let ip = xs
         .read_opt(&format!("/local/domain/{}/attr/vif/0/ipv4/0", d.0))
         .await
@@ -178,10 +204,12 @@ async fn backends_connect_survive_a_panic_and_unplug_cleanly() {
         front_before
     );
 
-    // Unplug: Closing, the frontend closes, Closed, both trees gone, the actor ends normally.
+    // Unplug: Closing, the frontend closes, Closed, both trees gone, the
+    // loop device released, the actor ends normally.
     addr.send(Unplug).await.unwrap().unwrap();
     assert_eq!(xs.read_opt(&vbd_back).await.unwrap(), None);
     assert_eq!(xs.read_opt(&vbd_front).await.unwrap(), None);
+    assert!(host.loop_devices().is_empty());
     let t0 = Instant::now();
     loop {
         let node = sup
@@ -198,4 +226,20 @@ async fn backends_connect_survive_a_panic_and_unplug_cleanly() {
         assert!(t0.elapsed() < Duration::from_secs(5));
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+
+    // The domain goes: the NIC is released without the guest; netback
+    // removes its interface.
+    let addr = sup.child::<BackendActor>("vif:0").await.unwrap().unwrap();
+    addr.send(Release).await.unwrap().unwrap();
+    assert_eq!(
+        xs.read_opt(&format!("/local/domain/0/backend/vif/{}/0", d.0))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        devices.interfaces().is_empty(),
+        "{:?}",
+        devices.interfaces()
+    );
 }

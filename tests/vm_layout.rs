@@ -128,7 +128,8 @@ fn expected(uuid: &uuid::Uuid) -> Vec<(String, Option<String>, &'static str)> {
         (format!("{be}/online"), s("1"), "n0,r5"),
         (format!("{be}/removable"), s("0"), "n0,r5"),
         (format!("{be}/bootable"), s("1"), "n0,r5"),
-        (format!("{be}/state"), s("1"), "n0,r5"),
+        // Written as 1; the (simulated) blkback probes it to InitWait at once.
+        (format!("{be}/state"), None, "n0,r5"),
         (format!("{be}/dev"), s("xvda"), "n0,r5"),
         (format!("{be}/type"), s("phy"), "n0,r5"),
         (format!("{be}/mode"), s("w"), "n0,r5"),
@@ -148,7 +149,8 @@ fn expected(uuid: &uuid::Uuid) -> Vec<(String, Option<String>, &'static str)> {
         (format!("{vbe}/frontend"), Some(vfe.to_owned()), "n0,r5"),
         (format!("{vbe}/frontend-id"), s("5"), "n0,r5"),
         (format!("{vbe}/online"), s("1"), "n0,r5"),
-        (format!("{vbe}/state"), s("1"), "n0,r5"),
+        // Likewise for netback.
+        (format!("{vbe}/state"), None, "n0,r5"),
         (
             format!("{vbe}/script"),
             s("/etc/xen/scripts/vif-bridge"),

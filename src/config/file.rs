@@ -22,6 +22,13 @@ pub struct ConfigFile {
     pub emulator: EmulatorSection,
     pub console: ConsoleSection,
     pub tls: TlsSection,
+    pub network: NetworkSection,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkSection {
+    pub create_bridges: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -317,6 +324,7 @@ impl ConfigFile {
             qemu: PathBuf::from(self.emulator.qemu),
             console_log_max_bytes: log_max_kib as u64 * 1024,
             tls,
+            create_bridges: self.network.create_bridges,
         })
     }
 }

@@ -122,6 +122,9 @@ pub struct Config {
     pub console_log_max_bytes: u64,
     /// The TLS listener, if configured.
     pub tls: Option<tls::TlsConfig>,
+    /// Whether a NIC's missing bridge is created (`[network]`), or its
+    /// plug fails.
+    pub create_bridges: bool,
 }
 
 /// What the command line can override (CONTRACT.md flags).

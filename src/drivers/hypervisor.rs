@@ -208,6 +208,11 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
     /// anyone else (another toolstack, a guest's balloon) are not counted.
     fn memory_changes(&self) -> u64;
 
+    /// The host side of guest devices that goes with this hypervisor:
+    /// Linux's loop devices and bridges on a Xen host, the simulated
+    /// host's own on the simulated one.
+    fn devices(&self) -> Arc<dyn super::devices::DeviceHost>;
+
     /// Creates an empty, paused domain with its memory and vcpus reserved.
     /// A domain that does not fit fails with `NotEnoughMemory` and leaves
     /// nothing behind.
@@ -301,7 +306,10 @@ pub fn select(
     };
     match kind {
         HypervisorKind::Sim => {
-            let sim = super::sim::SimHypervisor::new(config.sim);
+            let sim = super::sim::SimHypervisor::with_devices(
+                config.sim,
+                super::devices::sim::SimDevices::new(config.create_bridges),
+            );
             if let (Some(store), Ok(rt)) = (guests, tokio::runtime::Handle::try_current()) {
                 sim.attach_guests(store, rt);
             }
@@ -309,6 +317,9 @@ pub fn select(
         }
         HypervisorKind::Xen => Ok(Arc::new(super::xen::XenHypervisor::open(
             config.state_dir.join("kernels"),
+            Arc::new(super::devices::linux::LinuxDevices::new(
+                config.create_bridges,
+            )),
         )?)),
     }
 }

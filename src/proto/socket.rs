@@ -116,7 +116,7 @@ impl<S: Service> SocketListener<S> {
     ) -> ChildSpec {
         ChildSpec::worker(id, move |exit| {
             let (listener, inode) =
-                bind(&path, group).map_err(|e| StartError(crate::error::chain(&e)))?;
+                bind(&path, group).map_err(|e| StartError::new(crate::error::chain(&e)))?;
             tracing::info!(socket = %path.display(), "{id} listening");
             Ok(SocketListener {
                 name: id,

@@ -12,10 +12,20 @@ impl Message for DeviceStatus {
     type Result = (XenbusState, XenbusState);
 }
 
-/// Closes the device and removes its trees; the actor then ends normally.
+/// Closes the device with the guest, removes its trees and releases its
+/// host side (loop device, interface); the actor then ends normally.
 #[derive(Debug)]
 pub struct Unplug;
 
 impl Message for Unplug {
+    type Result = Result<(), String>;
+}
+
+/// The domain is going: removes the device's trees without waiting for the
+/// guest and releases its host side; the actor then ends normally.
+#[derive(Debug)]
+pub struct Release;
+
+impl Message for Release {
     type Result = Result<(), String>;
 }

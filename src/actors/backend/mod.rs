@@ -1,17 +1,26 @@
 //! Device backend actors: one per VBD and per VIF, the same shape for both.
+//! Each is the toolstack's side of one device, as libxl and its hotplug
+//! scripts are for xl; the backend half itself is the dom0 kernel's
+//! blkback or netback (the real ones on Xen, simulated ones on the
+//! simulated host: drivers/sim/backends.rs), which own the backend's
+//! `state`.
 //!
-//! What blkback/netback plus the hotplug step do, as the toolstack sees it:
-//! - plug: write both trees (docs/libxl-xenstore-layout.md §3) in one
-//!   transaction with state 1; do the hotplug step (on the simulated host:
-//!   record `physical-device` and `hotplug-status=connected`); go to
-//!   InitWait (2); when the frontend is Initialised (3), go to Connected (4);
-//! - unplug: `online=0`, Closing (5); when the frontend is Closed (6) (or
-//!   after a timeout), Closed (6); remove both trees.
+//! - plug (hotplug.rs): the host side (a loop device for a disk image),
+//!   both trees (docs/libxl-xenstore-layout.md §3) with state 1 and
+//!   `physical-device`; for a NIC, netback's `vifD.N` brought up on its
+//!   bridge and `hotplug-status = connected`;
+//! - then: follows the backend's state (InitWait, Connected once the guest's
+//!   frontend connects...) and the frontend's, and tells the VM's
+//!   [`DeviceStates`] and the event bus;
+//! - unplug: `online = 0`, Closing; when blkback/netback say Closed (or
+//!   after a timeout), both trees are removed and the host side released;
+//! - release (the domain is going): the same without waiting for anyone.
 //!
 //! A backend actor that restarts (a panic in it) re-syncs from xenstore: it
 //! reads the states there and carries on from them, without rewriting the
 //! trees or disturbing the guest.
 
+mod hotplug;
 mod messages;
 
 use std::collections::HashMap;
@@ -23,13 +32,15 @@ use actix::{
     ResponseActFuture, StreamHandler, WrapFuture,
 };
 
-pub use messages::{DeviceStatus, Unplug};
+pub use hotplug::{Hotplug, HotplugError, INTERFACE_TIMEOUT};
+pub use messages::{DeviceStatus, Release, Unplug};
 
 use super::InjectPanic;
 
 use super::events::{EventBus, EventClass, EventKind};
 use super::supervisor::{ChildSpec, ExitSlot, Restart, Shutdown};
-use crate::drivers::xenstore::{XsClient, XsClientError};
+use crate::drivers::devices::DeviceHost;
+use crate::drivers::xenstore::XsClient;
 use crate::vm::layout::DeviceTrees;
 use tokio::sync::watch;
 
@@ -80,7 +91,7 @@ impl XenbusState {
         }
     }
 
-    fn value(self) -> String {
+    pub(crate) fn value(self) -> String {
         (self as u8).to_string()
     }
 }
@@ -93,8 +104,8 @@ pub struct DeviceSpec {
     /// "xvda", "0"...: the id in the VM's tree of actors.
     pub name: String,
     pub trees: DeviceTrees,
-    /// What the hotplug step records in the backend (physical-device etc.).
-    pub hotplug: Vec<(String, String)>,
+    /// What the hotplug step does on the host.
+    pub hotplug: Hotplug,
 }
 
 /// A VM's device states as its backend actors last set them, by device
@@ -186,8 +197,12 @@ impl DeviceEvents {
 pub struct BackendActor {
     spec: DeviceSpec,
     xs: XsClient,
+    devices: Arc<dyn DeviceHost>,
+    /// The backend's state, as blkback or netback last set it.
     state: XenbusState,
     frontend: XenbusState,
+    /// Unplugging or releasing: the states read meanwhile are not told.
+    closing: bool,
     exit: ExitSlot,
     events: Option<DeviceEvents>,
 }
@@ -196,28 +211,37 @@ impl BackendActor {
     /// The child spec: plugging (or re-syncing) happens before it counts as
     /// started. Transient: an unplugged device ends normally and is not
     /// restarted; a crashed one is.
-    pub fn spec(device: DeviceSpec, xs: XsClient) -> ChildSpec {
-        Self::spec_with_events(device, xs, None)
+    pub fn spec(device: DeviceSpec, xs: XsClient, devices: Arc<dyn DeviceHost>) -> ChildSpec {
+        Self::spec_with_events(device, xs, devices, None)
     }
 
     /// Like [`BackendActor::spec`]; state changes are published on the bus.
     pub fn spec_with_events(
         device: DeviceSpec,
         xs: XsClient,
+        devices: Arc<dyn DeviceHost>,
         events: Option<DeviceEvents>,
     ) -> ChildSpec {
         let id = format!("{}:{}", device.kind, device.name);
         ChildSpec::worker_async(id, move |exit| {
-            let (device, xs, events) = (device.clone(), xs.clone(), events.clone());
+            let (device, xs, devices, events) =
+                (device.clone(), xs.clone(), devices.clone(), events.clone());
             async move {
-                let state = plug_or_resync(&xs, &device).await.map_err(|e| {
-                    crate::actors::supervisor::StartError::new(crate::error::chain(&e))
+                let state = plug_or_resync(&xs, &devices, &device).await.map_err(|e| {
+                    let mut err =
+                        crate::actors::supervisor::StartError::new(crate::error::chain(&e));
+                    if e.is_config() {
+                        err = err.config();
+                    }
+                    err
                 })?;
                 Ok(BackendActor {
                     spec: device,
                     xs,
+                    devices,
                     state,
                     frontend: XenbusState::Unknown,
+                    closing: false,
                     exit,
                     events,
                 })
@@ -228,20 +252,30 @@ impl BackendActor {
     }
 }
 
-/// Writes the trees (a fresh plug) or reads where the handshake is (a
-/// restart); returns the backend's state.
-async fn plug_or_resync(xs: &XsClient, d: &DeviceSpec) -> Result<XenbusState, XsClientError> {
+/// Plugs the device (a fresh plug) or finishes what a restart cut short;
+/// returns the backend's state.
+async fn plug_or_resync(
+    xs: &XsClient,
+    devices: &Arc<dyn DeviceHost>,
+    d: &DeviceSpec,
+) -> Result<XenbusState, HotplugError> {
     let state_path = format!("{}/state", d.trees.backend);
-    if let Some(s) = xs.read_opt(&state_path).await? {
-        return Ok(XenbusState::parse(&s));
+    if xs.read_opt(&state_path).await?.is_some() {
+        hotplug::resync(xs, devices, d).await?;
+    } else {
+        hotplug::plug(xs, devices, d).await?;
     }
-    crate::vm::layout::apply(xs, &d.trees.entries).await?;
-    // The hotplug step, then blkback/netback: InitWait.
-    for (k, v) in &d.hotplug {
-        xs.write(&format!("{}/{k}", d.trees.backend), v).await?;
-    }
-    xs.write(&state_path, XenbusState::InitWait.value()).await?;
-    Ok(XenbusState::InitWait)
+    Ok(xs
+        .read_opt(&state_path)
+        .await?
+        .map_or(XenbusState::Unknown, |s| XenbusState::parse(&s)))
+}
+
+/// A state change seen in xenstore.
+#[derive(Debug, Clone, Copy)]
+enum Seen {
+    Backend(XenbusState),
+    Frontend(XenbusState),
 }
 
 impl BackendActor {
@@ -254,39 +288,78 @@ impl BackendActor {
         }
     }
 
-    fn set_state(&mut self, state: XenbusState, ctx: &mut Context<Self>) {
+    /// blkback or netback moved: tell it.
+    fn backend_changed(&mut self, state: XenbusState) {
+        if state == self.state || self.closing {
+            return;
+        }
+        tracing::debug!(device = %self.spec.trees.backend, state = state.name(), "backend state");
         self.state = state;
         if let Some(events) = &self.events {
             events.tell(self.spec.kind, &self.spec.name, EventKind::Mod, state);
         }
+    }
+
+    /// Follows one xenstore node's state for as long as the actor lives:
+    /// each watch event becomes the state read after it (Unknown once the
+    /// node is gone).
+    fn follow(&self, path: String, wrap: fn(XenbusState) -> Seen, ctx: &mut Context<Self>) {
         let xs = self.xs.clone();
-        let path = format!("{}/state", self.spec.trees.backend);
         ctx.spawn(
-            async move { xs.write(&path, state.value()).await }
+            async move { xs.watch(&path).await.map(|w| (w, xs, path)) }
                 .into_actor(self)
-                .map(|r, act, ctx| {
-                    if let Err(e) = r {
-                        act.exit.error(format!("cannot set the backend state: {e}"));
+                .map(move |r, act, ctx| match r {
+                    Ok(start) => {
+                        ctx.add_stream(futures_util::stream::unfold(
+                            start,
+                            move |(mut w, xs, path)| async move {
+                                w.next().await?;
+                                let s = xs.read_opt(&path).await.ok().flatten();
+                                Some((
+                                    wrap(
+                                        s.map_or(XenbusState::Unknown, |s| XenbusState::parse(&s)),
+                                    ),
+                                    (w, xs, path),
+                                ))
+                            },
+                        ));
+                    }
+                    Err(e) => {
+                        act.exit
+                            .error(format!("cannot watch {}: {e}", act.spec.trees.backend));
                         ctx.stop();
                     }
                 }),
         );
     }
 
-    /// The frontend moved: follow it.
-    fn frontend_changed(&mut self, front: XenbusState, ctx: &mut Context<Self>) {
-        self.frontend = front;
-        match (self.state, front) {
-            (XenbusState::InitWait, XenbusState::Initialised | XenbusState::Connected) => {
-                self.set_state(XenbusState::Connected, ctx);
+    /// Closes the device (`graceful`: with the guest) and ends the actor.
+    fn close(&mut self, graceful: bool) -> ResponseActFuture<Self, Result<(), String>> {
+        let (xs, devices, spec) = (self.xs.clone(), self.devices.clone(), self.spec.clone());
+        self.closing = true;
+        self.state = XenbusState::Closing;
+        self.record_state();
+        Box::pin(
+            async move {
+                if graceful {
+                    let closed = hotplug::unplug(&xs, &devices, &spec).await?;
+                    if !closed {
+                        tracing::warn!(backend = %spec.trees.backend, "the device did not close in time; removed anyway");
+                    }
+                } else {
+                    hotplug::release(&xs, &devices, &spec).await?;
+                }
+                Ok(())
             }
-            // The frontend closed on its own (the guest unplugged it): close too.
-            (XenbusState::Connected, XenbusState::Closing) => {
-                self.set_state(XenbusState::Closing, ctx)
-            }
-            (XenbusState::Closing, XenbusState::Closed) => self.set_state(XenbusState::Closed, ctx),
-            _ => {}
-        }
+            .into_actor(self)
+            .map(|r: Result<(), HotplugError>, act, ctx| {
+                act.state = XenbusState::Closed;
+                act.record_state();
+                // Unplugged: this actor's work is done (a normal exit).
+                ctx.stop();
+                r.map_err(|e| crate::error::chain(&e))
+            }),
+        )
     }
 }
 
@@ -296,46 +369,32 @@ impl Actor for BackendActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Plugged, or re-synced from xenstore after a restart.
         self.record_state();
-        let xs = self.xs.clone();
-        let path = format!("{}/state", self.spec.trees.frontend);
-        // Follow the frontend's state for as long as the actor lives: each
-        // watch event becomes the state read after it.
-        ctx.spawn(
-            async move { xs.watch(&path).await.map(|w| (w, xs, path)) }
-                .into_actor(self)
-                .map(|r, act, ctx| match r {
-                    Ok(start) => {
-                        ctx.add_stream(futures_util::stream::unfold(
-                            start,
-                            |(mut w, xs, path)| async move {
-                                w.next().await?;
-                                let s = xs.read_opt(&path).await.ok().flatten();
-                                Some((
-                                    s.map_or(XenbusState::Unknown, |s| XenbusState::parse(&s)),
-                                    (w, xs, path),
-                                ))
-                            },
-                        ));
-                    }
-                    Err(e) => {
-                        act.exit.error(format!("cannot watch the frontend: {e}"));
-                        ctx.stop();
-                    }
-                }),
+        self.follow(
+            format!("{}/state", self.spec.trees.backend),
+            Seen::Backend,
+            ctx,
+        );
+        self.follow(
+            format!("{}/state", self.spec.trees.frontend),
+            Seen::Frontend,
+            ctx,
         );
     }
 }
 
-impl StreamHandler<XenbusState> for BackendActor {
-    fn handle(&mut self, front: XenbusState, ctx: &mut Context<Self>) {
-        self.frontend_changed(front, ctx);
+impl StreamHandler<Seen> for BackendActor {
+    fn handle(&mut self, seen: Seen, _ctx: &mut Context<Self>) {
+        match seen {
+            Seen::Backend(state) => self.backend_changed(state),
+            Seen::Frontend(state) => self.frontend = state,
+        }
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
-        if self.state != XenbusState::Closed {
+        if !self.closing {
             self.exit.error("the xenstore connection closed");
+            ctx.stop();
         }
-        ctx.stop();
     }
 }
 
@@ -362,57 +421,26 @@ impl Handler<Unplug> for BackendActor {
     type Result = ResponseActFuture<Self, Result<(), String>>;
 
     fn handle(&mut self, _msg: Unplug, _ctx: &mut Context<Self>) -> Self::Result {
-        let xs = self.xs.clone();
-        let trees = self.spec.trees.clone();
-        self.state = XenbusState::Closing;
-        self.record_state();
-        Box::pin(
-            async move {
-                let back = trees.backend.clone();
-                xs.write(&format!("{back}/online"), "0").await.map_err(|e| e.to_string())?;
-                xs.write(&format!("{back}/state"), XenbusState::Closing.value()).await.map_err(|e| e.to_string())?;
-                let closed = wait_closed(&xs, &trees.frontend).await;
-                xs.write(&format!("{back}/state"), XenbusState::Closed.value()).await.map_err(|e| e.to_string())?;
-                xs.rm(&trees.frontend).await.map_err(|e| e.to_string())?;
-                xs.rm(&back).await.map_err(|e| e.to_string())?;
-                if !closed {
-                    tracing::warn!(backend = %back, "the frontend did not close in time; removed anyway");
-                }
-                Ok(())
-            }
-            .into_actor(self)
-            .map(|r, act, ctx| {
-                act.state = XenbusState::Closed;
-                act.record_state();
-                // Unplugged: this actor's work is done (a normal exit).
-                ctx.stop();
-                r
-            }),
-        )
+        self.close(true)
     }
 }
 
-/// Waits (bounded) for the frontend to reach Closed (or vanish).
-async fn wait_closed(xs: &XsClient, frontend: &str) -> bool {
-    let path = format!("{frontend}/state");
-    let Ok(mut watch) = xs.watch(&path).await else {
-        return false;
-    };
-    let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
-    loop {
-        match xs.read_opt(&path).await {
-            Ok(None) => return true,
-            Ok(Some(s)) if XenbusState::parse(&s) == XenbusState::Closed => return true,
-            Err(_) => return false,
-            _ => {}
-        }
-        if tokio::time::timeout_at(deadline, watch.next())
-            .await
-            .is_err()
-        {
-            return false;
-        }
+impl Handler<Release> for BackendActor {
+    type Result = ResponseActFuture<Self, Result<(), String>>;
+
+    fn handle(&mut self, _msg: Release, _ctx: &mut Context<Self>) -> Self::Result {
+        self.close(false)
     }
+}
+
+/// Releases a device whose actor is not there to do it (it died and was
+/// not restarted): what [`Release`] does.
+pub async fn release_orphan(
+    xs: &XsClient,
+    devices: &Arc<dyn DeviceHost>,
+    device: &DeviceSpec,
+) -> Result<(), HotplugError> {
+    hotplug::release(xs, devices, device).await
 }
 
 #[cfg(test)]

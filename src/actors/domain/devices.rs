@@ -8,9 +8,9 @@
 use actix::{ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseFuture, WrapFuture};
 use tokio::sync::oneshot;
 
-use super::lifecycle::{step_error, timed};
+use super::lifecycle::{child_error, devices, step_error, timed};
 use super::{DomainActor, PowerState};
-use crate::actors::backend::{BackendActor, Unplug, XenbusState};
+use crate::actors::backend::{release_orphan, BackendActor, Unplug, XenbusState};
 use crate::actors::events::EventKind;
 use crate::api::{ApiError, ErrorCode};
 use crate::vm::{DiskFile, NicFile, VmRecord, VmSpec};
@@ -142,9 +142,10 @@ impl Handler<Reconfigure> for DomainActor {
                             ApiError::new(ErrorCode::InternalError, "the new device has no backend")
                         })?;
                     timed("plug a device", async {
-                        c.vm_sup.start_child(spec).await.map_err(|e| {
-                            step_error(&format!("plug {child_id}"), crate::error::chain(&e))
-                        })
+                        c.vm_sup
+                            .start_child(spec)
+                            .await
+                            .map_err(|e| child_error(&format!("plug {child_id}"), e))
                     })
                     .await?;
                     c.tell_device(domid, &child_id, EventKind::Add, XenbusState::InitWait);
@@ -155,6 +156,17 @@ impl Handler<Reconfigure> for DomainActor {
                                 .await
                                 .map_err(|e| step_error("unplug", e))?
                                 .map_err(|e| step_error("unplug", e))
+                        })
+                        .await?;
+                    } else if let Some(device) = devices(domid, &c.spec)
+                        .into_iter()
+                        .find(|d| d.kind == plan.kind && d.name == plan.name)
+                    {
+                        // Its actor is gone (crashed for good): release it here.
+                        timed("unplug a device", async {
+                            release_orphan(&c.xs, &c.driver.devices(), &device)
+                                .await
+                                .map_err(|e| step_error("unplug", crate::error::chain(&e)))
                         })
                         .await?;
                     }

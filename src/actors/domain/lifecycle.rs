@@ -10,7 +10,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::actors::agent::{AgentActor, GuestMetrics};
-use crate::actors::backend::{BackendActor, DeviceEvents, DeviceSpec, DeviceStates, XenbusState};
+use crate::actors::backend::{
+    BackendActor, DeviceEvents, DeviceSpec, DeviceStates, Hotplug, Release, XenbusState,
+};
 use crate::actors::console::{ConsoleActor, ConsoleConfig};
 use crate::actors::emulator::{EmulatorActor, Quit, EMULATOR_ID};
 use crate::actors::events::{EventBus, EventKind};
@@ -30,6 +32,20 @@ pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// A step failed (or took too long): the error names it.
 pub fn step_error(step: &str, error: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::InternalError, format!("{step}: {error}"))
+}
+
+/// A child that did not start: INVALID_PARAMS (detail `spec`) when its
+/// configuration is at fault (a disk that does not exist, a bridge that is
+/// missing), else INTERNAL_ERROR; both name the step.
+pub fn child_error(step: &str, error: SupervisorError) -> ApiError {
+    match &error {
+        SupervisorError::StartFailed { source, .. } if source.is_config() => ApiError::new(
+            ErrorCode::InvalidParams,
+            format!("{step}: the VM's spec does not fit this host: {source}"),
+        )
+        .with_details(vec!["spec".into()]),
+        _ => step_error(step, crate::error::chain(&error)),
+    }
 }
 
 /// Runs a future with the step timeout; OPERATION_TIMEOUT names the step.
@@ -101,24 +117,20 @@ pub async fn write_entries(
     .await
 }
 
-/// A VM's devices as backend specs (the hotplug step as the simulated host
-/// records it; the real one is the Xen devices work).
+/// A VM's devices as backend specs: each disk's backing and each NIC's
+/// interface (`vifD.N`, which netback makes) and bridge.
 pub fn devices(domid: DomId, spec: &VmSpec) -> Vec<DeviceSpec> {
     let pv = spec.domain_type == DomainType::Pv;
     let mut out = Vec::new();
-    for (i, disk) in spec.disks.iter().enumerate() {
+    for disk in &spec.disks {
         out.push(DeviceSpec {
             kind: "vbd",
             name: disk.device.clone(),
             trees: layout::vbd(domid, disk, pv),
-            hotplug: vec![
-                ("physical-device".into(), format!("fd:{:x}", i)),
-                (
-                    "physical-device-path".into(),
-                    disk.path.display().to_string(),
-                ),
-                ("hotplug-status".into(), "connected".into()),
-            ],
+            hotplug: Hotplug::Disk {
+                path: disk.path.clone(),
+                read_only: disk.mode == crate::vm::DiskMode::Ro,
+            },
         });
     }
     for nic in &spec.nics {
@@ -126,7 +138,10 @@ pub fn devices(domid: DomId, spec: &VmSpec) -> Vec<DeviceSpec> {
             kind: "vif",
             name: nic.devid.to_string(),
             trees: layout::vif(domid, nic),
-            hotplug: vec![("hotplug-status".into(), "connected".into())],
+            hotplug: Hotplug::Nic {
+                interface: crate::drivers::devices::vif_name(domid, nic.devid),
+                bridge: nic.bridge.clone(),
+            },
         });
     }
     out
@@ -230,7 +245,12 @@ impl Ctx {
 
     /// A device's backend actor, publishing its state changes.
     fn backend_child(&self, domid: DomId, device: DeviceSpec) -> ChildSpec {
-        BackendActor::spec_with_events(device, self.xs.clone(), Some(self.device_events(domid)))
+        BackendActor::spec_with_events(
+            device,
+            self.xs.clone(),
+            self.driver.devices(),
+            Some(self.device_events(domid)),
+        )
     }
 
     fn device_events(&self, domid: DomId) -> DeviceEvents {
@@ -323,7 +343,7 @@ async fn start_steps(c: &Ctx, running: &mut Running, paused: bool) -> Result<(),
             c.vm_sup
                 .start_child(spec)
                 .await
-                .map_err(|e| step_error(&format!("start {id}"), crate::error::chain(&e)))
+                .map_err(|e| child_error(&format!("start {id}"), e))
         })
         .await?;
         c.tell_device(domid, &id, EventKind::Add, XenbusState::InitWait);
@@ -335,17 +355,43 @@ async fn start_steps(c: &Ctx, running: &mut Running, paused: bool) -> Result<(),
     Ok(())
 }
 
+/// A device of a domain that is going: its actor releases it (trees
+/// removed, loop device freed, interface gone), or, when the actor is not
+/// there, this does.
+async fn release_device(c: &Ctx, id: &str, device: &DeviceSpec) {
+    let released = match c.vm_sup.child::<BackendActor>(id).await {
+        Ok(Some(addr)) => addr.send(Release).await.ok(),
+        _ => None,
+    };
+    let result = match released {
+        Some(r) => r,
+        None => crate::actors::backend::release_orphan(&c.xs, &c.driver.devices(), device)
+            .await
+            .map_err(|e| crate::error::chain(&e)),
+    };
+    if let Err(error) = result {
+        tracing::warn!(vm = %c.uuid, device = %id, %error, "device release");
+    }
+}
+
 /// Tears the VM's domain down: device actors stopped, the domain destroyed
 /// and released from xenstore, its trees removed. Best effort: each step
 /// is tried whatever the previous one did.
 pub async fn teardown(c: &Ctx, running: &Running) {
     let domid = running.domid;
     // In reverse start order; the device model is asked to quit first.
+    let specs = devices(domid, &c.spec);
     for id in running.device_ids.iter().rev() {
         if id == EMULATOR_ID {
             if let Ok(Some(addr)) = c.vm_sup.child::<EmulatorActor>(EMULATOR_ID).await {
                 let _ = addr.send(Quit).await;
             }
+        }
+        if let Some(device) = specs
+            .iter()
+            .find(|d| id == &format!("{}:{}", d.kind, d.name))
+        {
+            release_device(c, id, device).await;
         }
         let _ = c.vm_sup.remove_child(id.clone()).await;
         c.tell_device(domid, id, EventKind::Del, XenbusState::Closed);

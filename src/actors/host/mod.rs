@@ -129,7 +129,9 @@ impl HostActor {
             let (driver, slot, inventory) = (driver.clone(), slot.clone(), inventory.clone());
             let events = events.clone();
             async move {
-                let phys = blocking(&driver, Phys::read).await.map_err(StartError)?;
+                let phys = blocking(&driver, Phys::read)
+                    .await
+                    .map_err(StartError::new)?;
                 let hostname = nix::unistd::gethostname()
                     .map(|h| h.to_string_lossy().into_owned())
                     .unwrap_or_else(|_| "localhost".to_owned());

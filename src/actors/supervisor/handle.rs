@@ -151,7 +151,7 @@ pub(crate) async fn start_supervisor(
         Ok(Err(e)) => Err(e),
         Err(_) => {
             let reason = wait_exit(started.exit.clone()).await;
-            Err(StartError(format!(
+            Err(StartError::new(format!(
                 "supervisor {name} ended during its start: {reason}"
             )))
         }

@@ -231,7 +231,7 @@ async fn guarded_start(start: StartFn) -> Result<Started, StartError> {
 }
 
 fn start_panicked(payload: Box<dyn Any + Send>) -> StartError {
-    StartError(format!(
+    StartError::new(format!(
         "start panicked: {}",
         panic_message(payload.as_ref())
     ))

@@ -83,12 +83,32 @@ impl ExitSlot {
 
 /// A start function failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct StartError(pub String);
+#[error("{message}")]
+pub struct StartError {
+    message: String,
+    /// The child's configuration is at fault (a VM's disk that does not
+    /// exist...), not the host: the caller can say so.
+    config: bool,
+}
 
 impl StartError {
     pub fn new(message: impl fmt::Display) -> Self {
-        Self(message.to_string())
+        Self {
+            message: message.to_string(),
+            config: false,
+        }
+    }
+
+    /// The same failure, blamed on the child's configuration.
+    pub fn config(self) -> Self {
+        Self {
+            config: true,
+            ..self
+        }
+    }
+
+    pub fn is_config(&self) -> bool {
+        self.config
     }
 }
 

@@ -312,7 +312,7 @@ impl Supervisor {
                 let mut retry = vec![failed_seq];
                 if let Some(child) = act.children.get_mut(&failed_seq) {
                     child.state = ChildState::Stopped;
-                    child.last_exit = Some(ExitReason::StartFailed(error.0.clone()));
+                    child.last_exit = Some(ExitReason::StartFailed(error.to_string()));
                     tracing::warn!(supervisor = %act.name, child = %child.spec.id, %error, "restart failed");
                 }
                 for seq in rest {
@@ -407,7 +407,7 @@ impl Supervisor {
                     .map(|c| c.spec.id.clone())
                     .unwrap_or_default();
                 act.fail_start(
-                    StartError(format!("child {id} failed to start: {error}")),
+                    StartError::new(format!("child {id} failed to start: {error}")),
                     ctx,
                 );
             }
@@ -416,7 +416,7 @@ impl Supervisor {
 
     fn fail_start(&mut self, error: StartError, ctx: &mut Context<Self>) {
         tracing::error!(supervisor = %self.name, %error, "supervisor failed to start");
-        self.exit.set(ExitReason::StartFailed(error.0.clone()));
+        self.exit.set(ExitReason::StartFailed(error.to_string()));
         if let Some(init) = self.init.take() {
             let _ = init.send(Err(error));
         }

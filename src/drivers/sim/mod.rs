@@ -9,6 +9,7 @@
 //! The state sits behind one mutex: this stands in for the hypervisor
 //! itself, and calls reach it from the blocking pool as hypercalls would.
 
+mod backends;
 mod guest;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,8 @@ use super::hypervisor::{
     Hypervisor, HypervisorError, HypervisorKind, PhysInfo, ShutdownReason,
 };
 use crate::config::SimConfig;
+use crate::drivers::devices::sim::SimDevices;
+use crate::drivers::devices::DeviceHost;
 use crate::drivers::xenstore::EmbeddedStore;
 
 pub use guest::GuestProfile;
@@ -110,6 +113,8 @@ struct Inner {
     memory_changes: AtomicU64,
     /// Where simulated guests run their xenstore side, once attached.
     world: OnceLock<(Arc<dyn EmbeddedStore>, tokio::runtime::Handle)>,
+    /// The host's storage, loop devices, interfaces and bridges.
+    devices: Arc<SimDevices>,
 }
 
 impl Inner {
@@ -185,6 +190,11 @@ fn notify(d: &mut SimDomain, event: DomainEvent) {
 
 impl SimHypervisor {
     pub fn new(config: SimConfig) -> Self {
+        Self::with_devices(config, SimDevices::new(false))
+    }
+
+    /// A simulated host with these devices (bridges it may create or not).
+    pub fn with_devices(config: SimConfig, devices: SimDevices) -> Self {
         let state = Mutex::new(State {
             domains: BTreeMap::new(),
             next_domid: 1,
@@ -197,15 +207,29 @@ impl SimHypervisor {
                 state,
                 memory_changes: AtomicU64::new(0),
                 world: OnceLock::new(),
+                devices: Arc::new(devices),
             }),
         }
     }
 
     /// Lets simulated guests act through xenstore: they connect to `store`
-    /// as their own domain, on `runtime`. Without it, domains run with no
-    /// guest activity.
+    /// as their own domain, on `runtime`, and the simulated blkback and
+    /// netback drive the backend halves from dom0. Without it, domains run
+    /// with no guest activity and devices stay Initialising.
     pub fn attach_guests(&self, store: Arc<dyn EmbeddedStore>, runtime: tokio::runtime::Handle) {
-        let _ = self.inner.world.set((store, runtime));
+        if self
+            .inner
+            .world
+            .set((store.clone(), runtime.clone()))
+            .is_ok()
+        {
+            runtime.spawn(backends::run(store, self.inner.devices.clone()));
+        }
+    }
+
+    /// The simulated host's devices, as the simulation sees them.
+    pub fn sim_devices(&self) -> Arc<SimDevices> {
+        self.inner.devices.clone()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -247,6 +271,10 @@ impl Hypervisor for SimHypervisor {
             free_mib: self.inner.free_mib(&st),
             cpus: self.inner.config.cpus,
         })
+    }
+
+    fn devices(&self) -> Arc<dyn DeviceHost> {
+        self.inner.devices.clone()
     }
 
     fn memory_changes(&self) -> u64 {

@@ -71,6 +71,8 @@ pub struct XenHypervisor {
     /// got: a reader opened again (a restarted console actor) goes on from
     /// there, as it would from the console ring.
     console_read: Arc<Mutex<ConsoleOffsets>>,
+    /// Loop devices, interfaces and bridges for guest devices.
+    devices: Arc<dyn crate::drivers::devices::DeviceHost>,
 }
 
 /// How far the console readers got, by domid: in which log, to which byte.
@@ -120,7 +122,10 @@ fn info(raw: &DomainInfoRaw) -> DomainInfo {
 impl XenHypervisor {
     /// Opens libxenctrl (needs /dev/xen/privcmd and Xen 4.17's libraries);
     /// decompressed kernels are cached in `kernel_cache`.
-    pub fn open(kernel_cache: PathBuf) -> Result<Self, HypervisorError> {
+    pub fn open(
+        kernel_cache: PathBuf,
+        devices: Arc<dyn crate::drivers::devices::DeviceHost>,
+    ) -> Result<Self, HypervisorError> {
         let xc = Xc::open().map_err(|e| HypervisorError::Unavailable("xen", e.to_string()))?;
         let version = xc
             .version()
@@ -143,6 +148,7 @@ impl XenHypervisor {
             kernels: kernel::KernelCache::new(kernel_cache),
             memory_changes: AtomicU64::new(0),
             console_read: Arc::default(),
+            devices,
         })
     }
 
@@ -262,6 +268,10 @@ impl Hypervisor for XenHypervisor {
 
     fn memory_changes(&self) -> u64 {
         self.memory_changes.load(Ordering::Acquire)
+    }
+
+    fn devices(&self) -> Arc<dyn crate::drivers::devices::DeviceHost> {
+        self.devices.clone()
     }
 
     fn create_domain(&self, config: &DomainConfig) -> Result<DomId, HypervisorError> {

@@ -40,7 +40,7 @@ impl TlsListener {
         ChildSpec::worker("rpc-tls", move |exit| {
             let listener = std::net::TcpListener::bind(setup.listen)
                 .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                .map_err(|e| StartError(format!("cannot listen on {}: {e}", setup.listen)))?;
+                .map_err(|e| StartError::new(format!("cannot listen on {}: {e}", setup.listen)))?;
             tracing::info!(address = %setup.listen, "rpc-tls listening");
             Ok(TlsListener {
                 listener: Some(listener),
