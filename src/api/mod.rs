@@ -28,6 +28,8 @@ use crate::vm::{RecordStore, VmSpecFile};
 #[derive(Debug, Clone)]
 pub enum Call {
     HostInfo,
+    /// `host.devices` (extension): what the host holds for guests' devices.
+    HostDevices,
     SupervisorTree,
     VmCreate(Box<VmSpecFile>),
     VmList,
@@ -67,6 +69,7 @@ pub enum Call {
 #[serde(untagged)]
 pub enum Reply {
     HostInfo(HostInfo),
+    HostDevices(HostDevices),
     Tree(TreeNode),
     Created { uuid: String },
     VmList(Vec<vm::VmSummary>),
@@ -76,6 +79,20 @@ pub enum Reply {
     Device { vm: String, device: String },
     Xs(xs::XsReply),
     Done {},
+}
+
+/// `host.devices`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostDevices {
+    pub loop_devices: Vec<LoopDevice>,
+    pub interfaces: Vec<crate::drivers::devices::InterfaceInfo>,
+}
+
+/// A bound loop device.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoopDevice {
+    pub device: String,
+    pub backing: String,
 }
 
 /// What the API reaches.
@@ -163,6 +180,7 @@ impl Api {
         self.wait_ready().await;
         match call {
             Call::HostInfo => self.host_info().await.map(Reply::HostInfo),
+            Call::HostDevices => self.host_devices().await.map(Reply::HostDevices),
             Call::SupervisorTree => self.supervisor_tree().await.map(Reply::Tree),
             Call::VmCreate(spec) => self
                 .vm_create(*spec)
@@ -207,6 +225,25 @@ impl Api {
     /// `host.info`.
     pub async fn host_info(&self) -> Result<HostInfo, ApiError> {
         self.inner.host.info().await.map_err(ApiError::internal)
+    }
+
+    /// `host.devices`: the loop devices and netback interfaces the host
+    /// has now (`losetup -a` and `ip link` for guests' devices).
+    pub async fn host_devices(&self) -> Result<HostDevices, ApiError> {
+        let devices = self.inner.driver.devices();
+        tokio::task::spawn_blocking(move || HostDevices {
+            loop_devices: devices
+                .loop_devices()
+                .into_iter()
+                .map(|(device, backing)| LoopDevice {
+                    device: device.display().to_string(),
+                    backing: backing.display().to_string(),
+                })
+                .collect(),
+            interfaces: devices.vif_interfaces(),
+        })
+        .await
+        .map_err(ApiError::internal)
     }
 
     /// `supervisor.tree`: the whole supervision tree.

@@ -103,6 +103,12 @@ impl Shell {
                 let v = self.call("host.info", json!({})).await?;
                 self.show(out, &v, |v| render::host_info(v, color))
             }
+            Command::Host {
+                verb: HostVerb::Devices,
+            } => {
+                let v = self.call("host.devices", json!({})).await?;
+                self.show(out, &v, |v| render::host_devices(v, color))
+            }
             Command::Tree => {
                 let v = self.call("supervisor.tree", json!({})).await?;
                 self.show(out, &v, |v| render::tree(v, color))

@@ -77,6 +77,8 @@ pub enum Command {
 pub enum HostVerb {
     /// Hypervisor, version, memory, CPUs, VM count.
     Info,
+    /// Loop devices and guest interfaces (vif*) on the host.
+    Devices,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]

@@ -182,6 +182,37 @@ pub fn host_info(v: &Value, color: bool) -> String {
     kv(&rows, color)
 }
 
+/// `host.devices`: two tables.
+pub fn host_devices(v: &Value, color: bool) -> String {
+    let loops: Vec<Vec<String>> = v["loop_devices"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|l| vec![cell(&l["device"]), cell(&l["backing"])])
+                .collect()
+        })
+        .unwrap_or_default();
+    let ifaces: Vec<Vec<String>> = v["interfaces"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|i| {
+                    vec![
+                        cell(&i["name"]),
+                        if i["up"] == true { "up" } else { "down" }.to_owned(),
+                        cell(&i["bridge"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "{}\n\n{}",
+        table(&["LOOP DEVICE", "BACKING FILE"], &loops, color),
+        table(&["INTERFACE", "LINK", "BRIDGE"], &ifaces, color)
+    )
+}
+
 /// `supervisor.tree`, drawn.
 pub fn tree(node: &Value, color: bool) -> String {
     fn label(n: &Value, color: bool) -> String {

@@ -8,7 +8,7 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::{DeviceError, DeviceHost, DiskBacking};
+use super::{DeviceError, DeviceHost, DiskBacking, InterfaceInfo};
 
 const SYS_NET: &str = "/sys/class/net";
 
@@ -217,6 +217,31 @@ impl DeviceHost for LinuxDevices {
             })
             .collect();
         out.sort();
+        out
+    }
+
+    fn vif_interfaces(&self) -> Vec<InterfaceInfo> {
+        let Ok(dir) = std::fs::read_dir(SYS_NET) else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = dir
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                if !name.starts_with("vif") {
+                    return None;
+                }
+                let flags = std::fs::read_to_string(e.path().join("flags")).ok();
+                let up = flags
+                    .and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok())
+                    .is_some_and(|f| f & libc::IFF_UP as u32 != 0);
+                let bridge = std::fs::read_link(e.path().join("master"))
+                    .ok()
+                    .and_then(|m| m.file_name()?.to_str().map(str::to_owned));
+                Some(InterfaceInfo { name, up, bridge })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
 }

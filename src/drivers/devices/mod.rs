@@ -100,6 +100,18 @@ pub trait DeviceHost: Send + Sync + std::fmt::Debug {
     fn detach_interface(&self, name: &str) -> Result<(), DeviceError>;
 
     /// The loop devices this host has bound, with their backing files
-    /// (what `losetup -a` lists): how tests see what is left behind.
+    /// (what `losetup -a` lists).
     fn loop_devices(&self) -> Vec<(PathBuf, PathBuf)>;
+
+    /// netback's interfaces (`vif*`) as they are now.
+    fn vif_interfaces(&self) -> Vec<InterfaceInfo>;
+}
+
+/// A guest's interface in dom0.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InterfaceInfo {
+    pub name: String,
+    pub up: bool,
+    /// The bridge it is attached to.
+    pub bridge: Option<String>,
 }

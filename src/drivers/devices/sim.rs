@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use super::{DeviceError, DeviceHost, DiskBacking};
+use super::{DeviceError, DeviceHost, DiskBacking, InterfaceInfo};
 
 /// The bridges the simulated host is set up with.
 pub const SIM_BRIDGES: &[&str] = &["xenbr0", "xenbr1"];
@@ -161,6 +161,18 @@ impl DeviceHost for SimDevices {
             iface.bridge = None;
         }
         Ok(())
+    }
+
+    fn vif_interfaces(&self) -> Vec<InterfaceInfo> {
+        self.net()
+            .interfaces
+            .iter()
+            .map(|(name, i)| InterfaceInfo {
+                name: name.clone(),
+                up: i.up,
+                bridge: i.bridge.clone(),
+            })
+            .collect()
     }
 
     fn loop_devices(&self) -> Vec<(PathBuf, PathBuf)> {

@@ -195,6 +195,7 @@ pub fn parse_call(method: &str, args: Value) -> Result<Call, ApiError> {
     let op = |vm: String, op: VmOp| Call::VmOp(vm, op);
     match method {
         "host.info" => params::<NoParams>(method, args).map(|_| Call::HostInfo),
+        "host.devices" => params::<NoParams>(method, args).map(|_| Call::HostDevices),
         "supervisor.tree" => params::<NoParams>(method, args).map(|_| Call::SupervisorTree),
         "vm.create" => params::<CreateArgs>(method, args).map(|a| Call::VmCreate(Box::new(a.spec))),
         "vm.list" => params::<NoParams>(method, args).map(|_| Call::VmList),
