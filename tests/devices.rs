@@ -38,6 +38,13 @@ fn connected(v: &Value) -> bool {
     })
 }
 
+/// Starts a VM and waits for its devices; returns its domid.
+async fn start_connected(c: &RpcClient, vm: &str) -> u64 {
+    call(c, "vm.start", json!({"vm": vm})).await.unwrap();
+    let v = until(c, vm, "devices connect", Duration::from_secs(10), connected).await;
+    v["domid"].as_u64().unwrap()
+}
+
 /// The loop devices' backing files and the interfaces, as host.devices says.
 async fn held(c: &RpcClient) -> (Vec<String>, Vec<Value>) {
     let v = call(c, "host.devices", json!({})).await.unwrap();
@@ -71,16 +78,7 @@ async fn disks_get_loop_devices_nics_their_bridge_and_nothing_is_left() {
     call(&c, "vm.create", json!({"spec": spec("dev", "xenbr0")}))
         .await
         .unwrap();
-    call(&c, "vm.start", json!({"vm": "dev"})).await.unwrap();
-    let v = until(
-        &c,
-        "dev",
-        "devices connect",
-        Duration::from_secs(10),
-        connected,
-    )
-    .await;
-    let domid = v["domid"].as_u64().unwrap();
+    let domid = start_connected(&c, "dev").await;
 
     // The two images are on loop devices, the block device is used as it is.
     let (loops, ifaces) = held(&c).await;
@@ -153,16 +151,7 @@ async fn disks_get_loop_devices_nics_their_bridge_and_nothing_is_left() {
     assert_eq!(backend_nodes(&xs, domid).await, Vec::<String>::new());
 
     // Killed while running: the same.
-    call(&c, "vm.start", json!({"vm": "dev"})).await.unwrap();
-    let v = until(
-        &c,
-        "dev",
-        "devices connect",
-        Duration::from_secs(10),
-        connected,
-    )
-    .await;
-    let domid = v["domid"].as_u64().unwrap();
+    let domid = start_connected(&c, "dev").await;
     assert_eq!(held(&c).await.0.len(), 2);
     call(&c, "vm.kill", json!({"vm": "dev"})).await.unwrap();
     assert_eq!(held(&c).await, (Vec::new(), Vec::new()));
@@ -196,15 +185,7 @@ async fn a_missing_bridge_fails_the_start_cleanly_unless_xenith_may_create_it() 
     call(&c, "vm.create", json!({"spec": spec("br", "br-new")}))
         .await
         .unwrap();
-    call(&c, "vm.start", json!({"vm": "br"})).await.unwrap();
-    until(
-        &c,
-        "br",
-        "devices connect",
-        Duration::from_secs(10),
-        connected,
-    )
-    .await;
+    start_connected(&c, "br").await;
     let (_, ifaces) = held(&c).await;
     assert_eq!(ifaces[0]["bridge"], "br-new");
 }
