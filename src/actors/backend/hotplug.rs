@@ -140,7 +140,7 @@ async fn nic_hotplug(
         if tokio::time::Instant::now() >= deadline {
             return Err(HotplugError::NoInterface(interface.clone()));
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let (host, name, br) = (devices.clone(), interface.clone(), bridge.clone());
     blocking(move || host.attach_interface(&name, &br)).await?;

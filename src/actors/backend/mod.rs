@@ -10,8 +10,8 @@
 //!   `physical-device`; for a NIC, netback's `vifD.N` brought up on its
 //!   bridge and `hotplug-status = connected`;
 //! - then: follows the backend's state (InitWait, Connected once the guest's
-//!   frontend connects...) and the frontend's, and tells the VM's
-//!   [`DeviceStates`] and the event bus;
+//!   frontend connects...) and tells the VM's [`DeviceStates`] and the
+//!   event bus;
 //! - unplug: `online = 0`, Closing; when blkback/netback say Closed (or
 //!   after a timeout), both trees are removed and the host side released;
 //! - release (the domain is going): the same without waiting for anyone.
@@ -28,8 +28,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{
-    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, MessageResult,
-    ResponseActFuture, StreamHandler, WrapFuture,
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, ResponseActFuture,
+    ResponseFuture, StreamHandler, WrapFuture,
 };
 
 pub use hotplug::{Hotplug, HotplugError, INTERFACE_TIMEOUT};
@@ -200,7 +200,6 @@ pub struct BackendActor {
     devices: Arc<dyn DeviceHost>,
     /// The backend's state, as blkback or netback last set it.
     state: XenbusState,
-    frontend: XenbusState,
     /// Unplugging or releasing: the states read meanwhile are not told.
     closing: bool,
     exit: ExitSlot,
@@ -240,7 +239,6 @@ impl BackendActor {
                     xs,
                     devices,
                     state,
-                    frontend: XenbusState::Unknown,
                     closing: false,
                     exit,
                     events,
@@ -271,13 +269,6 @@ async fn plug_or_resync(
         .map_or(XenbusState::Unknown, |s| XenbusState::parse(&s)))
 }
 
-/// A state change seen in xenstore.
-#[derive(Debug, Clone, Copy)]
-enum Seen {
-    Backend(XenbusState),
-    Frontend(XenbusState),
-}
-
 impl BackendActor {
     /// Keeps the current state in the VM's [`DeviceStates`] (no event).
     fn record_state(&self) {
@@ -300,25 +291,24 @@ impl BackendActor {
         }
     }
 
-    /// Follows one xenstore node's state for as long as the actor lives:
-    /// each watch event becomes the state read after it (Unknown once the
-    /// node is gone).
-    fn follow(&self, path: String, wrap: fn(XenbusState) -> Seen, ctx: &mut Context<Self>) {
+    /// Follows the backend's state for as long as the actor lives: each
+    /// watch event becomes the state read after it (Unknown once the node
+    /// is gone).
+    fn follow(&self, ctx: &mut Context<Self>) {
+        let path = format!("{}/state", self.spec.trees.backend);
         let xs = self.xs.clone();
         ctx.spawn(
             async move { xs.watch(&path).await.map(|w| (w, xs, path)) }
                 .into_actor(self)
-                .map(move |r, act, ctx| match r {
+                .map(|r, act, ctx| match r {
                     Ok(start) => {
                         ctx.add_stream(futures_util::stream::unfold(
                             start,
-                            move |(mut w, xs, path)| async move {
+                            |(mut w, xs, path)| async move {
                                 w.next().await?;
                                 let s = xs.read_opt(&path).await.ok().flatten();
                                 Some((
-                                    wrap(
-                                        s.map_or(XenbusState::Unknown, |s| XenbusState::parse(&s)),
-                                    ),
+                                    s.map_or(XenbusState::Unknown, |s| XenbusState::parse(&s)),
                                     (w, xs, path),
                                 ))
                             },
@@ -369,25 +359,13 @@ impl Actor for BackendActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Plugged, or re-synced from xenstore after a restart.
         self.record_state();
-        self.follow(
-            format!("{}/state", self.spec.trees.backend),
-            Seen::Backend,
-            ctx,
-        );
-        self.follow(
-            format!("{}/state", self.spec.trees.frontend),
-            Seen::Frontend,
-            ctx,
-        );
+        self.follow(ctx);
     }
 }
 
-impl StreamHandler<Seen> for BackendActor {
-    fn handle(&mut self, seen: Seen, _ctx: &mut Context<Self>) {
-        match seen {
-            Seen::Backend(state) => self.backend_changed(state),
-            Seen::Frontend(state) => self.frontend = state,
-        }
+impl StreamHandler<XenbusState> for BackendActor {
+    fn handle(&mut self, state: XenbusState, _ctx: &mut Context<Self>) {
+        self.backend_changed(state);
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
@@ -399,10 +377,19 @@ impl StreamHandler<Seen> for BackendActor {
 }
 
 impl Handler<DeviceStatus> for BackendActor {
-    type Result = MessageResult<DeviceStatus>;
+    type Result = ResponseFuture<(XenbusState, XenbusState)>;
 
+    /// The backend's state as last seen, and the frontend's, read now.
     fn handle(&mut self, _msg: DeviceStatus, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult((self.state, self.frontend))
+        let (xs, state) = (self.xs.clone(), self.state);
+        let path = format!("{}/state", self.spec.trees.frontend);
+        Box::pin(async move {
+            let front = xs.read_opt(&path).await.ok().flatten();
+            (
+                state,
+                front.map_or(XenbusState::Unknown, |s| XenbusState::parse(&s)),
+            )
+        })
     }
 }
 

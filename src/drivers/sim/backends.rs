@@ -13,9 +13,11 @@
 //! - a frontend that vanishes (its domain died) or a backend node the
 //!   toolstack removed unregisters the device too.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use crate::drivers::devices::sim::SimDevices;
 use crate::drivers::devices::vif_name;
@@ -36,6 +38,15 @@ pub(super) async fn run(store: Arc<dyn EmbeddedStore>, devices: Arc<SimDevices>)
             if let Err(error) = probe_loop(xs, &devices, &probed).await {
                 tracing::debug!(%error, "simulated backend drivers lost xenstore");
             }
+            // The connection is gone: every device wakes, fails to read
+            // and ends; they are probed again on the next connection.
+            let mut driven = lock(&probed);
+            for (_, watcher) in driven.domains.drain() {
+                watcher.abort();
+            }
+            for changed in driven.devices.values().filter_map(Weak::upgrade) {
+                changed.notify_one();
+            }
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(1));
@@ -45,8 +56,35 @@ pub(super) async fn run(store: Arc<dyn EmbeddedStore>, devices: Arc<SimDevices>)
 /// A device the drivers have probed: ("vbd", domid, devid).
 type Key = (&'static str, u16, u32);
 
-/// The devices being driven.
-type Probed = Arc<Mutex<HashSet<Key>>>;
+/// The devices being driven, each woken by a [`Notify`] when its backend
+/// node or its frontend changed: one watch on the whole backend directory
+/// and one per domain on its frontends (`/local/domain/D/device`) serve
+/// them all (as Linux's xenbus has one backend watch; a watch per device
+/// would cost the simulation memory at thousands of VMs).
+#[derive(Debug, Default)]
+struct Driven {
+    devices: HashMap<Key, Weak<Notify>>,
+    /// Each domain's frontend watcher, while it has devices.
+    domains: HashMap<u16, tokio::task::JoinHandle<()>>,
+}
+
+type Probed = Arc<Mutex<Driven>>;
+
+fn lock(probed: &Probed) -> std::sync::MutexGuard<'_, Driven> {
+    probed.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Wakes the device `key`, if it is driven; false if it is not.
+fn wake(probed: &Probed, key: &Key) -> bool {
+    match lock(probed).devices.get(key).and_then(Weak::upgrade) {
+        Some(changed) => {
+            // A stored permit: a burst of changes wakes the device once.
+            changed.notify_one();
+            true
+        }
+        None => false,
+    }
+}
 
 /// Where a node under the backend directory belongs.
 fn device_of(path: &str) -> Option<Key> {
@@ -90,11 +128,21 @@ async fn probe_loop(
     Ok(())
 }
 
-/// Starts driving a device, unless it is driven already.
+/// Starts driving a device, or tells the one driving it that its node
+/// changed.
 fn probe(xs: &XsClient, devices: &Arc<SimDevices>, probed: &Probed, key: Key) {
-    let fresh = probed.lock().unwrap_or_else(|p| p.into_inner()).insert(key);
-    if !fresh {
+    if wake(probed, &key) {
         return;
+    }
+    let changed = Arc::new(Notify::new());
+    {
+        let mut driven = lock(probed);
+        driven.devices.insert(key, Arc::downgrade(&changed));
+        let domid = key.1;
+        driven
+            .domains
+            .entry(domid)
+            .or_insert_with(|| tokio::spawn(watch_frontends(xs.clone(), domid, probed.clone())));
     }
     let device = Device {
         xs: xs.clone(),
@@ -104,14 +152,45 @@ fn probe(xs: &XsClient, devices: &Arc<SimDevices>, probed: &Probed, key: Key) {
     };
     let probed = probed.clone();
     tokio::spawn(async move {
-        if let Err(error) = device.run().await {
+        // `changed` is dropped when `run` returns: the key's entry is dead.
+        if let Err(error) = device.run(changed).await {
             tracing::debug!(%error, "simulated backend device stopped");
         }
-        probed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
+        // Forgotten, unless a new device took the key meanwhile; the
+        // domain's frontend watcher goes with its last device.
+        let mut driven = lock(&probed);
+        if driven
+            .devices
+            .get(&key)
+            .is_some_and(|w| w.strong_count() == 0)
+        {
+            driven.devices.remove(&key);
+        }
+        if !driven.devices.keys().any(|k| k.1 == key.1) {
+            if let Some(watcher) = driven.domains.remove(&key.1) {
+                watcher.abort();
+            }
+        }
     });
+}
+
+/// Wakes a domain's devices when their frontends change.
+async fn watch_frontends(xs: XsClient, domid: u16, probed: Probed) {
+    let home = format!("/local/domain/{domid}/device/");
+    let Ok(mut watch) = xs.watch(home.trim_end_matches('/')).await else {
+        return;
+    };
+    while let Some(path) = watch.next().await {
+        let mut parts = path.strip_prefix(&home).unwrap_or_default().split('/');
+        let kind = match parts.next() {
+            Some("vbd") => "vbd",
+            Some("vif") => "vif",
+            _ => continue,
+        };
+        if let Some(devid) = parts.next().and_then(|d| d.parse().ok()) {
+            wake(&probed, &(kind, domid, devid));
+        }
+    }
 }
 
 /// One device, from probe to unregister.
@@ -138,7 +217,7 @@ impl Device {
             .await
     }
 
-    async fn run(self) -> Result<(), XsClientError> {
+    async fn run(self, own: Arc<Notify>) -> Result<(), XsClientError> {
         // Probe: a node being removed (or half written) is nothing to drive.
         let (Some(state), Some(frontend)) =
             (self.read("state").await?, self.read("frontend").await?)
@@ -152,36 +231,25 @@ impl Device {
         if state == "1" {
             self.set_state(2).await?;
         }
-        let mut own = self.xs.watch(&self.path).await?;
         let front_state = format!("{frontend}/state");
-        let mut front = self.xs.watch(&front_state).await?;
-        let unregistered = self.follow(&mut own, &mut front, &front_state).await?;
+        let result = self.follow(&own, &front_state).await;
         // Unregistered: netback's interface goes with the device. (With
         // the connection lost, it stays until the device is probed again.)
-        if is_vif && unregistered {
+        if is_vif && result.is_ok() {
             self.devices.remove_interface(&self.interface());
         }
-        Ok(())
+        result
     }
 
     /// Follows the frontend and the toolstack until the device is
-    /// unregistered (true) or the connection is lost (false).
-    async fn follow(
-        &self,
-        own: &mut crate::drivers::xenstore::WatchStream,
-        front: &mut crate::drivers::xenstore::WatchStream,
-        front_state: &str,
-    ) -> Result<bool, XsClientError> {
+    /// unregistered (Ok) or the connection is lost (Err).
+    async fn follow(&self, own: &Notify, front_state: &str) -> Result<(), XsClientError> {
         loop {
-            tokio::select! {
-                e = own.next() => if e.is_none() { return Ok(false) },
-                e = front.next() => if e.is_none() { return Ok(false) },
-            }
             let Some(back) = self.read("state").await? else {
-                return Ok(true); // the toolstack removed the node
+                return Ok(()); // the toolstack removed the node
             };
             let Some(frontend) = self.xs.read_opt(front_state).await? else {
-                return Ok(true); // the frontend is gone (its domain died)
+                return Ok(()); // the frontend is gone (its domain died)
             };
             let ready = if self.key.0 == "vif" {
                 self.read("hotplug-status").await?.as_deref() == Some("connected")
@@ -196,11 +264,12 @@ impl Device {
                         self.set_state(6).await?;
                     }
                     if self.read("online").await?.as_deref() == Some("0") {
-                        return Ok(true);
+                        return Ok(());
                     }
                 }
                 _ => {}
             }
+            own.notified().await;
         }
     }
 }
