@@ -131,16 +131,8 @@ async fn nic_hotplug(
     let Hotplug::Nic { interface, bridge } = &d.hotplug else {
         return Ok(());
     };
-    let deadline = tokio::time::Instant::now() + INTERFACE_TIMEOUT;
-    loop {
-        let (host, name) = (devices.clone(), interface.clone());
-        if blocking(move || Ok(host.interface_exists(&name))).await? {
-            break;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(HotplugError::NoInterface(interface.clone()));
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    if !wait_interface(devices, interface, true, INTERFACE_TIMEOUT).await? {
+        return Err(HotplugError::NoInterface(interface.clone()));
     }
     let (host, name, br) = (devices.clone(), interface.clone(), bridge.clone());
     blocking(move || host.attach_interface(&name, &br)).await?;
@@ -148,6 +140,27 @@ async fn nic_hotplug(
         .await?;
     tracing::debug!(%interface, %bridge, "interface up on its bridge");
     Ok(())
+}
+
+/// Waits until the interface exists (`present`) or is gone (not
+/// `present`); false if it did not within `timeout`.
+async fn wait_interface(
+    devices: &Arc<dyn DeviceHost>,
+    interface: &str,
+    present: bool,
+    timeout: Duration,
+) -> Result<bool, HotplugError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (host, name) = (devices.clone(), interface.to_owned());
+        if blocking(move || Ok(host.interface_exists(&name))).await? == present {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 async fn remove_trees(xs: &XsClient, d: &DeviceSpec) -> Result<(), XsClientError> {
@@ -172,27 +185,18 @@ async fn host_release(
         }
         Hotplug::Nic { interface, .. } => {
             // netback removes its interface when the device is unregistered.
-            let deadline = tokio::time::Instant::now() + INTERFACE_GONE_TIMEOUT;
-            loop {
+            if !wait_interface(devices, interface, false, INTERFACE_GONE_TIMEOUT).await? {
+                tracing::warn!(%interface, "netback did not remove the interface; taken off its bridge");
                 let (host, name) = (devices.clone(), interface.clone());
-                if !blocking(move || Ok(host.interface_exists(&name))).await? {
-                    break;
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    tracing::warn!(%interface, "netback did not remove the interface; taken off its bridge");
-                    let (host, name) = (devices.clone(), interface.clone());
-                    blocking(move || host.detach_interface(&name)).await?;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                blocking(move || host.detach_interface(&name)).await?;
             }
         }
     }
     Ok(())
 }
 
-/// Reads the state a key of the backend has now.
-async fn backend_state(
+/// The backend's state now (None once its node is gone).
+pub(super) async fn backend_state(
     xs: &XsClient,
     d: &DeviceSpec,
 ) -> Result<Option<XenbusState>, XsClientError> {

@@ -32,7 +32,7 @@ use actix::{
     ResponseFuture, StreamHandler, WrapFuture,
 };
 
-pub use hotplug::{Hotplug, HotplugError, INTERFACE_TIMEOUT};
+pub use hotplug::{Hotplug, HotplugError};
 pub use messages::{DeviceStatus, Release, Unplug};
 
 use super::InjectPanic;
@@ -106,6 +106,13 @@ pub struct DeviceSpec {
     pub trees: DeviceTrees,
     /// What the hotplug step does on the host.
     pub hotplug: Hotplug,
+}
+
+impl DeviceSpec {
+    /// Its actor's id in the VM's supervisor: "vbd:xvda", "vif:0".
+    pub fn child_id(&self) -> String {
+        format!("{}:{}", self.kind, self.name)
+    }
 }
 
 /// A VM's device states as its backend actors last set them, by device
@@ -221,8 +228,7 @@ impl BackendActor {
         devices: Arc<dyn DeviceHost>,
         events: Option<DeviceEvents>,
     ) -> ChildSpec {
-        let id = format!("{}:{}", device.kind, device.name);
-        ChildSpec::worker_async(id, move |exit| {
+        ChildSpec::worker_async(device.child_id(), move |exit| {
             let (device, xs, devices, events) =
                 (device.clone(), xs.clone(), devices.clone(), events.clone());
             async move {
@@ -257,16 +263,14 @@ async fn plug_or_resync(
     devices: &Arc<dyn DeviceHost>,
     d: &DeviceSpec,
 ) -> Result<XenbusState, HotplugError> {
-    let state_path = format!("{}/state", d.trees.backend);
-    if xs.read_opt(&state_path).await?.is_some() {
+    if hotplug::backend_state(xs, d).await?.is_some() {
         hotplug::resync(xs, devices, d).await?;
     } else {
         hotplug::plug(xs, devices, d).await?;
     }
-    Ok(xs
-        .read_opt(&state_path)
+    Ok(hotplug::backend_state(xs, d)
         .await?
-        .map_or(XenbusState::Unknown, |s| XenbusState::parse(&s)))
+        .unwrap_or(XenbusState::Unknown))
 }
 
 impl BackendActor {

@@ -8,7 +8,7 @@
 use actix::{ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseFuture, WrapFuture};
 use tokio::sync::oneshot;
 
-use super::lifecycle::{child_error, devices, step_error, timed};
+use super::lifecycle::{child_error, device_spec, step_error, timed};
 use super::{DomainActor, PowerState};
 use crate::actors::backend::{release_orphan, BackendActor, Unplug, XenbusState};
 use crate::actors::events::EventKind;
@@ -158,9 +158,7 @@ impl Handler<Reconfigure> for DomainActor {
                                 .map_err(|e| step_error("unplug", e))
                         })
                         .await?;
-                    } else if let Some(device) = devices(domid, &c.spec)
-                        .into_iter()
-                        .find(|d| d.kind == plan.kind && d.name == plan.name)
+                    } else if let Some(device) = device_spec(domid, &c.spec, plan.kind, &plan.name)
                     {
                         // Its actor is gone (crashed for good): release it here.
                         timed("unplug a device", async {

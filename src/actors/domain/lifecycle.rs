@@ -147,6 +147,13 @@ pub fn devices(domid: DomId, spec: &VmSpec) -> Vec<DeviceSpec> {
     out
 }
 
+/// One device of `spec` ("vbd", "xvdb"), if it has it.
+pub fn device_spec(domid: DomId, spec: &VmSpec, kind: &str, name: &str) -> Option<DeviceSpec> {
+    devices(domid, spec)
+        .into_iter()
+        .find(|d| d.kind == kind && d.name == name)
+}
+
 /// What a started domain needs to be torn down.
 #[derive(Debug, Clone)]
 pub struct Running {
@@ -237,10 +244,7 @@ impl Ctx {
         kind: &str,
         name: &str,
     ) -> Option<ChildSpec> {
-        let device = devices(domid, spec)
-            .into_iter()
-            .find(|d| d.kind == kind && d.name == name)?;
-        Some(self.backend_child(domid, device))
+        Some(self.backend_child(domid, device_spec(domid, spec, kind, name)?))
     }
 
     /// A device's backend actor, publishing its state changes.
@@ -387,10 +391,7 @@ pub async fn teardown(c: &Ctx, running: &Running) {
                 let _ = addr.send(Quit).await;
             }
         }
-        if let Some(device) = specs
-            .iter()
-            .find(|d| id == &format!("{}:{}", d.kind, d.name))
-        {
+        if let Some(device) = specs.iter().find(|d| *id == d.child_id()) {
             release_device(c, id, device).await;
         }
         let _ = c.vm_sup.remove_child(id.clone()).await;

@@ -31,12 +31,16 @@ fn bad_disk(path: &Path, reason: impl Into<String>) -> DeviceError {
     }
 }
 
-fn rdev_of(node: &Path) -> io::Result<(u32, u32)> {
-    let rdev = std::fs::metadata(node)?.rdev();
-    Ok((
+/// A device number's major and minor.
+fn major_minor(rdev: u64) -> (u32, u32) {
+    (
         nix::sys::stat::major(rdev) as u32,
         nix::sys::stat::minor(rdev) as u32,
-    ))
+    )
+}
+
+fn rdev_of(node: &Path) -> io::Result<(u32, u32)> {
+    Ok(major_minor(std::fs::metadata(node)?.rdev()))
 }
 
 /// How many times a free loop device is asked for when another process
@@ -95,10 +99,11 @@ impl DeviceHost for LinuxDevices {
     fn attach_disk(&self, path: &Path, read_only: bool) -> Result<DiskBacking, DeviceError> {
         let meta = std::fs::metadata(path).map_err(|e| bad_disk(path, e.to_string()))?;
         if meta.file_type().is_block_device() {
+            let (major, minor) = major_minor(meta.rdev());
             return Ok(DiskBacking {
                 node: path.to_owned(),
-                major: nix::sys::stat::major(meta.rdev()) as u32,
-                minor: nix::sys::stat::minor(meta.rdev()) as u32,
+                major,
+                minor,
                 loop_device: false,
             });
         }

@@ -86,14 +86,19 @@ fn wake(probed: &Probed, key: &Key) -> bool {
     }
 }
 
+/// The device kinds the drivers serve, as static names.
+fn device_kind(dir: &str) -> Option<&'static str> {
+    match dir {
+        "vbd" => Some("vbd"),
+        "vif" => Some("vif"),
+        _ => None,
+    }
+}
+
 /// Where a node under the backend directory belongs.
 fn device_of(path: &str) -> Option<Key> {
     let mut parts = path.strip_prefix(BACKEND)?.strip_prefix('/')?.split('/');
-    let kind = match parts.next()? {
-        "vbd" => "vbd",
-        "vif" => "vif",
-        _ => return None,
-    };
+    let kind = device_kind(parts.next()?)?;
     let domid = parts.next()?.parse().ok()?;
     let devid = parts.next()?.parse().ok()?;
     Some((kind, domid, devid))
@@ -182,10 +187,8 @@ async fn watch_frontends(xs: XsClient, domid: u16, probed: Probed) {
     };
     while let Some(path) = watch.next().await {
         let mut parts = path.strip_prefix(&home).unwrap_or_default().split('/');
-        let kind = match parts.next() {
-            Some("vbd") => "vbd",
-            Some("vif") => "vif",
-            _ => continue,
+        let Some(kind) = parts.next().and_then(device_kind) else {
+            continue;
         };
         if let Some(devid) = parts.next().and_then(|d| d.parse().ok()) {
             wake(&probed, &(kind, domid, devid));
