@@ -2,9 +2,10 @@
 //! loaded at run time ([`ffi`]). It builds PV guests the way libxl does
 //! (docs/xen-driver-research.md §3.1): create, max vcpus, max memory, TSC
 //! and CPUID defaults, the xenstore and console event channels, then
-//! libxenguest's builder (`xc_linux_build`). PVH guests go through the
-//! `xc_dom_*` builder with xenith's ACPI tables (§3.2, [`acpi`]); HVM
-//! builds are refused with a clear error for now.
+//! libxenguest's builder (`xc_dom_*` in `xc_linux_build`'s order, from
+//! the kernel decompressed once and kept mapped, [`kernel`]). PVH guests
+//! go through the same builder with xenith's ACPI tables (§3.2, [`acpi`]);
+//! HVM builds are refused with a clear error for now.
 //!
 //! Shutdown and death notifications come from a poller thread that reads
 //! the domain list (the flags libxl reads) whenever xenstored fires
@@ -45,6 +46,11 @@ const SSIDREF_DOMU: u32 = 12;
 
 fn call(call: &'static str, e: std::io::Error) -> HypervisorError {
     HypervisorError::Call { call, source: e }
+}
+
+fn utf8(p: &std::path::Path) -> Result<&str, HypervisorError> {
+    p.to_str()
+        .ok_or_else(|| HypervisorError::InvalidConfig(format!("{} is not UTF-8", p.display())))
 }
 
 /// Who follows which domain, and what was last told.
@@ -149,6 +155,20 @@ impl XenHypervisor {
             memory_changes: AtomicU64::new(0),
             console_read: Arc::default(),
             devices,
+        })
+    }
+
+    /// The kernel to build from, decompressed once ([`kernel`]).
+    fn kernel(&self, path: &std::path::Path) -> Result<kernel::Kernel, HypervisorError> {
+        self.kernels.prepare(path).map_err(|e| match e.kind() {
+            // The image itself: missing, or not a kernel this can read.
+            std::io::ErrorKind::NotFound
+            | std::io::ErrorKind::InvalidData
+            | std::io::ErrorKind::InvalidInput => {
+                HypervisorError::InvalidConfig(format!("kernel {}: {e}", path.display()))
+            }
+            // The host's side (the cache directory, the disk).
+            _ => call("prepare the kernel", e),
         })
     }
 
@@ -378,35 +398,21 @@ impl Hypervisor for XenHypervisor {
             .xc
             .evtchn_alloc_unbound(id, 0)
             .map_err(|e| call("xc_evtchn_alloc_unbound", e))?;
-        let path = |p: &std::path::Path| {
-            p.to_str().map(str::to_owned).ok_or_else(|| {
-                HypervisorError::InvalidConfig(format!("{} is not UTF-8", p.display()))
-            })
+        let kernel = self.kernel(&image.kernel)?;
+        let kernel = match &kernel {
+            kernel::Kernel::Elf(elf) => ffi::KernelImage::Mem(elf),
+            kernel::Kernel::File(file) => ffi::KernelImage::File(utf8(file)?),
         };
-        let elf = self
-            .kernels
-            .prepare(&image.kernel)
-            .map_err(|e| match e.kind() {
-                // The image itself: missing, or not a kernel this can read.
-                std::io::ErrorKind::NotFound
-                | std::io::ErrorKind::InvalidData
-                | std::io::ErrorKind::InvalidInput => HypervisorError::InvalidConfig(format!(
-                    "kernel {}: {e}",
-                    image.kernel.display()
-                )),
-                // The host's side (the cache directory, the disk).
-                _ => call("prepare the kernel", e),
-            })?;
-        let kernel = path(&elf)?;
-        let ramdisk = image.ramdisk.as_deref().map(path).transpose()?;
+        let ramdisk = image.ramdisk.as_deref().map(utf8).transpose()?;
+        let t0 = std::time::Instant::now();
         let (store_gfn, console_gfn) = if domain_type == DomainType::Pvh {
             self.xc
                 .pvh_build(&ffi::PvhImage {
                     domid: id,
                     mem_mib,
                     vcpus: d.max_vcpu_id.saturating_add(1),
-                    kernel: &kernel,
-                    ramdisk: ramdisk.as_deref(),
+                    kernel,
+                    ramdisk,
                     cmdline: &image.cmdline,
                     store_port,
                     console_port,
@@ -417,20 +423,19 @@ impl Hypervisor for XenHypervisor {
             let _ = self.xc.domain_set_memmap_limit(id, mem_mib * 1024);
             let mem_mib = u32::try_from(mem_mib)
                 .map_err(|_| HypervisorError::InvalidConfig(format!("{mem_mib} MiB of memory")))?;
-            let (store, console) = self
-                .xc
-                .linux_build(
-                    id,
+            self.xc
+                .pv_build(&ffi::PvImage {
+                    domid: id,
                     mem_mib,
-                    &kernel,
-                    ramdisk.as_deref(),
-                    &image.cmdline,
+                    kernel,
+                    ramdisk,
+                    cmdline: &image.cmdline,
                     store_port,
                     console_port,
-                )
-                .map_err(|e| call("xc_linux_build", e))?;
-            (store, console)
+                })
+                .map_err(|e| call("build the PV guest (xc_dom_*)", e))?
         };
+        tracing::debug!(%domid, elapsed_ms = t0.elapsed().as_millis() as u64, "libxenguest built the domain");
         Ok(Built {
             store_port,
             store_gfn,
@@ -509,6 +514,10 @@ impl Hypervisor for XenHypervisor {
         // by the next read: make it now.
         let _ = self.kick.try_send(());
         Ok(rx)
+    }
+
+    fn prepare_image(&self, image: &BootImage) -> Result<(), HypervisorError> {
+        self.kernel(&image.kernel).map(drop)
     }
 
     fn follow_xenstore(&self, xs: &crate::drivers::xenstore::XsClient) {

@@ -1,8 +1,10 @@
-//! libxenguest's domain builder (`xc_dom_*`), for guests in an HVM container
-//! (PVH): the sequence of libxl's `libxl__build_hvm` without a device model
-//! (docs/xen-driver-research.md §3.2).
+//! libxenguest's domain builder (`xc_dom_*`): PV guests with the sequence
+//! of its own `xc_linux_build` (which takes only file names; xenith hands
+//! it the kernel it has decompressed, in memory), and guests in an HVM
+//! container (PVH) with that of libxl's `libxl__build_hvm` without a
+//! device model (docs/xen-driver-research.md §3.2).
 //!
-//! libxenguest has no accessor for most of what a PVH build needs, so, as
+//! libxenguest has no accessor for most of what a build needs, so, as
 //! libxl and init-xenstore-domain do, the fields of `struct xc_dom_image`
 //! are written in place. Their offsets are Xen 4.17's (§2.7: the struct is
 //! unchanged from 4.17.0 to 4.20, and the library's soname pins the
@@ -24,6 +26,10 @@ mod off {
     pub const MAX_MODULE_SIZE: usize = 0x0a0;
     pub const CONSOLE_PFN: usize = 0x180;
     pub const XENSTORE_PFN: usize = 0x188;
+    /// `xen_pfn_t *pv_p2m` and `xen_pfn_t total_pages`, which the header's
+    /// inline `xc_dom_p2m` reads.
+    pub const PV_P2M: usize = 0x1e0;
+    pub const TOTAL_PAGES: usize = 0x1f8;
     pub const FLAGS: usize = 0x230;
     pub const CONSOLE_EVTCHN: usize = 0x238;
     pub const XENSTORE_EVTCHN: usize = 0x23c;
@@ -87,6 +93,7 @@ pub(super) struct DomFns {
     release: unsafe extern "C" fn(DomPtr),
     kernel_max_size: unsafe extern "C" fn(DomPtr, usize) -> c_int,
     kernel_file: unsafe extern "C" fn(DomPtr, *const c_char) -> c_int,
+    kernel_mem: unsafe extern "C" fn(DomPtr, *const c_void, usize) -> c_int,
     module_file: unsafe extern "C" fn(DomPtr, *const c_char, *const c_char) -> c_int,
     boot_xen_init: unsafe extern "C" fn(DomPtr, XcHandle, u32) -> c_int,
     parse_image: unsafe extern "C" fn(DomPtr) -> c_int,
@@ -105,6 +112,7 @@ impl DomFns {
             release: sym!(guest, "xc_dom_release"),
             kernel_max_size: sym!(guest, "xc_dom_kernel_max_size"),
             kernel_file: sym!(guest, "xc_dom_kernel_file"),
+            kernel_mem: sym!(guest, "xc_dom_kernel_mem"),
             module_file: sym!(guest, "xc_dom_module_file"),
             boot_xen_init: sym!(guest, "xc_dom_boot_xen_init"),
             parse_image: sym!(guest, "xc_dom_parse_image"),
@@ -117,6 +125,27 @@ impl DomFns {
     }
 }
 
+/// The kernel a build loads.
+#[derive(Debug, Clone, Copy)]
+pub enum KernelImage<'a> {
+    /// An ELF in memory, which must stay there until the build returns.
+    Mem(&'a [u8]),
+    /// A file libxenguest maps (and decompresses, if it must) itself.
+    File(&'a str),
+}
+
+/// What a PV build needs.
+#[derive(Debug)]
+pub struct PvImage<'a> {
+    pub domid: u32,
+    pub mem_mib: u32,
+    pub kernel: KernelImage<'a>,
+    pub ramdisk: Option<&'a str>,
+    pub cmdline: &'a str,
+    pub store_port: u32,
+    pub console_port: u32,
+}
+
 /// What a PVH build needs.
 #[derive(Debug)]
 pub struct PvhImage<'a> {
@@ -124,7 +153,7 @@ pub struct PvhImage<'a> {
     /// The guest's RAM (also its maximum: no populate-on-demand).
     pub mem_mib: u64,
     pub vcpus: u32,
-    pub kernel: &'a str,
+    pub kernel: KernelImage<'a>,
     pub ramdisk: Option<&'a str>,
     pub cmdline: &'a str,
     pub store_port: u32,
@@ -186,6 +215,10 @@ impl<'a> DomImage<'a> {
     /// Allocates an image and checks that it has the layout this build
     /// writes into.
     fn allocate(xc: &'a Xc, cmdline: Option<&CString>) -> io::Result<DomImage<'a>> {
+        // Logs the builder to /var/log/xen/domain-builder-ng.log, as libxl
+        // does; without that file it logs nothing, which is no error.
+        // SAFETY: the handle is live.
+        let _ = unsafe { (xc.fns.dom.loginit)(xc.handle) };
         // SAFETY: the command line is NUL-terminated and copied by the
         // library (xc_dom_strdup); features NULL.
         let raw = unsafe {
@@ -242,6 +275,51 @@ impl<'a> DomImage<'a> {
         unsafe { self.field::<T>(offset).write_unaligned(value) }
     }
 
+    /// Gives the image its kernel and ramdisk. The kernel's memory, if it
+    /// is in memory, is borrowed for as long as the image lives.
+    fn load(&mut self, kernel: KernelImage<'a>, ramdisk: Option<&str>) -> io::Result<()> {
+        match kernel {
+            KernelImage::Mem(elf) => {
+                // SAFETY: a live image; the library keeps the pointer (no
+                // copy) and only reads through it, and `elf` outlives the
+                // image ('a).
+                check("xc_dom_kernel_mem", unsafe {
+                    (self.xc.fns.dom.kernel_mem)(self.ptr.as_ptr(), elf.as_ptr().cast(), elf.len())
+                })?;
+            }
+            KernelImage::File(path) => {
+                let path = cstring("the kernel path", path)?;
+                // SAFETY: a live image; the path is NUL-terminated and the
+                // file is mapped by the call (the string may go after it).
+                check("xc_dom_kernel_file", unsafe {
+                    (self.xc.fns.dom.kernel_file)(self.ptr.as_ptr(), path.as_ptr())
+                })?;
+            }
+        }
+        if let Some(ramdisk) = ramdisk.filter(|r| !r.is_empty()) {
+            let ramdisk = cstring("the ramdisk path", ramdisk)?;
+            // SAFETY: as above; one module of the two the struct holds; no
+            // module command line.
+            check("xc_dom_module_file", unsafe {
+                (self.xc.fns.dom.module_file)(self.ptr.as_ptr(), ramdisk.as_ptr(), std::ptr::null())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The machine frame of a PV guest's `pfn` (the header's inline
+    /// `xc_dom_p2m`), after `xc_dom_boot_mem_init`.
+    fn pv_mfn(&self, pfn: u64) -> io::Result<u64> {
+        let total = self.read::<u64>(off::TOTAL_PAGES);
+        let p2m = self.read::<usize>(off::PV_P2M) as *const u64;
+        if pfn >= total || p2m.is_null() {
+            return Err(layout_error("the guest's p2m"));
+        }
+        // SAFETY: libxenguest's p2m array of `total_pages` entries, alive
+        // until the release; `pfn` is below `total_pages`.
+        Ok(unsafe { p2m.add(pfn as usize).read() })
+    }
+
     /// Runs one builder step that takes only the image.
     fn step(&self, call: &'static str, f: unsafe extern "C" fn(DomPtr) -> c_int) -> io::Result<()> {
         // SAFETY: the image is live and was filled in as the step expects
@@ -284,16 +362,41 @@ impl Xc {
         Ok(())
     }
 
+    /// Builds a PV guest in `domid`: `xc_linux_build`'s sequence, with the
+    /// kernel in memory when xenith has decompressed it. Returns the
+    /// xenstore and console MFNs.
+    pub fn pv_build(&self, b: &PvImage<'_>) -> io::Result<(u64, u64)> {
+        let cmdline = cstring("the command line", b.cmdline)?;
+        let mut image = DomImage::allocate(self, Some(&cmdline))?;
+        image.load(b.kernel, b.ramdisk)?;
+        image.write::<u32>(off::CONSOLE_EVTCHN, b.console_port);
+        image.write::<u32>(off::XENSTORE_EVTCHN, b.store_port);
+        // SAFETY: a live image and interface.
+        check("xc_dom_boot_xen_init", unsafe {
+            (self.fns.dom.boot_xen_init)(image.ptr.as_ptr(), self.handle, b.domid)
+        })?;
+        if image.read::<u32>(off::GUEST_DOMID) != b.domid {
+            return Err(layout_error("the guest's domid"));
+        }
+        image.step("xc_dom_parse_image", self.fns.dom.parse_image)?;
+        // SAFETY: a live image; the call only records the size.
+        check("xc_dom_mem_init", unsafe {
+            (self.fns.dom.mem_init)(image.ptr.as_ptr(), b.mem_mib)
+        })?;
+        image.step("xc_dom_boot_mem_init", self.fns.dom.boot_mem_init)?;
+        image.step("xc_dom_build_image", self.fns.dom.build_image)?;
+        image.step("xc_dom_boot_image", self.fns.dom.boot_image)?;
+        image.step("xc_dom_gnttab_init", self.fns.dom.gnttab_init)?;
+        let store = image.pv_mfn(image.read::<u64>(off::XENSTORE_PFN))?;
+        let console = image.pv_mfn(image.read::<u64>(off::CONSOLE_PFN))?;
+        Ok((store, console))
+    }
+
     /// Builds a PVH guest in `domid` (created with CDF_HVM|CDF_HAP and an
     /// emulated LAPIC, its paging pool set): libxl's `libxl__build_hvm`
     /// with no device model, with xenith's ACPI tables. Returns the xenstore and
     /// console GFNs, which are fixed for this container.
     pub fn pvh_build(&self, b: &PvhImage<'_>) -> io::Result<(u64, u64)> {
-        let kernel = cstring("the kernel path", b.kernel)?;
-        let ramdisk = b
-            .ramdisk
-            .map(|r| cstring("the ramdisk path", r))
-            .transpose()?;
         let cmdline = cstring("the command line", b.cmdline)?;
         if !(1..=127).contains(&b.vcpus) {
             // The MADT's one-byte APIC ids (2·n) end there.
@@ -304,25 +407,10 @@ impl Xc {
         }
         let mem_mib = c_uint::try_from(b.mem_mib)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too much memory"))?;
-        // Logs the builder to /var/log/xen/domain-builder-ng.log, as libxl
-        // does; without that file it logs nothing, which is no error.
-        // SAFETY: the handle is live.
-        let _ = unsafe { (self.fns.dom.loginit)(self.handle) };
         let mut image = DomImage::allocate(self, Some(&cmdline))?;
         image.write::<u32>(off::CONTAINER_TYPE, XC_DOM_HVM_CONTAINER);
         image.write::<u64>(off::TARGET_PAGES, b.mem_mib << 8);
-        // SAFETY: a live image; the path is NUL-terminated and the file is
-        // mapped by the call (the string may go after it).
-        check("xc_dom_kernel_file", unsafe {
-            (self.fns.dom.kernel_file)(image.ptr.as_ptr(), kernel.as_ptr())
-        })?;
-        if let Some(ramdisk) = &ramdisk {
-            // SAFETY: as above; one module of the two the struct holds; no
-            // module command line.
-            check("xc_dom_module_file", unsafe {
-                (self.fns.dom.module_file)(image.ptr.as_ptr(), ramdisk.as_ptr(), std::ptr::null())
-            })?;
-        }
+        image.load(b.kernel, b.ramdisk)?;
         let (rsdp, tables) = crate::drivers::xen::acpi::pvh_tables(b.vcpus);
         let acpi = [
             (crate::drivers::xen::acpi::RSDP_ADDR, rsdp),

@@ -6,7 +6,7 @@
 //! libraries). All of xenith's unsafe code for Xen is in this module; what
 //! it exports is safe.
 
-use std::ffi::{c_char, c_int, c_uint, c_ulong, c_void, CString};
+use std::ffi::{c_int, c_uint, c_ulong, c_void, CString};
 use std::io;
 
 use libloading::Library;
@@ -145,21 +145,6 @@ struct Fns {
         *const c_void,
         *const c_void,
     ) -> c_int,
-    #[allow(clippy::type_complexity)]
-    linux_build: unsafe extern "C" fn(
-        XcHandle,
-        u32,
-        c_uint,
-        *const c_char,
-        *const c_char,
-        *const c_char,
-        *const c_char,
-        c_ulong,
-        c_uint,
-        *mut c_ulong,
-        c_uint,
-        *mut c_ulong,
-    ) -> c_int,
 }
 
 /// An open libxenctrl interface. Without XC_OPENFLAG_NON_REENTRANT a handle
@@ -213,7 +198,7 @@ macro_rules! sym {
 // After `sym!`, which it uses.
 mod dom;
 
-pub use dom::{PvhImage, HVM_CONSOLE_GFN, HVM_XENSTORE_GFN};
+pub use dom::{KernelImage, PvImage, PvhImage, HVM_CONSOLE_GFN, HVM_XENSTORE_GFN};
 
 fn cstring(what: &str, s: &str) -> io::Result<CString> {
     CString::new(s).map_err(|_| {
@@ -268,7 +253,6 @@ impl Xc {
             domain_set_memory_map: sym!(ctrl, "xc_domain_set_memory_map"),
             dom: dom::DomFns::load(&guest)?,
             cpuid_apply_policy: sym!(guest, "xc_cpuid_apply_policy"),
-            linux_build: sym!(guest, "xc_linux_build"),
         };
         // SAFETY: NULL loggers make libxc log to stderr; the flags are 0
         // (reentrant) or XC_OPENFLAG_DUMMY.
@@ -416,46 +400,6 @@ impl Xc {
             (self.fns.evtchn_alloc_unbound)(self.handle, domid, remote)
         })?;
         Ok(port as u32)
-    }
-
-    /// Builds a PV domain from a kernel (and ramdisk) with libxenguest's
-    /// builder; returns the xenstore and console MFNs.
-    #[allow(clippy::too_many_arguments)]
-    pub fn linux_build(
-        &self,
-        domid: u32,
-        mem_mib: u32,
-        kernel: &str,
-        ramdisk: Option<&str>,
-        cmdline: &str,
-        store_port: u32,
-        console_port: u32,
-    ) -> io::Result<(c_ulong, c_ulong)> {
-        let kernel = cstring("the kernel path", kernel)?;
-        let ramdisk = ramdisk
-            .map(|r| cstring("the ramdisk path", r))
-            .transpose()?;
-        let cmdline = cstring("the command line", cmdline)?;
-        let (mut store_mfn, mut console_mfn): (c_ulong, c_ulong) = (0, 0);
-        // SAFETY: the strings live across the call; the out pointers are to
-        // live c_ulongs; features NULL and flags 0 as libxl's PV build.
-        check("xc_linux_build", unsafe {
-            (self.fns.linux_build)(
-                self.handle,
-                domid,
-                mem_mib,
-                kernel.as_ptr(),
-                ramdisk.as_ref().map_or(std::ptr::null(), |r| r.as_ptr()),
-                cmdline.as_ptr(),
-                std::ptr::null(),
-                0,
-                store_port,
-                &mut store_mfn,
-                console_port,
-                &mut console_mfn,
-            )
-        })?;
-        Ok((store_mfn, console_mfn))
     }
 
     pub fn domain_unpause(&self, domid: u32) -> io::Result<()> {
