@@ -90,7 +90,7 @@ pub async fn hv<T: Send + 'static>(
             )
             .with_details(vec![needed_mib.to_string(), free_mib.to_string()])),
             // The spec asks for what this host cannot run (a PVH guest
-            // with several vCPUs on Xen, a kernel it cannot read...).
+            // on Xen without HAP, a kernel it cannot read...).
             Ok(Err(HypervisorError::InvalidConfig(why))) => Err(ApiError::new(
                 ErrorCode::InvalidParams,
                 format!("{step}: the VM's spec does not fit this host: {why}"),

@@ -5,7 +5,7 @@
 //! registers no timer ("APIC: ACPI MADT or MP tables are not detected"),
 //! its clock stands still and nothing that waits for a timeout (a clean
 //! shutdown among them) ever finishes. The tables:
-//! - RSDP (revision 2), at [`RSDP_ADDR`], which `hvm_start_info` points at;
+//! - RSDP (revision 2), which `hvm_start_info` points at;
 //! - XSDT, listing the FADT and the MADT;
 //! - FADT (revision 5), hardware-reduced: no PM blocks, no SCI, no legacy
 //!   devices, so the guest powers off by halting its vCPUs, which Xen
@@ -14,12 +14,17 @@
 //!   topology for HVM containers), no I/O APIC;
 //! - DSDT: an empty definition block.
 
-/// Where the RSDP goes: the top of the BIOS area, where every Linux looks
-/// (libxl's choice for Linux guests).
-pub const RSDP_ADDR: u64 = 0x10_0000 - 64;
-/// Where the other tables go: the start of the MMIO hole (libxl's ACPI
-/// place), reserved in the e820.
-pub const TABLES_ADDR: u64 = 0xfc00_0000;
+/// libxl's `ACPI_INFO_PHYSICAL_ADDRESS`, at the start of the MMIO hole:
+/// the info page (hvmloader's `acpi_info`; zeroed here, as no AML reads
+/// it), then the tables, then the RSDP, as `libxl__dom_load_acpi` lays
+/// them out. Each is an ACPI range in the guest's e820.
+pub const INFO_ADDR: u64 = 0xfc00_0000;
+const TABLES_ADDR: u64 = INFO_ADDR + PAGE;
+/// Where the RSDP goes instead for a Linux that finds it only by the
+/// standard search (one without `XENFEAT_linux_rsdp_unrestricted`): the
+/// top of the BIOS area.
+pub const LOW_RSDP_ADDR: u64 = 0x10_0000 - 64;
+const PAGE: u64 = 4096;
 
 const HEADER_LEN: usize = 36;
 const OEM_ID: &[u8; 6] = b"XENITH";
@@ -35,9 +40,27 @@ const IAPC_VGA_NOT_PRESENT: u16 = 1 << 2;
 const IAPC_CMOS_RTC_NOT_PRESENT: u16 = 1 << 5;
 const FADT_LEN: usize = 268;
 
-/// The tables for a guest with `vcpus` vCPUs: the RSDP (64 bytes, for
-/// [`RSDP_ADDR`]) and the rest (for [`TABLES_ADDR`]).
-pub fn pvh_tables(vcpus: u32) -> (Vec<u8>, Vec<u8>) {
+/// The ACPI modules of a PVH guest with `vcpus` vCPUs, libxl's three in
+/// libxl's order, as `(guest address, bytes)`: the RSDP (right after the
+/// tables, or at [`LOW_RSDP_ADDR`] when `low_rsdp`), the info page, and
+/// the tables in whole pages.
+pub fn pvh_modules(vcpus: u32, low_rsdp: bool) -> Vec<(u64, Vec<u8>)> {
+    let (rsdp, mut tables) = pvh_tables(vcpus);
+    tables.resize(tables.len().next_multiple_of(PAGE as usize), 0);
+    let rsdp_addr = if low_rsdp {
+        LOW_RSDP_ADDR
+    } else {
+        TABLES_ADDR + tables.len() as u64
+    };
+    vec![
+        (rsdp_addr, rsdp),
+        (INFO_ADDR, vec![0; PAGE as usize]),
+        (TABLES_ADDR, tables),
+    ]
+}
+
+/// The tables: the RSDP (64 bytes) and the rest (for `TABLES_ADDR`).
+fn pvh_tables(vcpus: u32) -> (Vec<u8>, Vec<u8>) {
     let mut blob = Vec::new();
     let dsdt = place(&mut blob, table(b"DSDT", 2, &[]));
     let mut fadt = vec![0u8; FADT_LEN - HEADER_LEN];
@@ -173,7 +196,22 @@ mod tests {
             })
             .collect();
         assert_eq!(lapics, [(0, 0, 1), (1, 2, 1), (2, 4, 1)]);
-        // All of it fits the page libxl leaves for the tables' start.
         assert!(blob.len() < 4096);
+    }
+
+    #[test]
+    fn the_modules_are_laid_out_as_libxl_does() {
+        let modules = pvh_modules(1, false);
+        let at: Vec<(u64, usize)> = modules.iter().map(|(a, d)| (*a, d.len())).collect();
+        // RSDP after the one page of tables, the info page, the tables.
+        assert_eq!(
+            at,
+            [(0xfc00_2000, 64), (0xfc00_0000, 4096), (0xfc00_1000, 4096)]
+        );
+        assert!(modules[1].1.iter().all(|b| *b == 0));
+        let (rsdp, tables) = pvh_tables(1);
+        assert_eq!(modules[0].1, rsdp);
+        assert_eq!(&modules[2].1[..tables.len()], &tables[..]);
+        assert_eq!(pvh_modules(1, true)[0].0, 0xf_ffc0);
     }
 }

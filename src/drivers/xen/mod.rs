@@ -306,12 +306,6 @@ impl Hypervisor for XenHypervisor {
         }
         let (flags, emulation_flags) = match config.domain_type {
             DomainType::Pv => (0, 0),
-            DomainType::Pvh if config.vcpus > 1 => {
-                return Err(HypervisorError::InvalidConfig(format!(
-                    "a PVH guest with {} vcpus: xenith starts PVH guests with one vCPU so far",
-                    config.vcpus
-                )))
-            }
             DomainType::Pvh if p.capabilities & ffi::PHYSCAP_HAP != 0 => {
                 (ffi::CDF_HVM | ffi::CDF_HAP, ffi::EMU_LAPIC)
             }

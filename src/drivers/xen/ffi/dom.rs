@@ -59,6 +59,8 @@ mod off {
 const ALLOCATED_FLAGS: u64 = 1 << 4;
 const DEFAULT_MAX_SIZE: usize = 1 << 30;
 const XC_DOM_HVM_CONTAINER: u32 = 1;
+/// xen/features.h: the kernel takes its RSDP anywhere `hvm_start_info` says.
+const XENFEAT_LINUX_RSDP_UNRESTRICTED: c_uint = 15;
 const E820_RAM: u32 = 1;
 const E820_RESERVED: u32 = 2;
 const E820_ACPI: u32 = 3;
@@ -94,6 +96,8 @@ pub(super) struct DomFns {
     kernel_max_size: unsafe extern "C" fn(DomPtr, usize) -> c_int,
     kernel_file: unsafe extern "C" fn(DomPtr, *const c_char) -> c_int,
     kernel_mem: unsafe extern "C" fn(DomPtr, *const c_void, usize) -> c_int,
+    guest_os: unsafe extern "C" fn(DomPtr) -> *const c_char,
+    feature_get: unsafe extern "C" fn(DomPtr, c_uint) -> bool,
     module_file: unsafe extern "C" fn(DomPtr, *const c_char, *const c_char) -> c_int,
     boot_xen_init: unsafe extern "C" fn(DomPtr, XcHandle, u32) -> c_int,
     parse_image: unsafe extern "C" fn(DomPtr) -> c_int,
@@ -113,6 +117,8 @@ impl DomFns {
             kernel_max_size: sym!(guest, "xc_dom_kernel_max_size"),
             kernel_file: sym!(guest, "xc_dom_kernel_file"),
             kernel_mem: sym!(guest, "xc_dom_kernel_mem"),
+            guest_os: sym!(guest, "xc_dom_guest_os"),
+            feature_get: sym!(guest, "xc_dom_feature_get"),
             module_file: sym!(guest, "xc_dom_module_file"),
             boot_xen_init: sym!(guest, "xc_dom_boot_xen_init"),
             parse_image: sym!(guest, "xc_dom_parse_image"),
@@ -160,16 +166,22 @@ pub struct PvhImage<'a> {
     pub console_port: u32,
 }
 
-/// The guest's memory map, as libxl's `domain_construct_memmap` makes it
-/// for PVH: low RAM, the special pages, one ACPI entry per table module
-/// (`(address, length)`), high RAM.
-fn memory_map(mem_bytes: u64, acpi: &[(u64, u64)]) -> (Vec<E820Entry>, u64, u64) {
+/// Where the guest's RAM below and above the MMIO hole ends (no high RAM: 0).
+fn ram_ends(mem_bytes: u64) -> (u64, u64) {
     let lowmem_end = mem_bytes.min(MMIO_START);
     let highmem_end = if mem_bytes > MMIO_START {
         GIB4 + (mem_bytes - MMIO_START)
     } else {
         0
     };
+    (lowmem_end, highmem_end)
+}
+
+/// The guest's memory map, as libxl's `domain_construct_memmap` makes it
+/// for PVH: low RAM, the special pages, one ACPI entry per table module
+/// (`(address, length)`), high RAM.
+fn memory_map(mem_bytes: u64, acpi: &[(u64, u64)]) -> Vec<E820Entry> {
+    let (lowmem_end, highmem_end) = ram_ends(mem_bytes);
     let mut map = vec![
         E820Entry {
             addr: 0,
@@ -199,7 +211,7 @@ fn memory_map(mem_bytes: u64, acpi: &[(u64, u64)]) -> (Vec<E820Entry>, u64, u64)
             kind: E820_RAM,
         });
     }
-    (map, lowmem_end, highmem_end)
+    map
 }
 
 /// One `struct xc_dom_image`, from `xc_dom_allocate` to `xc_dom_release`.
@@ -320,6 +332,20 @@ impl<'a> DomImage<'a> {
         Ok(unsafe { p2m.add(pfn as usize).read() })
     }
 
+    /// The guest OS the kernel's ELF notes name (after `xc_dom_parse_image`).
+    fn guest_os(&self) -> String {
+        // SAFETY: a live, parsed image: the library returns its parms'
+        // NUL-terminated `guest_os` array, read before the image goes.
+        let os = unsafe { (self.xc.fns.dom.guest_os)(self.ptr.as_ptr()) };
+        if os.is_null() {
+            return String::new();
+        }
+        // SAFETY: non-null and NUL-terminated, as above.
+        unsafe { std::ffi::CStr::from_ptr(os) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
     /// Runs one builder step that takes only the image.
     fn step(&self, call: &'static str, f: unsafe extern "C" fn(DomPtr) -> c_int) -> io::Result<()> {
         // SAFETY: the image is live and was filled in as the step expects
@@ -411,13 +437,7 @@ impl Xc {
         image.write::<u32>(off::CONTAINER_TYPE, XC_DOM_HVM_CONTAINER);
         image.write::<u64>(off::TARGET_PAGES, b.mem_mib << 8);
         image.load(b.kernel, b.ramdisk)?;
-        let (rsdp, tables) = crate::drivers::xen::acpi::pvh_tables(b.vcpus);
-        let acpi = [
-            (crate::drivers::xen::acpi::RSDP_ADDR, rsdp),
-            (crate::drivers::xen::acpi::TABLES_ADDR, tables),
-        ];
-        let ranges: Vec<(u64, u64)> = acpi.iter().map(|(a, t)| (*a, t.len() as u64)).collect();
-        let (e820, lowmem_end, highmem_end) = memory_map(b.mem_mib << 20, &ranges);
+        let (lowmem_end, highmem_end) = ram_ends(b.mem_mib << 20);
         image.write::<u64>(off::MMIO_SIZE, MMIO_SIZE);
         image.write::<u64>(off::MMIO_START, MMIO_START);
         image.write::<u64>(off::LOWMEM_END, lowmem_end);
@@ -444,7 +464,13 @@ impl Xc {
         image.step("xc_dom_boot_mem_init", self.fns.dom.boot_mem_init)?;
         // The ACPI tables, as leading modules: xc_dom_build_image copies
         // them to their guest addresses and hvm_start_info points at the
-        // first (the RSDP).
+        // first (the RSDP). libxl's test for where the RSDP goes.
+        let low_rsdp = image.guest_os() == "linux"
+            // SAFETY: a live image, parsed.
+            && !unsafe { (self.fns.dom.feature_get)(image.ptr.as_ptr(), XENFEAT_LINUX_RSDP_UNRESTRICTED) };
+        let acpi = crate::drivers::xen::acpi::pvh_modules(b.vcpus, low_rsdp);
+        let ranges: Vec<(u64, u64)> = acpi.iter().map(|(a, t)| (*a, t.len() as u64)).collect();
+        let e820 = memory_map(b.mem_mib << 20, &ranges);
         for (i, (addr, data)) in acpi.into_iter().enumerate() {
             let at = off::ACPI_MODULES + 24 * i;
             let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
@@ -487,23 +513,36 @@ mod tests {
 
     #[test]
     fn the_memory_map_is_libxls_for_pvh() {
-        let (map, low, high) = memory_map(512 << 20, &[(0xfffc0, 64), (0xfc00_0000, 500)]);
-        assert_eq!((low, high), (512 << 20, 0));
-        assert_eq!(map.len(), 4);
-        let tables = map[3];
-        assert_eq!(({ tables.addr }, { tables.size }), (0xfc00_0000, 0x1000));
-        let rsdp = map[2];
-        assert_eq!(
-            ({ rsdp.addr }, { rsdp.size }, { rsdp.kind }),
-            (0xff000, 0x1000, E820_ACPI)
+        assert_eq!(ram_ends(512 << 20), (512 << 20, 0));
+        // libxl's ACPI modules: the RSDP after the tables, the info page, the tables.
+        let map = memory_map(
+            512 << 20,
+            &[(0xfc00_2000, 64), (0xfc00_0000, 4096), (0xfc00_1000, 4096)],
         );
+        assert_eq!(map.len(), 5);
+        let acpi: Vec<(u64, u64, u32)> = map[2..]
+            .iter()
+            .map(|e| ({ e.addr }, { e.size }, { e.kind }))
+            .collect();
+        assert_eq!(
+            acpi,
+            [
+                (0xfc00_2000, 0x1000, E820_ACPI),
+                (0xfc00_0000, 0x1000, E820_ACPI),
+                (0xfc00_1000, 0x1000, E820_ACPI)
+            ]
+        );
+        // An RSDP in the BIOS area: its whole page.
+        let low = memory_map(512 << 20, &[(0xfffc0, 64)])[2];
+        assert_eq!(({ low.addr }, { low.size }), (0xff000, 0x1000));
         let special = map[1];
         assert_eq!(
             ({ special.addr }, { special.size }, { special.kind }),
             (0xfeff8000, 0x8000, E820_RESERVED)
         );
         // Above the MMIO hole the rest goes over 4 GiB.
-        let (map, low, high) = memory_map(5 << 30, &[]);
+        let map = memory_map(5 << 30, &[]);
+        let (low, high) = ram_ends(5 << 30);
         assert_eq!(low, 0xfc00_0000);
         assert_eq!(high, (1 << 32) + (5 << 30) - 0xfc00_0000);
         assert_eq!({ map[2].addr }, 1 << 32);
