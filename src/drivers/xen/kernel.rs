@@ -100,7 +100,9 @@ fn decoder(p: &[u8]) -> Option<(&'static str, Box<dyn Read + '_>, u64)> {
     };
     let tail = p.get(p.len().checked_sub(4)?..)?;
     let size = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
-    (1..=MAX_ELF).contains(&size).then_some((format, decoder, size))
+    (1..=MAX_ELF)
+        .contains(&size)
+        .then_some((format, decoder, size))
 }
 
 /// Fills `out` from `from`; false when the stream is shorter or longer.
@@ -333,7 +335,10 @@ mod tests {
         assert_eq!(files.len(), 2, "{files:?}");
         assert!(files.iter().all(|f| f.ends_with(".elf")), "{files:?}");
         let again = KernelCache::new(dir.path().join("cache"));
-        assert_eq!(elf_bytes(&again.prepare(&dir.path().join("xz")).unwrap()), elf);
+        assert_eq!(
+            elf_bytes(&again.prepare(&dir.path().join("xz")).unwrap()),
+            elf
+        );
     }
 
     #[test]
@@ -353,7 +358,10 @@ mod tests {
             let kernel = dir.path().join(name);
             std::fs::write(&kernel, image).unwrap();
             assert!(is_file(&cache.prepare(&kernel).unwrap(), &kernel), "{name}");
-            assert!(is_file(&cache.prepare(&kernel).unwrap(), &kernel), "{name} again");
+            assert!(
+                is_file(&cache.prepare(&kernel).unwrap(), &kernel),
+                "{name} again"
+            );
         }
         let left: Vec<_> = std::fs::read_dir(dir.path().join("cache"))
             .unwrap()
@@ -373,13 +381,17 @@ mod tests {
         let mid = payload.len() / 2;
         payload[mid] ^= 0xff;
         std::fs::write(&kernel, bzimage(&payload)).unwrap();
-        let err = KernelCache::new(cache_dir.clone()).prepare(&kernel).unwrap_err();
+        let err = KernelCache::new(cache_dir.clone())
+            .prepare(&kernel)
+            .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
         assert!(err.to_string().starts_with("xz: "), "{err}");
 
         let not_elf = b"MZ not an ELF".repeat(100);
         std::fs::write(&kernel, bzimage(&gzip(&not_elf))).unwrap();
-        let err = KernelCache::new(cache_dir.clone()).prepare(&kernel).unwrap_err();
+        let err = KernelCache::new(cache_dir.clone())
+            .prepare(&kernel)
+            .unwrap_err();
         assert!(err.to_string().contains("not an ELF"), "{err}");
 
         std::fs::write(&kernel, bzimage(&xz(&elf, elf.len() as u32))).unwrap();
