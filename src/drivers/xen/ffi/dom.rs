@@ -346,6 +346,31 @@ impl<'a> DomImage<'a> {
             .into_owned()
     }
 
+    /// `xc_dom_boot_xen_init` (its domid read back), `xc_dom_parse_image`,
+    /// `xc_dom_mem_init` and `xc_dom_boot_mem_init`.
+    fn init(&mut self, domid: u32, mem_mib: c_uint) -> io::Result<()> {
+        // SAFETY: a live image and interface.
+        check("xc_dom_boot_xen_init", unsafe {
+            (self.xc.fns.dom.boot_xen_init)(self.ptr.as_ptr(), self.xc.handle, domid)
+        })?;
+        if self.read::<u32>(off::GUEST_DOMID) != domid {
+            return Err(layout_error("the guest's domid"));
+        }
+        self.step("xc_dom_parse_image", self.xc.fns.dom.parse_image)?;
+        // SAFETY: a live image; the call only records the size.
+        check("xc_dom_mem_init", unsafe {
+            (self.xc.fns.dom.mem_init)(self.ptr.as_ptr(), mem_mib)
+        })?;
+        self.step("xc_dom_boot_mem_init", self.xc.fns.dom.boot_mem_init)
+    }
+
+    /// `xc_dom_build_image`, `xc_dom_boot_image` and `xc_dom_gnttab_init`.
+    fn build(&self) -> io::Result<()> {
+        self.step("xc_dom_build_image", self.xc.fns.dom.build_image)?;
+        self.step("xc_dom_boot_image", self.xc.fns.dom.boot_image)?;
+        self.step("xc_dom_gnttab_init", self.xc.fns.dom.gnttab_init)
+    }
+
     /// Runs one builder step that takes only the image.
     fn step(&self, call: &'static str, f: unsafe extern "C" fn(DomPtr) -> c_int) -> io::Result<()> {
         // SAFETY: the image is live and was filled in as the step expects
@@ -397,22 +422,8 @@ impl Xc {
         image.load(b.kernel, b.ramdisk)?;
         image.write::<u32>(off::CONSOLE_EVTCHN, b.console_port);
         image.write::<u32>(off::XENSTORE_EVTCHN, b.store_port);
-        // SAFETY: a live image and interface.
-        check("xc_dom_boot_xen_init", unsafe {
-            (self.fns.dom.boot_xen_init)(image.ptr.as_ptr(), self.handle, b.domid)
-        })?;
-        if image.read::<u32>(off::GUEST_DOMID) != b.domid {
-            return Err(layout_error("the guest's domid"));
-        }
-        image.step("xc_dom_parse_image", self.fns.dom.parse_image)?;
-        // SAFETY: a live image; the call only records the size.
-        check("xc_dom_mem_init", unsafe {
-            (self.fns.dom.mem_init)(image.ptr.as_ptr(), b.mem_mib)
-        })?;
-        image.step("xc_dom_boot_mem_init", self.fns.dom.boot_mem_init)?;
-        image.step("xc_dom_build_image", self.fns.dom.build_image)?;
-        image.step("xc_dom_boot_image", self.fns.dom.boot_image)?;
-        image.step("xc_dom_gnttab_init", self.fns.dom.gnttab_init)?;
+        image.init(b.domid, b.mem_mib)?;
+        image.build()?;
         let store = image.pv_mfn(image.read::<u64>(off::XENSTORE_PFN))?;
         let console = image.pv_mfn(image.read::<u64>(off::CONSOLE_PFN))?;
         Ok((store, console))
@@ -449,19 +460,7 @@ impl Xc {
         image.write::<u32>(off::CONSOLE_DOMID, 0);
         image.write::<u32>(off::XENSTORE_EVTCHN, b.store_port);
         image.write::<u32>(off::XENSTORE_DOMID, 0);
-        // SAFETY: a live image and interface.
-        check("xc_dom_boot_xen_init", unsafe {
-            (self.fns.dom.boot_xen_init)(image.ptr.as_ptr(), self.handle, b.domid)
-        })?;
-        if image.read::<u32>(off::GUEST_DOMID) != b.domid {
-            return Err(layout_error("the guest's domid"));
-        }
-        image.step("xc_dom_parse_image", self.fns.dom.parse_image)?;
-        // SAFETY: a live image; the call only records the size.
-        check("xc_dom_mem_init", unsafe {
-            (self.fns.dom.mem_init)(image.ptr.as_ptr(), mem_mib)
-        })?;
-        image.step("xc_dom_boot_mem_init", self.fns.dom.boot_mem_init)?;
+        image.init(b.domid, mem_mib)?;
         // The ACPI tables, as leading modules: xc_dom_build_image copies
         // them to their guest addresses and hvm_start_info points at the
         // first (the RSDP). libxl's test for where the RSDP goes.
@@ -489,9 +488,7 @@ impl Xc {
         let e820_ptr = image.e820.as_ptr() as usize;
         image.write::<usize>(off::E820, e820_ptr);
         image.write::<u32>(off::E820_ENTRIES, entries);
-        image.step("xc_dom_build_image", self.fns.dom.build_image)?;
-        image.step("xc_dom_boot_image", self.fns.dom.boot_image)?;
-        image.step("xc_dom_gnttab_init", self.fns.dom.gnttab_init)?;
+        image.build()?;
         let store = image.read::<u64>(off::XENSTORE_PFN);
         let console = image.read::<u64>(off::CONSOLE_PFN);
         if (store, console) != (HVM_XENSTORE_GFN, HVM_CONSOLE_GFN) {
