@@ -209,6 +209,7 @@ impl KernelCache {
         if plain.exists() {
             return Ok(Kernel::File(kernel.to_owned()));
         }
+        std::fs::create_dir_all(&self.dir)?;
         let cached = self.dir.join(format!("{key}.elf"));
         let elf = match map_cached(&cached)? {
             Some(elf) => elf,
@@ -216,7 +217,6 @@ impl KernelCache {
                 Some(elf) => elf,
                 None => {
                     // Remember that this one is used as it is.
-                    std::fs::create_dir_all(&self.dir)?;
                     File::create(&plain)?;
                     return Ok(Kernel::File(kernel.to_owned()));
                 }
@@ -230,8 +230,8 @@ impl KernelCache {
         Ok(Kernel::Elf(elf))
     }
 
-    /// Decompresses `kernel`'s payload into `cached`; `None` if it is not
-    /// one this unpacks.
+    /// Decompresses `kernel`'s payload into `cached` (in the cache
+    /// directory, which exists); `None` if it is not one this unpacks.
     fn unpack(&self, kernel: &Path, key: &str, cached: &Path) -> io::Result<Option<Mmap>> {
         let t0 = std::time::Instant::now();
         let image = std::fs::read(kernel)?;
@@ -241,7 +241,6 @@ impl KernelCache {
         let Some((format, mut decoder, size)) = decoder(payload) else {
             return Ok(None);
         };
-        std::fs::create_dir_all(&self.dir)?;
         let tmp = self.dir.join(format!(".{key}.{}", std::process::id()));
         let made = write_mapped(&tmp, size, format, &mut decoder).and_then(|map| {
             if map.is_some() {
