@@ -262,6 +262,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             tracing::error!(vm = %uuid, %name, %error, "cannot take this VM back");
         }
     }
+    api.tidy_images();
     api.set_ready();
     notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(socket = %config.socket.display(), vms = count, "xenithd ready");

@@ -185,6 +185,29 @@ impl Api {
         });
     }
 
+    /// Lets the driver drop, in the background, what it prepared for
+    /// kernels no VM defined uses any more (a removed VM's, a kernel
+    /// replaced since it was prepared).
+    pub(crate) fn tidy_images(&self) {
+        let (driver, records) = (self.inner.driver.clone(), self.inner.records.clone());
+        tokio::task::spawn_blocking(move || {
+            // Taken first: what is prepared for a VM defined meanwhile stays.
+            let since = std::time::SystemTime::now();
+            let kernels: Vec<std::path::PathBuf> = match records.load_all() {
+                Ok(all) => all.into_iter().filter_map(|r| r.spec.kernel).collect(),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot list the VMs: prepared boot images kept");
+                    return;
+                }
+            };
+            match driver.release_images(&kernels, since) {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "prepared boot images no VM uses removed"),
+                Err(error) => tracing::warn!(%error, "cannot remove prepared boot images"),
+            }
+        });
+    }
+
     /// `vm.create`.
     pub async fn vm_create(&self, file: VmSpecFile) -> Result<String, ApiError> {
         let uuid = uuid::Uuid::new_v4();
@@ -363,6 +386,7 @@ impl Api {
             .records
             .remove(&vm.uuid)
             .map_err(ApiError::internal)?;
+        self.tidy_images();
         if let Err(e) = self.inner.settings.console.remove(&vm.uuid) {
             tracing::warn!(vm = %vm.uuid, error = %e, "cannot remove the console log");
         }

@@ -267,6 +267,19 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
+    /// Drops what [`prepare_image`](Self::prepare_image) kept for kernels
+    /// that are none of `kernels` (those of the VMs defined: a removed VM's
+    /// kernel, a kernel replaced since), except what was prepared after
+    /// `since`, for a VM defined after the list was made. Returns how many
+    /// prepared images went. Blocking; optional.
+    fn release_images(
+        &self,
+        _kernels: &[std::path::PathBuf],
+        _since: std::time::SystemTime,
+    ) -> Result<usize, HypervisorError> {
+        Ok(0)
+    }
+
     /// Hands the driver the toolstack's xenstore connection, once it is up
     /// (called from the runtime): the Xen driver follows `@releaseDomain`
     /// with it, so that shutdowns and deaths are noticed when xenstored

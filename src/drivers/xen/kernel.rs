@@ -15,7 +15,12 @@
 //! Payloads in xz (Debian) and gzip are unpacked; others (zstd, lz4...),
 //! plain ELF kernels and payloads whose size trailer does not match are
 //! handed to libxenguest as files, as they are.
+//!
+//! A cached kernel stays as long as a VM defined uses its kernel, as it
+//! is: [`KernelCache::retain`], when a VM is removed and when xenithd
+//! starts, removes the others (a removed VM's, a kernel replaced since).
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::hash::{Hash, Hasher};
 use std::io::{self, Read};
@@ -23,6 +28,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use memmap2::{Mmap, MmapMut};
 
@@ -230,6 +236,44 @@ impl KernelCache {
         Ok(Kernel::Elf(elf))
     }
 
+    /// Removes the cached kernels made from none of `kernels` (a kernel
+    /// replaced since it was cached, or one no VM uses any more), but for
+    /// those written after `since`: a preparation for a VM defined after
+    /// the caller made its list. Returns how many went. Blocking.
+    pub fn retain(&self, kernels: &[PathBuf], since: SystemTime) -> io::Result<usize> {
+        // A kernel that is gone keeps nothing: no start can use it.
+        let keep: HashSet<String> = kernels.iter().filter_map(|k| key(k).ok()).collect();
+        let mut mapped = self.mapped.lock().unwrap_or_else(|p| p.into_inner());
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            // Only `<key>.elf` and `<key>.plain`; files being written start with a dot.
+            let Some(key) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".elf").or_else(|| n.strip_suffix(".plain")))
+            else {
+                continue;
+            };
+            if keep.contains(key) || entry.metadata()?.modified()? >= since {
+                continue;
+            }
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            // A build holding the mapping keeps it; the next start makes it again.
+            mapped.retain(|(k, _)| k != key);
+        }
+        Ok(removed)
+    }
+
     /// Decompresses `kernel`'s payload into `cached` (in the cache
     /// directory, which exists); `None` if it is not one this unpacks.
     fn unpack(&self, kernel: &Path, key: &str, cached: &Path) -> io::Result<Option<Mmap>> {
@@ -401,6 +445,68 @@ mod tests {
         assert!(!cache_dir.join(".stale.1").exists());
         assert_eq!(elf_bytes(&cache.prepare(&kernel).unwrap()), elf);
         assert_eq!(std::fs::read(&cached).unwrap(), elf);
+    }
+
+    #[test]
+    fn kernels_no_vm_uses_leave_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache_dir = dir.path().join("cache");
+        let cache = KernelCache::new(cache_dir.clone());
+        let kernel = |name: &str, elf: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bzimage(&gzip(elf))).unwrap();
+            path
+        };
+        let kept = kernel("kept", &b"\x7fELF kept".repeat(100));
+        let gone = kernel("gone", &b"\x7fELF gone".repeat(100));
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"\x7fELF a plain one").unwrap();
+        for k in [&kept, &gone, &plain] {
+            cache.prepare(k).unwrap();
+        }
+        let listing = || {
+            let mut names: Vec<String> = std::fs::read_dir(&cache_dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(listing().len(), 3);
+        // What was made after the list was taken stays.
+        let before = SystemTime::now() - std::time::Duration::from_secs(60);
+        assert_eq!(
+            cache.retain(std::slice::from_ref(&kept), before).unwrap(),
+            0
+        );
+        assert_eq!(listing().len(), 3);
+
+        let now = SystemTime::now() + std::time::Duration::from_secs(1);
+        assert_eq!(cache.retain(std::slice::from_ref(&kept), now).unwrap(), 2);
+        assert_eq!(listing(), [format!("{}.elf", key(&kept).unwrap())]);
+        let held: Vec<String> = cache
+            .mapped
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect();
+        assert_eq!(held, [key(&kept).unwrap()]);
+        // Kernels replaced in place: the old one's cache goes, the new one
+        // is made at its next start.
+        std::fs::write(&kept, bzimage(&gzip(&b"\x7fELF new".repeat(100)))).unwrap();
+        let later = SystemTime::now() + std::time::Duration::from_secs(1);
+        assert_eq!(cache.retain(std::slice::from_ref(&kept), later).unwrap(), 1);
+        assert!(listing().is_empty());
+        assert!(elf_bytes(&cache.prepare(&kept).unwrap()).starts_with(b"\x7fELF new"));
+        // Files being written (dot-named) are not its business.
+        std::fs::write(cache_dir.join(".x.1"), b"half").unwrap();
+        let later = SystemTime::now() + std::time::Duration::from_secs(1);
+        assert_eq!(cache.retain(&[], later).unwrap(), 1);
+        assert_eq!(listing(), [".x.1"]);
+        // No cache directory yet: nothing to do.
+        let empty = KernelCache::new(dir.path().join("none"));
+        assert_eq!(empty.retain(&[], later).unwrap(), 0);
     }
 
     #[test]

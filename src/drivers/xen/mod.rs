@@ -514,6 +514,16 @@ impl Hypervisor for XenHypervisor {
         self.kernel(&image.kernel).map(drop)
     }
 
+    fn release_images(
+        &self,
+        kernels: &[PathBuf],
+        since: std::time::SystemTime,
+    ) -> Result<usize, HypervisorError> {
+        self.kernels
+            .retain(kernels, since)
+            .map_err(|e| call("tidy the kernel cache", e))
+    }
+
     fn follow_xenstore(&self, xs: &crate::drivers::xenstore::XsClient) {
         let (xs, kick) = (xs.clone(), self.kick.clone());
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
