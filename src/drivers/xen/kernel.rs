@@ -260,8 +260,14 @@ impl KernelCache {
             else {
                 continue;
             };
-            if keep.contains(key) || entry.metadata()?.modified()? >= since {
+            if keep.contains(key) {
                 continue;
+            }
+            match entry.metadata().and_then(|m| m.modified()) {
+                Ok(made) if made < since => {}
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
             }
             match std::fs::remove_file(entry.path()) {
                 Ok(()) => removed += 1,
