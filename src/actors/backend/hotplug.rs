@@ -258,7 +258,7 @@ pub async fn release(
 ) -> Result<(), HotplugError> {
     let back = &d.trees.backend;
     let node = xs.read_opt(&format!("{back}/physical-device-path")).await?;
-    if xs.read_opt(&format!("{back}/state")).await?.is_some() {
+    if backend_state(xs, d).await?.is_some() {
         xs.write(&format!("{back}/online"), "0").await?;
     }
     remove_trees(xs, d).await?;

@@ -39,6 +39,12 @@ fn major_minor(rdev: u64) -> (u32, u32) {
     )
 }
 
+/// The bridge interface `name` is attached to, if any.
+fn bridge_of(name: &str) -> Option<String> {
+    let master = std::fs::read_link(Path::new(SYS_NET).join(name).join("master")).ok()?;
+    master.file_name()?.to_str().map(str::to_owned)
+}
+
 fn rdev_of(node: &Path) -> io::Result<(u32, u32)> {
     Ok(major_minor(std::fs::metadata(node)?.rdev()))
 }
@@ -170,8 +176,7 @@ impl DeviceHost for LinuxDevices {
         }
         sys::set_up(&sock, name, true)
             .map_err(|e| DeviceError::host(format!("bring {name} up"), e))?;
-        let master = std::fs::read_link(Path::new(SYS_NET).join(name).join("master")).ok();
-        if master.as_deref().and_then(Path::file_name) == Some(std::ffi::OsStr::new(bridge)) {
+        if bridge_of(name).as_deref() == Some(bridge) {
             return Ok(());
         }
         let index = nix::net::if_::if_nametoindex(name)
@@ -181,17 +186,14 @@ impl DeviceHost for LinuxDevices {
     }
 
     fn detach_interface(&self, name: &str) -> Result<(), DeviceError> {
-        let Ok(master) = std::fs::read_link(Path::new(SYS_NET).join(name).join("master")) else {
-            return Ok(());
-        };
-        let Some(bridge) = master.file_name().and_then(|b| b.to_str()) else {
+        let Some(bridge) = bridge_of(name) else {
             return Ok(());
         };
         let sock = sys::inet_socket().map_err(|e| DeviceError::host("socket", e))?;
         let Ok(index) = nix::net::if_::if_nametoindex(name) else {
             return Ok(()); // gone meanwhile
         };
-        match sys::bridge_attach(&sock, bridge, index as i32, false) {
+        match sys::bridge_attach(&sock, &bridge, index as i32, false) {
             Ok(()) => {}
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENODEV | libc::EINVAL)) => {
                 return Ok(())
@@ -240,9 +242,7 @@ impl DeviceHost for LinuxDevices {
                 let up = flags
                     .and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok())
                     .is_some_and(|f| f & libc::IFF_UP as u32 != 0);
-                let bridge = std::fs::read_link(e.path().join("master"))
-                    .ok()
-                    .and_then(|m| m.file_name()?.to_str().map(str::to_owned));
+                let bridge = bridge_of(&name);
                 Some(InterfaceInfo { name, up, bridge })
             })
             .collect();

@@ -398,35 +398,29 @@ impl Hypervisor for XenHypervisor {
             kernel::Kernel::File(file) => ffi::KernelImage::File(utf8(file)?),
         };
         let ramdisk = image.ramdisk.as_deref().map(utf8).transpose()?;
+        let mem_mib = u32::try_from(mem_mib)
+            .map_err(|_| HypervisorError::InvalidConfig(format!("{mem_mib} MiB of memory")))?;
+        let guest = ffi::GuestImage {
+            domid: id,
+            mem_mib,
+            kernel,
+            ramdisk,
+            cmdline: &image.cmdline,
+            store_port,
+            console_port,
+        };
         let t0 = std::time::Instant::now();
         let (store_gfn, console_gfn) = if domain_type == DomainType::Pvh {
             self.xc
-                .pvh_build(&ffi::PvhImage {
-                    domid: id,
-                    mem_mib,
-                    vcpus: d.max_vcpu_id.saturating_add(1),
-                    kernel,
-                    ramdisk,
-                    cmdline: &image.cmdline,
-                    store_port,
-                    console_port,
-                })
+                .pvh_build(&guest, d.max_vcpu_id.saturating_add(1))
                 .map_err(|e| call("build the PVH guest (xc_dom_*)", e))?
         } else {
             // libxl ignores this one's result too.
-            let _ = self.xc.domain_set_memmap_limit(id, mem_mib * 1024);
-            let mem_mib = u32::try_from(mem_mib)
-                .map_err(|_| HypervisorError::InvalidConfig(format!("{mem_mib} MiB of memory")))?;
+            let _ = self
+                .xc
+                .domain_set_memmap_limit(id, u64::from(mem_mib) * 1024);
             self.xc
-                .pv_build(&ffi::PvImage {
-                    domid: id,
-                    mem_mib,
-                    kernel,
-                    ramdisk,
-                    cmdline: &image.cmdline,
-                    store_port,
-                    console_port,
-                })
+                .pv_build(&guest)
                 .map_err(|e| call("build the PV guest (xc_dom_*)", e))?
         };
         tracing::debug!(%domid, elapsed_ms = t0.elapsed().as_millis() as u64, "libxenguest built the domain");

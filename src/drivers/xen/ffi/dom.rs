@@ -140,25 +140,12 @@ pub enum KernelImage<'a> {
     File(&'a str),
 }
 
-/// What a PV build needs.
+/// What a build needs (a PVH one is also given its vCPUs).
 #[derive(Debug)]
-pub struct PvImage<'a> {
+pub struct GuestImage<'a> {
     pub domid: u32,
+    /// The guest's RAM (PVH: also its maximum, no populate-on-demand).
     pub mem_mib: u32,
-    pub kernel: KernelImage<'a>,
-    pub ramdisk: Option<&'a str>,
-    pub cmdline: &'a str,
-    pub store_port: u32,
-    pub console_port: u32,
-}
-
-/// What a PVH build needs.
-#[derive(Debug)]
-pub struct PvhImage<'a> {
-    pub domid: u32,
-    /// The guest's RAM (also its maximum: no populate-on-demand).
-    pub mem_mib: u64,
-    pub vcpus: u32,
     pub kernel: KernelImage<'a>,
     pub ramdisk: Option<&'a str>,
     pub cmdline: &'a str,
@@ -416,7 +403,7 @@ impl Xc {
     /// Builds a PV guest in `domid`: `xc_linux_build`'s sequence, with the
     /// kernel in memory when xenith has decompressed it. Returns the
     /// xenstore and console MFNs.
-    pub fn pv_build(&self, b: &PvImage<'_>) -> io::Result<(u64, u64)> {
+    pub fn pv_build(&self, b: &GuestImage<'_>) -> io::Result<(u64, u64)> {
         let cmdline = cstring("the command line", b.cmdline)?;
         let mut image = DomImage::allocate(self, Some(&cmdline))?;
         image.load(b.kernel, b.ramdisk)?;
@@ -433,43 +420,42 @@ impl Xc {
     /// emulated LAPIC, its paging pool set): libxl's `libxl__build_hvm`
     /// with no device model, with xenith's ACPI tables. Returns the xenstore and
     /// console GFNs, which are fixed for this container.
-    pub fn pvh_build(&self, b: &PvhImage<'_>) -> io::Result<(u64, u64)> {
+    pub fn pvh_build(&self, b: &GuestImage<'_>, vcpus: u32) -> io::Result<(u64, u64)> {
         let cmdline = cstring("the command line", b.cmdline)?;
-        if !(1..=127).contains(&b.vcpus) {
+        if !(1..=127).contains(&vcpus) {
             // The MADT's one-byte APIC ids (2·n) end there.
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("{} vCPUs (1 to 127)", b.vcpus),
+                format!("{vcpus} vCPUs (1 to 127)"),
             ));
         }
-        let mem_mib = c_uint::try_from(b.mem_mib)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too much memory"))?;
+        let mem_bytes = u64::from(b.mem_mib) << 20;
         let mut image = DomImage::allocate(self, Some(&cmdline))?;
         image.write::<u32>(off::CONTAINER_TYPE, XC_DOM_HVM_CONTAINER);
-        image.write::<u64>(off::TARGET_PAGES, b.mem_mib << 8);
+        image.write::<u64>(off::TARGET_PAGES, u64::from(b.mem_mib) << 8);
         image.load(b.kernel, b.ramdisk)?;
-        let (lowmem_end, highmem_end) = ram_ends(b.mem_mib << 20);
+        let (lowmem_end, highmem_end) = ram_ends(mem_bytes);
         image.write::<u64>(off::MMIO_SIZE, MMIO_SIZE);
         image.write::<u64>(off::MMIO_START, MMIO_START);
         image.write::<u64>(off::LOWMEM_END, lowmem_end);
         image.write::<u64>(off::HIGHMEM_END, highmem_end);
         image.write::<u64>(off::VGA_HOLE_SIZE, 0);
         image.write::<u8>(off::DEVICE_MODEL, 0);
-        image.write::<u32>(off::MAX_VCPUS, b.vcpus);
+        image.write::<u32>(off::MAX_VCPUS, vcpus);
         image.write::<u32>(off::CONSOLE_EVTCHN, b.console_port);
         image.write::<u32>(off::CONSOLE_DOMID, 0);
         image.write::<u32>(off::XENSTORE_EVTCHN, b.store_port);
         image.write::<u32>(off::XENSTORE_DOMID, 0);
-        image.init(b.domid, mem_mib)?;
+        image.init(b.domid, b.mem_mib)?;
         // The ACPI tables, as leading modules: xc_dom_build_image copies
         // them to their guest addresses and hvm_start_info points at the
         // first (the RSDP). libxl's test for where the RSDP goes.
         let low_rsdp = image.guest_os() == "linux"
             // SAFETY: a live image, parsed.
             && !unsafe { (self.fns.dom.feature_get)(image.ptr.as_ptr(), XENFEAT_LINUX_RSDP_UNRESTRICTED) };
-        let acpi = crate::drivers::xen::acpi::pvh_modules(b.vcpus, low_rsdp);
+        let acpi = crate::drivers::xen::acpi::pvh_modules(vcpus, low_rsdp);
         let ranges: Vec<(u64, u64)> = acpi.iter().map(|(a, t)| (*a, t.len() as u64)).collect();
-        let e820 = memory_map(b.mem_mib << 20, &ranges);
+        let e820 = memory_map(mem_bytes, &ranges);
         for (i, (addr, data)) in acpi.into_iter().enumerate() {
             let at = off::ACPI_MODULES + 24 * i;
             let len = u32::try_from(data.len()).unwrap_or(u32::MAX);

@@ -198,7 +198,7 @@ macro_rules! sym {
 // After `sym!`, which it uses.
 mod dom;
 
-pub use dom::{KernelImage, PvImage, PvhImage, HVM_CONSOLE_GFN, HVM_XENSTORE_GFN};
+pub use dom::{GuestImage, KernelImage, HVM_CONSOLE_GFN, HVM_XENSTORE_GFN};
 
 fn cstring(what: &str, s: &str) -> io::Result<CString> {
     CString::new(s).map_err(|_| {
