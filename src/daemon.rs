@@ -9,34 +9,43 @@
 //! ├── xenstored   (embedded only; rest_for_one)
 //! │   ├── store            the xenstore database
 //! │   └── xenstore-socket  its Unix socket
-//! ├── domains     one_for_one, one child per VM:
-//! │   └── <uuid>  the VM's supervisor (one_for_one): domain, and while
-//! │               its domain runs: console, vbd:*, vif:*, agent, emulator (HVM)
 //! ├── rpc         the MessagePack-RPC listener (Unix socket)
-//! └── rpc-tls     the same over TCP with TLS, when [tls] listen is set
+//! ├── rpc-tls     the same over TCP with TLS, when [tls] listen is set
+//! └── vms         rest_for_one, started once xenstore is connected:
+//!     ├── domains     one_for_one, one child per VM:
+//!     │   └── <uuid>  the VM's supervisor (one_for_one): domain, and while
+//!     │               its domain runs: console, vbd:*, vif:*, agent, emulator (HVM)
+//!     └── inventory   the VMs: created, taken back at its start, removed
 //! ```
+//!
+//! The RPC socket is claimed before any VM is taken back (a second daemon
+//! is refused before it touches a domain); calls wait until the inventory
+//! has started.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
 use crate::actors::console::ConsoleConfig;
+use crate::actors::domain::VmEnv;
 use crate::actors::events::EventBus;
 use crate::actors::host::{HostActor, HostHandle};
+use crate::actors::inventory::{InventoryActor, InventoryHandle};
 use crate::actors::slot::AddrSlot;
 use crate::actors::supervisor::ChildSpec;
 use crate::actors::supervisor::{
-    ExitReason, RootSupervisor, Strategy, SupervisorError, SupervisorFlags,
+    ExitReason, RootSupervisor, Strategy, Supervisor, SupervisorError, SupervisorFlags,
 };
 use crate::actors::xenstored::{XenstoredActor, XenstoredHandle};
-use crate::api::{Api, VmSettings};
+use crate::api::Api;
 use crate::config::{Config, XenstoreChoice};
 use crate::drivers::emulator::EmulatorConfig;
 use crate::drivers::xenstore::{EmbeddedStore, XsClient};
-use crate::drivers::HypervisorKind;
-use crate::drivers::{self, HypervisorError};
+use crate::drivers::{self, Hv, HypervisorError, HypervisorKind};
 use crate::proto::rpc::RpcService;
 use crate::proto::socket::SocketListener;
-use crate::proto::xenstore::server::XsService;
+use crate::proto::xenstore::XsService;
 use crate::vm::RecordStore;
 use crate::xenstored::Quota;
 
@@ -46,6 +55,16 @@ use crate::xenstored::Quota;
 pub const DOMAINS_FLAGS: SupervisorFlags = SupervisorFlags {
     strategy: Strategy::OneForOne,
     max_restarts: 1000,
+    period: std::time::Duration::from_secs(60),
+};
+
+/// The `vms` supervisor: the domains supervisor, then the inventory
+/// (rest_for_one: a restarted `domains` is empty, and the inventory that
+/// follows it takes every VM back). Past 3 restarts a minute it gives up
+/// and the root supervisor handles it.
+pub const VMS_FLAGS: SupervisorFlags = SupervisorFlags {
+    strategy: Strategy::RestForOne,
+    max_restarts: 3,
     period: std::time::Duration::from_secs(60),
 };
 
@@ -153,6 +172,33 @@ pub async fn run_xenstored(socket: PathBuf) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// The `vms` subtree: `domains` (one child per VM) and the inventory, which
+/// takes the VMs of the records back at each of its starts.
+pub fn vms_spec(
+    env: Arc<VmEnv>,
+    inventory: AddrSlot<InventoryActor>,
+    count: Arc<watch::Sender<usize>>,
+) -> ChildSpec {
+    let domains: AddrSlot<Supervisor> = AddrSlot::new();
+    let events = env.events.clone();
+    ChildSpec::supervisor_observed(
+        "vms",
+        VMS_FLAGS,
+        vec![
+            ChildSpec::supervisor_observed(
+                "domains",
+                DOMAINS_FLAGS,
+                vec![],
+                Some(domains.clone()),
+                Some(events.clone()),
+            ),
+            InventoryActor::spec(env, domains, inventory, count),
+        ],
+        None,
+        Some(events),
+    )
+}
+
 /// Runs xenithd until a signal (then `Ok`) or until the tree gives up.
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     // Before anything starts: a SIGTERM from then on is an ordered shutdown,
@@ -170,9 +216,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let guests = embedded
         .as_ref()
         .map(|(_, h)| Arc::new(h.clone()) as Arc<dyn EmbeddedStore>);
-    let driver = drivers::select(&config, guests)?;
+    let host = drivers::select(&config, guests)?;
+    let hv = Hv::new(host.hypervisor.clone());
     tracing::info!(
-        hypervisor = driver.kind().as_str(),
+        hypervisor = hv.kind().as_str(),
         xenstore = xs_kind,
         xenstore_socket = %xs_socket.display(),
         state_dir = %config.state_dir.display(),
@@ -180,31 +227,27 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         "xenithd starting"
     );
 
-    let settings = VmSettings {
-        emulator: Arc::new(EmulatorConfig {
-            qemu: config.qemu.clone(),
-            run_dir: emulator_run_dir(&config.socket),
-            host: driver.kind(),
-        }),
-        console: Arc::new(ConsoleConfig {
-            dir: config.state_dir.join("console"),
-            max_bytes: config.console_log_max_bytes,
-        }),
-        allow_faults: config.allow_fault_injection,
-        events: events.clone(),
-    };
-    reap_device_models(&settings.emulator, &driver).await;
+    let emulator = Arc::new(EmulatorConfig {
+        qemu: config.qemu.clone(),
+        run_dir: emulator_run_dir(&config.socket),
+        host: hv.kind(),
+    });
+    let console = Arc::new(ConsoleConfig {
+        dir: config.state_dir.join("console"),
+        max_bytes: config.console_log_max_bytes,
+    });
+    reap_device_models(&emulator, &hv).await;
 
     let host_slot = AddrSlot::new();
     let root_slot = AddrSlot::new();
-    let domains_slot = AddrSlot::new();
+    let inventory_slot = AddrSlot::new();
+    let (count, vm_count) = watch::channel(0);
     let api = Api::new(
         HostHandle::new(host_slot.clone()),
+        InventoryHandle::new(inventory_slot.clone()),
         root_slot.clone(),
-        domains_slot.clone(),
-        records.clone(),
-        driver.clone(),
-        settings.clone(),
+        events.clone(),
+        config.allow_fault_injection,
     );
     let flags = SupervisorFlags::new(
         Strategy::OneForOne,
@@ -212,21 +255,16 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         config.supervisor.period,
     );
     let mut children = vec![HostActor::spec(
-        driver.clone(),
+        hv.clone(),
+        host.devices.clone(),
         host_slot,
+        vm_count.clone(),
         Some(events.clone()),
     )];
     let embedded_handle = embedded.map(|(spec, handle)| {
         children.push(spec);
         handle
     });
-    children.push(ChildSpec::supervisor_observed(
-        "domains",
-        DOMAINS_FLAGS,
-        vec![],
-        Some(domains_slot),
-        Some(events.clone()),
-    ));
     children.push(RpcService::spec(
         config.socket.clone(),
         config.rpc.clone(),
@@ -241,7 +279,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             api.clone(),
         ));
     }
-    let root = RootSupervisor::start_with_events("root", flags, children, Some(events)).await?;
+    let root =
+        RootSupervisor::start_with_events("root", flags, children, Some(events.clone())).await?;
     root.handle().publish(&root_slot);
 
     // The toolstack's own xenstore connection, then the VMs it knows.
@@ -250,22 +289,28 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         None => XsClient::connect_socket(&xs_socket).await,
     }
     .map_err(DaemonError::Xenstore)?;
-    driver.follow_xenstore(&xs);
-    api.set_xenstore(xs);
-    let known = records.load_all().map_err(DaemonError::Records)?;
-    let count = known.len();
-    let ours: Vec<[u8; 16]> = known.iter().map(|r| *r.uuid.as_bytes()).collect();
-    log_foreign_domains(&driver, ours).await;
-    for record in known {
-        let (uuid, name) = (record.uuid, record.spec.name.clone());
-        if let Err(error) = api.adopt(record).await {
-            tracing::error!(vm = %uuid, %name, %error, "cannot take this VM back");
-        }
+    if let Some(follower) = &host.follower {
+        follower.follow(&xs);
     }
-    api.tidy_images();
+    api.set_xenstore(xs.clone());
+    let env = Arc::new(VmEnv {
+        hv: hv.clone(),
+        xs,
+        devices: host.devices.clone(),
+        images: host.images.clone(),
+        faults: host.faults.clone(),
+        emulator: emulator.clone(),
+        console,
+        events,
+        records,
+    });
+    root.handle()
+        .start_child(vms_spec(env, inventory_slot, Arc::new(count)))
+        .await?;
     api.set_ready();
     notify(&[sd_notify::NotifyState::Ready]);
-    tracing::info!(socket = %config.socket.display(), vms = count, "xenithd ready");
+    let vms = *vm_count.borrow();
+    tracing::info!(socket = %config.socket.display(), vms, "xenithd ready");
 
     let signal_name = tokio::select! {
         _ = term.recv() => "SIGTERM",
@@ -278,31 +323,13 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     tracing::info!(signal = signal_name, "shutting down");
     notify(&[sd_notify::NotifyState::Stopping]);
     let reason = root.shutdown().await;
-    if driver.kind() == HypervisorKind::Sim {
+    if hv.kind() == HypervisorKind::Sim {
         // The simulated host's domains end with the daemon: so do their
         // device models.
-        reap_device_models(&settings.emulator, &driver).await;
+        reap_device_models(&emulator, &hv).await;
     }
     tracing::info!(%reason, "xenithd stopped");
     Ok(())
-}
-
-/// Domains running that no VM record names (made by xl, or another
-/// toolstack): listed in the log, and left alone.
-async fn log_foreign_domains(driver: &Arc<dyn drivers::Hypervisor>, ours: Vec<[u8; 16]>) {
-    let driver = driver.clone();
-    let Ok(Ok(all)) = tokio::task::spawn_blocking(move || driver.list_domains()).await else {
-        return;
-    };
-    for d in all {
-        if d.domid != drivers::DomId::DOM0 && !ours.contains(&d.uuid) {
-            tracing::info!(
-                domid = %d.domid,
-                uuid = %uuid::Uuid::from_bytes(d.uuid),
-                "a domain xenith does not know: left alone"
-            );
-        }
-    }
 }
 
 /// Where device models' pidfiles and QMP sockets go: next to the RPC socket.
@@ -313,17 +340,19 @@ pub fn emulator_run_dir(rpc_socket: &Path) -> PathBuf {
 }
 
 /// Kills device models whose domain is gone (left by an earlier daemon).
-async fn reap_device_models(emulator: &Arc<EmulatorConfig>, driver: &Arc<dyn drivers::Hypervisor>) {
-    let (emulator, driver) = (emulator.clone(), driver.clone());
-    let reaped = tokio::task::spawn_blocking(move || {
-        let live: Vec<_> = driver
-            .list_domains()
-            .map(|all| all.into_iter().map(|d| d.domid).collect())
-            .unwrap_or_default();
-        emulator.reap(&live)
-    })
-    .await
-    .unwrap_or_default();
+async fn reap_device_models(emulator: &Arc<EmulatorConfig>, hv: &Hv) {
+    let live: Vec<_> = match hv.list_domains().await {
+        Ok(all) => all.into_iter().map(|d| d.domid).collect(),
+        Err(e) => {
+            let error = crate::error::chain(&e);
+            tracing::warn!(%error, "cannot list the domains: device models left alone");
+            return;
+        }
+    };
+    let emulator = emulator.clone();
+    let reaped = crate::drivers::blocking::run(move || emulator.reap(&live))
+        .await
+        .unwrap_or_default();
     if !reaped.is_empty() {
         tracing::info!(?reaped, "stopped device models of domains that are gone");
     }

@@ -15,3 +15,4 @@ pub mod proto;
 pub mod shell;
 pub mod vm;
 pub mod xenstored;
+pub mod xs;

@@ -8,15 +8,14 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use xenith::actors::backend::{
-    BackendActor, DeviceSpec, DeviceStatus, Hotplug, Release, Unplug, XenbusState,
-};
+use xenith::actors::backend::{BackendActor, DeviceSpec, DeviceStatus, Hotplug, Release, Unplug};
 use xenith::actors::supervisor::{ChildSpec, Strategy, SupervisorFlags, SupervisorHandle};
 use xenith::actors::InjectPanic;
 use xenith::drivers::devices::DeviceHost;
 use xenith::drivers::xenstore::XsClient;
-use xenith::drivers::{BootImage, DomainConfig, Hypervisor};
+use xenith::drivers::{BootImage, DomainConfig};
 use xenith::vm::{layout, VmSpecFile};
+use xenith::xs::{DeviceKind, XenbusState};
 
 async fn status(sup: &SupervisorHandle, id: &str) -> Option<(XenbusState, XenbusState)> {
     let addr = sup.child::<BackendActor>(id).await.unwrap()?;
@@ -56,7 +55,7 @@ async fn backends_connect_survive_a_panic_and_unplug_cleanly() {
         .with_test_writer()
         .try_init();
     let w = common::world::World::start().await;
-    let (root, sim, xs) = (&w.root, &w.sim, &w.xs);
+    let (root, sim, hv, xs) = (&w.root, &w.sim, &w.hv, &w.xs);
 
     // A PV VM with one disk and one NIC, its domain built and its tree written.
     let uuid = uuid::Uuid::new_v4();
@@ -72,16 +71,17 @@ async fn backends_connect_survive_a_panic_and_unplug_cleanly() {
         memory_mib: 128,
         vcpus: 1,
     };
-    let d = sim.create_domain(&cfg).unwrap();
-    let built = sim
+    let d = hv.create_domain(cfg).await.unwrap();
+    let built = hv
         .build_domain(
             d,
-            &BootImage {
+            BootImage {
                 kernel: "/k".into(),
                 ramdisk: None,
                 cmdline: String::new(),
             },
         )
+        .await
         .unwrap();
     let mut entries = layout::domain_make(&uuid, d, &spec);
     entries.extend(layout::build_post(
@@ -95,11 +95,11 @@ async fn backends_connect_survive_a_panic_and_unplug_cleanly() {
     xs.introduce(u32::from(d.0), built.store_gfn, built.store_port)
         .await
         .unwrap();
-    sim.unpause(d).unwrap();
+    hv.unpause(d).await.unwrap();
 
     // A file-backed disk (a loop device on the simulated host) and a NIC.
     let vbd = DeviceSpec {
-        kind: "vbd",
+        kind: DeviceKind::Vbd,
         name: "xvda".into(),
         trees: layout::vbd(d, &spec.disks[0], true),
         hotplug: Hotplug::Disk {
@@ -108,7 +108,7 @@ async fn backends_connect_survive_a_panic_and_unplug_cleanly() {
         },
     };
     let vif = DeviceSpec {
-        kind: "vif",
+        kind: DeviceKind::Vif,
         name: "0".into(),
         trees: layout::vif(d, &spec.nics[0]),
         hotplug: Hotplug::Nic {

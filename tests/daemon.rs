@@ -134,7 +134,14 @@ fn serves_host_info_and_the_tree_and_stops_in_order_on_sigterm() {
         .iter()
         .map(|c| c["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["host", "xenstored", "domains", "rpc"]);
+    assert_eq!(ids, ["host", "xenstored", "rpc", "vms"]);
+    let vms: Vec<&str> = tree["children"][3]["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(vms, ["domains", "inventory"]);
     let xs: Vec<&str> = tree["children"][1]["children"]
         .as_array()
         .unwrap()
@@ -475,7 +482,8 @@ fn the_shell_exits_0_on_success_and_1_on_error() {
     let out = d.shell(&["tree"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("├── host (worker) running"), "{text}");
-    assert!(text.contains("└── rpc (worker) running"), "{text}");
+    assert!(text.contains("├── rpc (worker) running"), "{text}");
+    assert!(text.contains("└── vms (supervisor) running"), "{text}");
     assert_eq!(d.shell(&["bogus"]).status.code(), Some(1));
     assert_eq!(d.shell(&["--help"]).status.code(), Some(0));
     let out = Command::new(XENITH)

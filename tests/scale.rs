@@ -70,13 +70,7 @@ fn connected(v: &Value) -> bool {
 /// Every VM's supervisor in the tree: uuid → (its restarts, its children's).
 async fn vm_restarts(c: &RpcClient) -> HashMap<String, (u64, Vec<(String, u64)>)> {
     let tree = call(c, "supervisor.tree", json!({})).await;
-    let domains = tree["children"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["id"] == "domains")
-        .unwrap()
-        .clone();
+    let domains = common::rpc::find_node(&tree, "domains").unwrap().clone();
     domains["children"]
         .as_array()
         .unwrap()

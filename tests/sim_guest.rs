@@ -7,10 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use xenith::drivers::xenstore::XsClient;
-use xenith::drivers::{
-    BootImage, DomId, DomainConfig, DomainEvent, DomainType, Hypervisor, ShutdownReason,
-};
-use xenith::proto::xenstore::{Perm, PermLetter};
+use xenith::drivers::{BootImage, DomId, DomainConfig, DomainEvent, DomainType, ShutdownReason};
+use xenith::xs::{Perm, PermLetter};
 
 fn owned_by(domid: u32) -> Vec<Perm> {
     vec![Perm {
@@ -62,13 +60,13 @@ async fn create(w: &World, cmdline: &str) -> DomId {
         memory_mib: 256,
         vcpus: 1,
     };
-    let d = w.sim.create_domain(&cfg).unwrap();
+    let d = w.hv.create_domain(cfg).await.unwrap();
     let image = BootImage {
         kernel: "/boot/vmlinuz".into(),
         ramdisk: None,
         cmdline: cmdline.into(),
     };
-    let built = w.sim.build_domain(d, &image).unwrap();
+    let built = w.hv.build_domain(d, image).await.unwrap();
     let n = u32::from(d.0);
     let xs = &w.xs;
     xs.introduce(n, built.store_gfn, built.store_port)
@@ -117,7 +115,7 @@ async fn a_guest_advertises_connects_its_frontends_reports_and_powers_off() {
     let n = d.0;
     let home = format!("/local/domain/{n}");
     let xs = &w.xs;
-    let mut events = w.sim.subscribe(d).unwrap();
+    let mut events = w.hv.subscribe(d).await.unwrap();
     // Nothing happens while paused.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(
@@ -126,7 +124,7 @@ async fn a_guest_advertises_connects_its_frontends_reports_and_powers_off() {
             .unwrap(),
         None
     );
-    w.sim.unpause(d).unwrap();
+    w.hv.unpause(d).await.unwrap();
     for f in ["poweroff", "reboot", "suspend"] {
         wait_value(xs, &format!("{home}/control/feature-{f}"), "1").await;
     }
@@ -171,7 +169,7 @@ async fn a_guest_advertises_connects_its_frontends_reports_and_powers_off() {
     .await;
 
     // Paused, the guest does not answer; unpaused, it closes as asked.
-    w.sim.pause(d).unwrap();
+    w.hv.pause(d).await.unwrap();
     let back = format!("/local/domain/0/backend/vbd/{n}/51712");
     xs.write(&format!("{back}/state"), "5").await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -182,7 +180,7 @@ async fn a_guest_advertises_connects_its_frontends_reports_and_powers_off() {
             .as_deref(),
         Some("4")
     );
-    w.sim.unpause(d).unwrap();
+    w.hv.unpause(d).await.unwrap();
     wait_value(xs, &format!("{home}/device/vbd/51712/state"), "6").await;
 
     // A clean shutdown: acknowledged, then the domain shuts down with that reason.
@@ -201,7 +199,7 @@ async fn a_guest_advertises_connects_its_frontends_reports_and_powers_off() {
         Some("")
     );
     assert_eq!(
-        w.sim.domain_info(d).unwrap().shutdown,
+        w.hv.domain_info(d).await.unwrap().shutdown,
         Some(ShutdownReason::Poweroff)
     );
 }
@@ -211,7 +209,7 @@ async fn a_guest_without_an_agent_reports_nothing_and_a_hung_frontend_never_conn
     let w = world().await;
     let d = create(&w, "xenith.agent=0 xenith.hang=1").await;
     let home = format!("/local/domain/{}", d.0);
-    w.sim.unpause(d).unwrap();
+    w.hv.unpause(d).await.unwrap();
     wait_value(&w.xs, &format!("{home}/control/feature-reboot"), "1").await;
     let back = format!("/local/domain/0/backend/vbd/{}/51712", d.0);
     w.xs.write(&format!("{back}/state"), "2").await.unwrap();
@@ -230,7 +228,7 @@ async fn a_guest_without_an_agent_reports_nothing_and_a_hung_frontend_never_conn
         None
     );
     // Reboot: acknowledged with the reboot reason.
-    let mut events = w.sim.subscribe(d).unwrap();
+    let mut events = w.hv.subscribe(d).await.unwrap();
     w.xs.write(&format!("{home}/control/shutdown"), "reboot")
         .await
         .unwrap();

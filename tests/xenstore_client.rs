@@ -8,7 +8,7 @@ use common::xenstored::Xenstored;
 
 use futures_util::future::join_all;
 use xenith::drivers::xenstore::{XsClient, XsClientError};
-use xenith::proto::xenstore::{Perm, PermLetter, XsError};
+use xenith::xs::{Perm, PermLetter, XsError};
 
 const XENITHD: &str = env!("CARGO_BIN_EXE_xenithd");
 

@@ -4,8 +4,9 @@
 
 use tokio_util::bytes::BytesMut;
 use tokio_util::codec::Decoder;
-use xenith::proto::xenstore::{parse_request, MsgType, Packet, Request, XsCodec};
-use xenith::xenstored::{ConnId, Out, Quota, Store};
+use xenith::xenstored::{Out, Quota, Store};
+use xenith::xs::ConnId;
+use xenith::xs::{parse_request, MsgType, Packet, Request, XsCodec};
 
 // ----- golden vectors (mirage/ocaml-xenstore lib_test/xs_test.ml) -----
 

@@ -1,6 +1,13 @@
-//! API errors: a code from CONTRACT.md, a message, and details.
+//! API errors: a code from CONTRACT.md, a message, and details; and the
+//! one place where each layer's error becomes one (the API's edge).
 
 use serde::Serialize;
+
+use crate::actors::domain::VmError;
+use crate::actors::host::HostError;
+use crate::actors::inventory::InventoryError;
+use crate::actors::supervisor::SupervisorError;
+use crate::drivers::xenstore::XsClientError;
 
 /// The error codes of CONTRACT.md (RPC errors carry them by name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -70,5 +77,97 @@ impl ApiError {
     /// An internal failure, with the whole chain of causes as the message.
     pub fn internal(error: impl std::error::Error) -> Self {
         Self::new(ErrorCode::InternalError, crate::error::chain(&error))
+    }
+}
+
+impl From<VmError> for ApiError {
+    fn from(e: VmError) -> Self {
+        let message = crate::error::chain(&e);
+        match e {
+            VmError::BadPowerState {
+                vm,
+                state,
+                expected,
+                ..
+            } => ApiError::new(ErrorCode::VmBadPowerState, message).with_details(vec![
+                vm.to_string(),
+                expected.name().to_owned(),
+                state.name().to_owned(),
+            ]),
+            VmError::StepTimeout { step, .. } => {
+                ApiError::new(ErrorCode::OperationTimeout, message).with_details(vec![step])
+            }
+            VmError::GuestTimeout { .. } => ApiError::new(ErrorCode::OperationTimeout, message)
+                .with_details(vec!["wait for the guest's shutdown".into()]),
+            VmError::NotEnoughMemory {
+                needed_mib,
+                free_mib,
+            } => ApiError::new(ErrorCode::HostNotEnoughFreeMemory, message)
+                .with_details(vec![needed_mib.to_string(), free_mib.to_string()]),
+            VmError::InvalidParam { field, .. } => {
+                ApiError::new(ErrorCode::InvalidParams, message).with_details(vec![field])
+            }
+            VmError::InvalidDevice(e) => {
+                ApiError::new(ErrorCode::InvalidParams, message).with_details(vec![e.field])
+            }
+            VmError::DoesNotFit { .. } => {
+                ApiError::new(ErrorCode::InvalidParams, message).with_details(vec!["spec".into()])
+            }
+            VmError::Unsupported(_) => ApiError::new(ErrorCode::InvalidParams, message),
+            VmError::NoDevice { name, .. } => {
+                ApiError::new(ErrorCode::NotFound, message).with_details(vec![name])
+            }
+            VmError::NotRunning { id, .. } => {
+                ApiError::new(ErrorCode::NotFound, message).with_details(vec![id])
+            }
+            VmError::Removed => ApiError::new(ErrorCode::NotFound, message),
+            VmError::Step { .. } | VmError::Unavailable | VmError::Interrupted => {
+                ApiError::new(ErrorCode::InternalError, message)
+            }
+        }
+    }
+}
+
+impl From<InventoryError> for ApiError {
+    fn from(e: InventoryError) -> Self {
+        let message = crate::error::chain(&e);
+        match e {
+            InventoryError::NotFound(key) => {
+                ApiError::new(ErrorCode::NotFound, message).with_details(vec![key])
+            }
+            InventoryError::NameTaken { name, .. } => {
+                ApiError::new(ErrorCode::AlreadyExists, message).with_details(vec![name])
+            }
+            InventoryError::InvalidSpec(e) => ApiError::new(ErrorCode::InvalidParams, message)
+                .with_details(vec![format!("spec.{}", e.field)]),
+            InventoryError::Vm(e) => e.into(),
+            InventoryError::Record(_)
+            | InventoryError::Supervisor(_)
+            | InventoryError::Unavailable => ApiError::new(ErrorCode::InternalError, message),
+        }
+    }
+}
+
+impl From<HostError> for ApiError {
+    fn from(e: HostError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl From<SupervisorError> for ApiError {
+    fn from(e: SupervisorError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+/// A xenstore request on `path` failed: xenstored's own errors are
+/// XENSTORE_ERROR with the error's name (ENOENT, EACCES...) in details.
+pub fn xs_error(path: &str, e: XsClientError) -> ApiError {
+    match e {
+        XsClientError::Xs(x) => {
+            ApiError::new(ErrorCode::XenstoreError, format!("{path}: {}", x.as_str()))
+                .with_details(vec![x.as_str().to_owned()])
+        }
+        other => ApiError::internal(other),
     }
 }

@@ -1,9 +1,15 @@
 //! The one internal API every frontend (the RPC socket, the TLS listener,
 //! the shell through them) goes through. Frontends parse their wire format
-//! into a [`Call`]; `Api` drives the actors through their handles.
+//! into a [`Call`]; `Api` hands each call to the actor that owns it,
+//! through its typed handle, and maps the answer to the wire's types and
+//! its error to [`ApiError`] (src/api/error.rs, the one place). The API
+//! orchestrates nothing itself: creating, adopting and removing VMs is the
+//! inventory's, operations are each VM's domain actor's.
+//!
+//! What frontends need of the layers below (the call vocabulary, the event
+//! classes) is re-exported here: they import this module only.
 
 mod error;
-pub mod fault;
 pub mod vm;
 pub mod xs;
 
@@ -11,18 +17,20 @@ use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
-pub use error::{ApiError, ErrorCode};
+pub use error::{xs_error, ApiError, ErrorCode};
 
-use crate::actors::console::ConsoleConfig;
-use crate::actors::domain::{DeviceChange, VmOp};
-use crate::actors::events::{EventBus, EventClass, Subscription};
-use crate::actors::host::{HostHandle, HostInfo};
+pub use crate::actors::domain::{DeviceChange, FaultKind, VmOp, SHUTDOWN_TIMEOUT};
+pub use crate::actors::events::{EventBus, EventClass, Subscription};
+pub use crate::actors::host::HostInfo;
+pub use crate::drivers::xenstore::WatchStream;
+pub use crate::vm::{DiskFile, NicFile, VmSpecFile};
+
+use crate::actors::host::HostHandle;
+use crate::actors::inventory::InventoryHandle;
 use crate::actors::slot::AddrSlot;
 use crate::actors::supervisor::{Supervisor, SupervisorHandle, TreeNode};
-use crate::drivers::emulator::EmulatorConfig;
+use crate::drivers::devices::InterfaceInfo;
 use crate::drivers::xenstore::XsClient;
-use crate::drivers::Hypervisor;
-use crate::vm::{RecordStore, VmSpecFile};
 
 /// One operation, as a frontend parsed it.
 #[derive(Debug, Clone)]
@@ -44,7 +52,7 @@ pub enum Call {
     FaultInject {
         vm: String,
         part: String,
-        kind: fault::FaultKind,
+        kind: FaultKind,
     },
     Xs(xs::XsCall),
     /// `vbd.plug`, `vbd.unplug`, `vif.plug`, `vif.unplug`.
@@ -85,7 +93,7 @@ pub enum Reply {
 #[derive(Debug, Clone, Serialize)]
 pub struct HostDevices {
     pub loop_devices: Vec<LoopDevice>,
-    pub interfaces: Vec<crate::drivers::devices::InterfaceInfo>,
+    pub interfaces: Vec<InterfaceInfo>,
 }
 
 /// A bound loop device.
@@ -95,60 +103,46 @@ pub struct LoopDevice {
     pub backing: String,
 }
 
-/// What the API reaches.
+/// What the API reaches: handles only.
 #[derive(Debug)]
-pub(crate) struct ApiInner {
-    pub(crate) host: HostHandle,
-    pub(crate) root: AddrSlot<Supervisor>,
-    pub(crate) domains: AddrSlot<Supervisor>,
-    pub(crate) records: RecordStore,
-    pub(crate) driver: Arc<dyn Hypervisor>,
+struct ApiInner {
+    host: HostHandle,
+    inventory: InventoryHandle,
+    root: AddrSlot<Supervisor>,
     /// The toolstack's (privileged) xenstore connection, set once the tree
     /// (and an embedded xenstored) runs.
-    pub(crate) xs: OnceLock<XsClient>,
-    pub(crate) settings: VmSettings,
+    xs: OnceLock<XsClient>,
+    /// `--allow-fault-injection`.
+    allow_faults: bool,
+    /// What `event.subscribe` streams.
+    events: EventBus,
     /// Whether the daemon has taken back the VMs it knows: until then,
     /// calls wait (the socket is claimed early, so that a second daemon is
     /// refused before it touches a domain).
     ready: tokio::sync::watch::Sender<bool>,
 }
 
-/// How VMs run on this host.
-#[derive(Debug, Clone)]
-pub struct VmSettings {
-    /// Device models (QEMU) for HVM VMs.
-    pub emulator: Arc<EmulatorConfig>,
-    /// Console logs.
-    pub console: Arc<ConsoleConfig>,
-    /// `--allow-fault-injection`.
-    pub allow_faults: bool,
-    /// What `event.subscribe` streams.
-    pub events: EventBus,
-}
-
 /// xenith's operations, shared by all frontends.
 #[derive(Debug, Clone)]
 pub struct Api {
-    pub(crate) inner: Arc<ApiInner>,
+    inner: Arc<ApiInner>,
 }
 
 impl Api {
     pub fn new(
         host: HostHandle,
+        inventory: InventoryHandle,
         root: AddrSlot<Supervisor>,
-        domains: AddrSlot<Supervisor>,
-        records: RecordStore,
-        driver: Arc<dyn Hypervisor>,
-        settings: VmSettings,
+        events: EventBus,
+        allow_faults: bool,
     ) -> Self {
         let inner = ApiInner {
             host,
+            inventory,
             root,
-            domains,
-            records,
-            driver,
             xs: OnceLock::new(),
-            settings,
+            allow_faults,
+            events,
             ready: tokio::sync::watch::Sender::new(false),
         };
         Self {
@@ -195,14 +189,10 @@ impl Api {
                 .await
                 .map(Reply::Console),
             Call::Xs(call) => self.xs_call(call).await.map(Reply::Xs),
-            Call::Device(vm, change) => {
-                let handle = self.resolve(&vm).await?;
-                let device = handle.reconfigure(change).await?;
-                Ok(Reply::Device {
-                    vm: handle.uuid.to_string(),
-                    device,
-                })
-            }
+            Call::Device(vm, change) => self
+                .vm_device(&vm, change)
+                .await
+                .map(|(vm, device)| Reply::Device { vm, device }),
             Call::EventSubscribe { .. }
             | Call::EventUnsubscribe { .. }
             | Call::XsWatch { .. }
@@ -213,47 +203,49 @@ impl Api {
             Call::FaultInject { vm, part, kind } => self
                 .fault_inject(&vm, &part, kind)
                 .await
-                .map(|_| Reply::Done {}),
+                .map(|()| Reply::Done {}),
         }
     }
 
     /// A new event subscription (the transport forwards what it receives).
     pub fn subscribe(&self) -> Subscription {
-        self.inner.settings.events.subscribe()
+        self.inner.events.subscribe()
     }
 
     /// `host.info`.
     pub async fn host_info(&self) -> Result<HostInfo, ApiError> {
-        self.inner.host.info().await.map_err(ApiError::internal)
+        Ok(self.inner.host.info().await?)
     }
 
     /// `host.devices`: the loop devices and netback interfaces the host
     /// has now (`losetup -a` and `ip link` for guests' devices).
     pub async fn host_devices(&self) -> Result<HostDevices, ApiError> {
-        let devices = self.inner.driver.devices();
-        tokio::task::spawn_blocking(move || HostDevices {
+        let devices = self.inner.host.devices().await?;
+        Ok(HostDevices {
             loop_devices: devices
-                .loop_devices()
+                .loop_devices
                 .into_iter()
                 .map(|(device, backing)| LoopDevice {
                     device: device.display().to_string(),
                     backing: backing.display().to_string(),
                 })
                 .collect(),
-            interfaces: devices.vif_interfaces(),
+            interfaces: devices.interfaces,
         })
-        .await
-        .map_err(ApiError::internal)
     }
 
     /// `supervisor.tree`: the whole supervision tree.
     pub async fn supervisor_tree(&self) -> Result<TreeNode, ApiError> {
-        let root = self
-            .inner
-            .root
-            .get()
-            .map(SupervisorHandle::from)
+        let root = SupervisorHandle::current(&self.inner.root)
             .ok_or_else(|| ApiError::new(ErrorCode::InternalError, "the tree is still starting"))?;
-        root.tree().await.map_err(ApiError::internal)
+        Ok(root.tree().await?)
+    }
+
+    pub(crate) fn xs(&self) -> Result<XsClient, ApiError> {
+        self.inner
+            .xs
+            .get()
+            .cloned()
+            .ok_or_else(|| ApiError::new(ErrorCode::InternalError, "xenstore is not connected yet"))
     }
 }

@@ -2,9 +2,8 @@
 //! connection). Errors from xenstored come back as XENSTORE_ERROR with the
 //! error's name (ENOENT, EACCES, EINVAL...) in details.
 
-use super::{Api, ApiError, ErrorCode};
-use crate::drivers::xenstore::XsClientError;
-use crate::proto::xenstore::request::Perm;
+use super::{xs_error, Api, ApiError, ErrorCode};
+use crate::xs::request::Perm;
 
 /// One `xs.*` call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,16 +28,6 @@ pub enum XsReply {
     Done {},
 }
 
-fn xs_error(path: &str, e: XsClientError) -> ApiError {
-    match e {
-        XsClientError::Xs(x) => {
-            ApiError::new(ErrorCode::XenstoreError, format!("{path}: {}", x.as_str()))
-                .with_details(vec![x.as_str().to_owned()])
-        }
-        other => ApiError::internal(other),
-    }
-}
-
 /// Checks a path before it reaches xenstored: absolute, no NUL.
 fn check(path: &str) -> Result<(), ApiError> {
     if !path.starts_with('/') || path.contains('\0') {
@@ -54,10 +43,7 @@ fn check(path: &str) -> Result<(), ApiError> {
 impl Api {
     /// `xs.watch {path}` (an extension of the contract): a xenstore watch
     /// on the toolstack's connection; the transport forwards its events.
-    pub async fn xs_watch(
-        &self,
-        path: &str,
-    ) -> Result<crate::drivers::xenstore::WatchStream, ApiError> {
+    pub async fn xs_watch(&self, path: &str) -> Result<super::WatchStream, ApiError> {
         check(path)?;
         self.xs()?.watch(path).await.map_err(|e| xs_error(path, e))
     }

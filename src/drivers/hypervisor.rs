@@ -1,16 +1,11 @@
-//! The hypervisor interface, shaped after libxenctrl: what the toolstack
-//! asks of Xen. Calls may block (they are hypercalls on a real host): actors
-//! run them on tokio's blocking pool, never on an arbiter thread.
-
-use std::path::Path;
-use std::sync::Arc;
+//! The hypervisor interface, shaped after libxenctrl: domain control, what
+//! the toolstack asks of Xen. Calls may block (they are hypercalls on a real
+//! host): callers go through the async adapter ([`super::hv::Hv`]), which
+//! runs them on the blocking pool with a timeout. What a host brings beside
+//! it (devices, the boot image cache, fault injection, xenstore wiring) has
+//! its own small trait, composed by [`super::select`].
 
 use serde::Serialize;
-
-use crate::config::{Config, HypervisorChoice};
-
-/// Where the privileged command interface of a Xen dom0 lives.
-pub const PRIVCMD: &str = "/dev/xen/privcmd";
 
 /// Which backend drives the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -208,11 +203,6 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
     /// anyone else (another toolstack, a guest's balloon) are not counted.
     fn memory_changes(&self) -> u64;
 
-    /// The host side of guest devices that goes with this hypervisor:
-    /// Linux's loop devices and bridges on a Xen host, the simulated
-    /// host's own on the simulated one.
-    fn devices(&self) -> Arc<dyn super::devices::DeviceHost>;
-
     /// Creates an empty, paused domain with its memory and vcpus reserved.
     /// A domain that does not fit fails with `NotEnoughMemory` and leaves
     /// nothing behind.
@@ -260,79 +250,4 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
         domid: DomId,
         name: &str,
     ) -> Result<tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>, HypervisorError>;
-
-    /// Gets a boot image ready ahead of a build (e.g. a decompressed kernel),
-    /// so that a start does not pay for it. Blocking; optional.
-    fn prepare_image(&self, _image: &BootImage) -> Result<(), HypervisorError> {
-        Ok(())
-    }
-
-    /// Drops what [`prepare_image`](Self::prepare_image) kept for kernels
-    /// that are none of `kernels` (those of the VMs defined: a removed VM's
-    /// kernel, a kernel replaced since), except what was prepared after
-    /// `since`, for a VM defined after the list was made. Returns how many
-    /// prepared images went. Blocking; optional.
-    fn release_images(
-        &self,
-        _kernels: &[std::path::PathBuf],
-        _since: std::time::SystemTime,
-    ) -> Result<usize, HypervisorError> {
-        Ok(0)
-    }
-
-    /// Hands the driver the toolstack's xenstore connection, once it is up
-    /// (called from the runtime): the Xen driver follows `@releaseDomain`
-    /// with it, so that shutdowns and deaths are noticed when xenstored
-    /// sees them rather than at the next poll.
-    fn follow_xenstore(&self, _xs: &crate::drivers::xenstore::XsClient) {}
-
-    /// Fault injection into the guest itself (`fault.inject` kind `hang`):
-    /// only a simulated guest can be told to misbehave.
-    fn inject_guest_fault(&self, _domid: DomId, _fault: GuestFault) -> Result<(), HypervisorError> {
-        Err(HypervisorError::Unsupported("guest fault injection"))
-    }
-}
-
-/// A misbehaviour a simulated guest can be told to adopt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GuestFault {
-    /// The guest stops answering xenstore (control/shutdown, its frontends).
-    Hang,
-    /// One frontend ("vbd" or "vif", and its devid) stops following its backend.
-    HangFrontend { kind: &'static str, devid: u32 },
-}
-
-/// Picks the backend the configuration asks for (`auto`: xen when
-/// /dev/xen/privcmd exists, sim otherwise).
-///
-/// On the simulated host, `guests` (the embedded xenstored) is where the
-/// simulated guests run their xenstore side; without it they are silent.
-pub fn select(
-    config: &Config,
-    guests: Option<Arc<dyn super::xenstore::EmbeddedStore>>,
-) -> Result<Arc<dyn Hypervisor>, HypervisorError> {
-    let kind = match config.hypervisor {
-        HypervisorChoice::Sim => HypervisorKind::Sim,
-        HypervisorChoice::Xen => HypervisorKind::Xen,
-        HypervisorChoice::Auto if Path::new(PRIVCMD).exists() => HypervisorKind::Xen,
-        HypervisorChoice::Auto => HypervisorKind::Sim,
-    };
-    match kind {
-        HypervisorKind::Sim => {
-            let sim = super::sim::SimHypervisor::with_devices(
-                config.sim,
-                super::devices::sim::SimDevices::new(config.create_bridges),
-            );
-            if let (Some(store), Ok(rt)) = (guests, tokio::runtime::Handle::try_current()) {
-                sim.attach_guests(store, rt);
-            }
-            Ok(Arc::new(sim))
-        }
-        HypervisorKind::Xen => Ok(Arc::new(super::xen::XenHypervisor::open(
-            config.state_dir.join("kernels"),
-            Arc::new(super::devices::linux::LinuxDevices::new(
-                config.create_bridges,
-            )),
-        )?)),
-    }
 }

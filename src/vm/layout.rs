@@ -5,10 +5,12 @@
 //!
 //! The entries are plain data; `apply` is the one place that writes them
 //! (the domain and device actors use it; the tests compare the result key
-//! by key with the reference).
+//! by key with the reference). Every other path the toolstack reads or
+//! writes (control/shutdown, memory/target, the agent's keys, the device
+//! model's, the trees a teardown removes) is built here too.
 
 use crate::drivers::{Built, DomId, DomainType};
-use crate::proto::xenstore::{Perm, PermLetter};
+use crate::xs::{DeviceKind, Perm, PermLetter, XenbusState};
 
 use super::spec::{Disk, DiskMode, Nic, VmSpec};
 
@@ -76,6 +78,64 @@ pub fn home(domid: DomId) -> String {
 /// `/vm/<uuid>`.
 pub fn vm_path(uuid: &uuid::Uuid) -> String {
     format!("/vm/{uuid}")
+}
+
+/// Where the toolstack asks the guest to power off, reboot or suspend.
+pub fn control_shutdown(domid: DomId) -> String {
+    format!("{}/control/shutdown", home(domid))
+}
+
+/// The guest's balloon target (KiB), which its balloon driver follows.
+pub fn memory_target(domid: DomId) -> String {
+    format!("{}/memory/target", home(domid))
+}
+
+/// The guest agent's directories (`data`, `attr`), watched as a whole.
+pub const GUEST_AGENT_DIRS: [&str; 2] = ["data", "attr"];
+
+/// A directory the guest agent writes below its home.
+pub fn guest_dir(domid: DomId, dir: &str) -> String {
+    format!("{}/{dir}", home(domid))
+}
+
+/// One key the guest agent reports under `data/` (os_name, meminfo_free...).
+pub fn guest_data(domid: DomId, key: &str) -> String {
+    format!("{}/data/{key}", home(domid))
+}
+
+/// The first address of one family ("ipv4", "ipv6") the guest agent
+/// reports for a NIC, and its key in `vm.get`'s `ips` ("0/ipv4/0").
+pub fn guest_ip(domid: DomId, devid: u32, family: &str) -> (String, String) {
+    let key = format!("{devid}/{family}/0");
+    (format!("{}/attr/vif/{key}", home(domid)), key)
+}
+
+/// Where libxl records the device model's pid.
+pub fn device_model_pid(domid: DomId) -> String {
+    format!("{}/image/device-model-pid", home(domid))
+}
+
+/// The device model's own directory in dom0.
+pub fn device_model_dir(domid: DomId) -> String {
+    format!("/local/domain/0/device-model/{}", domid.0)
+}
+
+/// Where the device model says it runs (`running`).
+pub fn device_model_state(domid: DomId) -> String {
+    format!("{}/state", device_model_dir(domid))
+}
+
+/// Everything a domain's teardown removes: its home, /vm/UUID, /libxl/N,
+/// its backends (VBDs, VIFs, console) and its device model's directory.
+pub fn domain_trees(uuid: &uuid::Uuid, domid: DomId) -> Vec<String> {
+    let n = domid.0;
+    let mut trees = vec![home(domid), vm_path(uuid), format!("/libxl/{n}")];
+    for kind in crate::xs::DeviceKind::ALL {
+        trees.push(format!("/local/domain/0/backend/{kind}/{n}"));
+    }
+    trees.push(format!("/local/domain/0/backend/console/{n}"));
+    trees.push(device_model_dir(domid));
+    trees
 }
 
 /// The console ring's size limit libxl sets (LIBXL_XENCONSOLE_LIMIT).
@@ -247,7 +307,11 @@ pub fn console(domid: DomId, built: &Built) -> Vec<Entry> {
         e(back.clone(), "", Some(ro(domid))),
         e(format!("{back}/frontend-id"), n.to_string(), None),
         e(format!("{back}/online"), "1", None),
-        e(format!("{back}/state"), "1", None),
+        e(
+            format!("{back}/state"),
+            XenbusState::Initialising.value(),
+            None,
+        ),
         e(format!("{back}/protocol"), "vt100", None),
         e(format!("{back}/frontend"), format!("{h}/console"), None),
     ]
@@ -261,9 +325,21 @@ pub struct DeviceTrees {
     pub entries: Vec<Entry>,
 }
 
+impl DeviceTrees {
+    /// A node of the backend's directory (`state`, `online`...).
+    pub fn backend_node(&self, key: &str) -> String {
+        format!("{}/{key}", self.backend)
+    }
+
+    /// A node of the frontend's directory.
+    pub fn frontend_node(&self, key: &str) -> String {
+        format!("{}/{key}", self.frontend)
+    }
+}
+
 fn device(
     domid: DomId,
-    kind: &str,
+    kind: DeviceKind,
     devid: u32,
     back: Vec<(&str, String)>,
     front: Vec<(&str, String)>,
@@ -301,7 +377,7 @@ pub fn vbd(domid: DomId, disk: &Disk, pv: bool) -> DeviceTrees {
         ("online", "1".to_owned()),
         ("removable", "0".to_owned()),
         ("bootable", "1".to_owned()),
-        ("state", "1".to_owned()),
+        ("state", XenbusState::Initialising.value().to_owned()),
         ("dev", disk.device.clone()),
         ("type", "phy".to_owned()),
         ("mode", if rw_mode { "w" } else { "r" }.to_owned()),
@@ -311,7 +387,7 @@ pub fn vbd(domid: DomId, disk: &Disk, pv: bool) -> DeviceTrees {
     ];
     let mut front = vec![
         ("backend-id", "0".to_owned()),
-        ("state", "1".to_owned()),
+        ("state", XenbusState::Initialising.value().to_owned()),
         ("virtual-device", disk.devid.to_string()),
         ("device-type", "disk".to_owned()),
         ("trusted", "1".to_owned()),
@@ -319,7 +395,7 @@ pub fn vbd(domid: DomId, disk: &Disk, pv: bool) -> DeviceTrees {
     if pv {
         front.push(("protocol", "x86_64-abi".to_owned()));
     }
-    device(domid, "vbd", disk.devid, back, front)
+    device(domid, DeviceKind::Vbd, disk.devid, back, front)
 }
 
 /// A NIC (netback), both sides, state 1; `hotplug-status` empty so that
@@ -328,7 +404,7 @@ pub fn vif(domid: DomId, nic: &Nic) -> DeviceTrees {
     let back = vec![
         ("frontend-id", domid.0.to_string()),
         ("online", "1".to_owned()),
-        ("state", "1".to_owned()),
+        ("state", XenbusState::Initialising.value().to_owned()),
         ("script", "/etc/xen/scripts/vif-bridge".to_owned()),
         ("mac", nic.mac.clone()),
         ("bridge", nic.bridge.clone()),
@@ -338,12 +414,12 @@ pub fn vif(domid: DomId, nic: &Nic) -> DeviceTrees {
     ];
     let front = vec![
         ("backend-id", "0".to_owned()),
-        ("state", "1".to_owned()),
+        ("state", XenbusState::Initialising.value().to_owned()),
         ("handle", nic.devid.to_string()),
         ("mac", nic.mac.clone()),
         ("trusted", "1".to_owned()),
     ];
-    let mut trees = device(domid, "vif", nic.devid, back, front);
+    let mut trees = device(domid, DeviceKind::Vif, nic.devid, back, front);
     // mtu is a read-only front key: the backend's (n0 rN).
     trees.entries.push(e(
         format!("{}/mtu", trees.frontend),

@@ -3,6 +3,10 @@
 //! file, fsync it, rename it over the old one, fsync the directory), so a
 //! crash leaves either the old record or the new one. A record that does
 //! not parse is reported and skipped, never fatal.
+//!
+//! Every call blocks (fsync): the daemon uses the async forms
+//! ([`RecordStore::persist`], [`RecordStore::forget`], [`RecordStore::load`]),
+//! which run on the blocking pool.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -30,6 +34,8 @@ pub enum RecordError {
     },
     #[error("cannot encode the record of {0}")]
     Encode(uuid::Uuid, #[source] toml::ser::Error),
+    #[error(transparent)]
+    Pool(#[from] crate::drivers::blocking::PoolError),
 }
 
 /// The records of one state directory.
@@ -63,8 +69,27 @@ impl RecordStore {
         self.dir.join(format!("{uuid}.toml"))
     }
 
-    /// Writes a record atomically.
+    /// Writes a record atomically, on the blocking pool.
+    pub async fn persist(&self, record: VmRecord) -> Result<(), RecordError> {
+        let store = self.clone();
+        crate::drivers::blocking::run(move || store.save(&record)).await?
+    }
+
+    /// Removes a record, on the blocking pool.
+    pub async fn forget(&self, uuid: uuid::Uuid) -> Result<(), RecordError> {
+        let store = self.clone();
+        crate::drivers::blocking::run(move || store.remove(&uuid)).await?
+    }
+
+    /// Every readable record, read on the blocking pool.
+    pub async fn load(&self) -> Result<Vec<VmRecord>, RecordError> {
+        let store = self.clone();
+        crate::drivers::blocking::run(move || store.load_all()).await?
+    }
+
+    /// Writes a record atomically (blocking).
     pub fn save(&self, record: &VmRecord) -> Result<(), RecordError> {
+        crate::drivers::blocking::debug_assert_blocking_allowed("a VM record's write");
         let text = toml::to_string(record).map_err(|e| RecordError::Encode(record.uuid, e))?;
         let path = self.path(&record.uuid);
         let tmp = self.dir.join(format!(".{}.tmp", record.uuid));
@@ -79,7 +104,9 @@ impl RecordStore {
         Ok(())
     }
 
+    /// Removes a record (blocking).
     pub fn remove(&self, uuid: &uuid::Uuid) -> Result<(), RecordError> {
+        crate::drivers::blocking::debug_assert_blocking_allowed("a VM record's removal");
         let path = self.path(uuid);
         match std::fs::remove_file(&path) {
             Ok(()) => {}
@@ -91,8 +118,10 @@ impl RecordStore {
             .map_err(io("fsync", &self.dir))
     }
 
-    /// Every readable record; each unreadable one is logged and skipped.
+    /// Every readable record; each unreadable one is logged and skipped
+    /// (blocking).
     pub fn load_all(&self) -> Result<Vec<VmRecord>, RecordError> {
+        crate::drivers::blocking::debug_assert_blocking_allowed("the VM records' read");
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.dir).map_err(io("list", &self.dir))? {
             let entry = entry.map_err(io("list", &self.dir))?;

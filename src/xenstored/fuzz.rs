@@ -6,7 +6,7 @@ use tokio_util::bytes::BytesMut;
 use tokio_util::codec::Decoder;
 
 use super::{Out, Quota, Store};
-use crate::proto::xenstore::{parse_request, MsgType, Packet, XsCodec};
+use crate::xs::{parse_request, MsgType, Packet, XsCodec};
 
 /// Decodes `data` as a stream of packets and parses each as a request.
 pub fn decode(data: &[u8]) {

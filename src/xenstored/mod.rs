@@ -12,5 +12,4 @@ pub mod tree;
 pub mod txn;
 pub mod watch;
 
-pub use store::{Out, Outbound, Quota, Store};
-pub use watch::ConnId;
+pub use store::{Out, Quota, Store};

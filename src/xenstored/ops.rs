@@ -6,9 +6,8 @@ use std::sync::Arc;
 use super::store::{inherit, nul_terminated, Out, Store, Who};
 use super::tree::{NodeId, SharedPerms};
 use super::txn::{Op, TNode, Txn};
-use super::watch::ConnId;
-use crate::proto::xenstore::path::{is_at_or_below, parent};
-use crate::proto::xenstore::{Perm, XsError, PAYLOAD_MAX};
+use crate::xs::path::{is_at_or_below, parent};
+use crate::xs::{ConnId, Perm, XsError, PAYLOAD_MAX};
 
 /// The access an operation needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,7 +210,7 @@ impl Store {
         conn: ConnId,
         who: Who,
         tx: u32,
-        path: &crate::proto::xenstore::XsPath,
+        path: &crate::xs::XsPath,
     ) -> Result<Vec<u8>, XsError> {
         if path.is_special() {
             let perms = self
@@ -432,7 +431,7 @@ impl Store {
         conn: ConnId,
         who: Who,
         tx: u32,
-        path: &crate::proto::xenstore::XsPath,
+        path: &crate::xs::XsPath,
         perms: Vec<Perm>,
         ev: &mut Vec<Out>,
     ) -> Result<(), XsError> {

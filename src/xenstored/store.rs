@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use super::tree::{dom0_only, SharedPerms, Tree, ROOT};
 use super::txn::Txn;
-use super::watch::{ConnId, Watch, Watches};
-use crate::proto::xenstore::path::{domain_path, relative_to, XsPath};
-use crate::proto::xenstore::{parse_request, MsgType, Packet, Perm, PermLetter, Request, XsError};
+use super::watch::{Watch, Watches};
+use crate::xs::path::{domain_path, relative_to, XsPath};
+use crate::xs::{parse_request, ConnId, MsgType, Packet, Perm, PermLetter, Request, XsError};
 
 /// Per-domain limits for unprivileged domains (the C daemon's defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,14 +35,6 @@ impl Default for Quota {
             perms: 5,
         }
     }
-}
-
-/// What goes back to a connection, on its outbound channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outbound {
-    Packet(Packet),
-    /// The store dropped this connection (its domain was released).
-    Close,
 }
 
 /// What handling a request produces.

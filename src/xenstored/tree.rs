@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use hashbrown::HashTable;
 
-use crate::proto::xenstore::{Perm, PermLetter};
+use crate::xs::{Perm, PermLetter};
 
 /// A node's index in the arena.
 pub type NodeId = u32;

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::tree::{SharedPerms, Tree};
-use crate::proto::xenstore::path::{basename, is_at_or_below, parent};
+use crate::xs::path::{basename, is_at_or_below, parent};
 
 /// Generation recorded for a node that was absent when read.
 pub const ABSENT: u64 = u64::MAX;

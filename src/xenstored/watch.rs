@@ -4,10 +4,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::proto::xenstore::path::depth;
+use crate::xs::path::depth;
+use crate::xs::ConnId;
 
 /// A connection's id.
-pub type ConnId = u64;
 
 /// One watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,7 +114,7 @@ impl Watches {
                     out.push(fired(w, path));
                 }
             }
-            prefix = crate::proto::xenstore::path::parent(p);
+            prefix = crate::xs::path::parent(p);
         }
         if !exact {
             let start = if path == "/" {

@@ -37,12 +37,20 @@ pub async fn until(
     }
 }
 
-/// A VM supervisor's node in a `supervisor.tree` reply.
-pub fn vm_node(tree: &Value, uuid: &str) -> Option<Value> {
-    let domains = tree["children"]
+/// The node with this id in a `supervisor.tree` reply (or below it).
+pub fn find_node<'a>(tree: &'a Value, id: &str) -> Option<&'a Value> {
+    if tree["id"] == id {
+        return Some(tree);
+    }
+    tree["children"]
         .as_array()?
         .iter()
-        .find(|n| n["id"] == "domains")?;
+        .find_map(|n| find_node(n, id))
+}
+
+/// A VM supervisor's node in a `supervisor.tree` reply (under root/vms/domains).
+pub fn vm_node(tree: &Value, uuid: &str) -> Option<Value> {
+    let domains = find_node(tree, "domains")?;
     domains["children"]
         .as_array()?
         .iter()

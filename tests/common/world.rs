@@ -10,12 +10,16 @@ use xenith::actors::xenstored::XenstoredHandle;
 use xenith::config::SimConfig;
 use xenith::drivers::sim::SimHypervisor;
 use xenith::drivers::xenstore::XsClient;
+use xenith::drivers::Hv;
 use xenith::xenstored::Quota;
 
 pub struct World {
     pub root: RootSupervisor,
     pub store: XenstoredHandle,
     pub sim: Arc<SimHypervisor>,
+    /// The simulated hypervisor through the async adapter (hypercalls
+    /// block: they never run on the runtime's threads).
+    pub hv: Hv,
     pub xs: XsClient,
     _dir: tempfile::TempDir,
 }
@@ -40,6 +44,7 @@ impl World {
         World {
             root,
             store,
+            hv: Hv::new(sim.clone()),
             sim,
             xs,
             _dir: dir,

@@ -11,23 +11,22 @@
 //! Transient: after a panic it is restarted alone and reads everything
 //! again; the domain's teardown removes it and clears the metrics.
 
+mod handlers;
+mod state;
+
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use actix::{
-    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, StreamHandler, WrapFuture,
-};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 
-use super::supervisor::{ChildSpec, ExitSlot, Restart};
-use super::InjectPanic;
+pub use state::AgentActor;
+
+use crate::actors::child::ChildHandle;
 use crate::drivers::xenstore::{XsClient, XsClientError};
 use crate::drivers::DomId;
 use crate::vm::layout;
 
-/// The supervisor id of a VM's guest-agent actor.
-pub const AGENT_ID: &str = "agent";
+/// The typed handle to a VM's running guest-agent actor.
+pub type AgentHandle = ChildHandle<AgentActor>;
 
 /// The longest value kept from a guest key.
 pub const MAX_VALUE: usize = 256;
@@ -50,76 +49,6 @@ pub struct GuestMetrics {
     pub updated: Option<String>,
 }
 
-/// The agent actor.
-#[derive(Debug)]
-pub struct AgentActor {
-    domid: DomId,
-    /// The devids of the VM's NICs.
-    nics: Vec<u32>,
-    xs: XsClient,
-    metrics: Arc<watch::Sender<GuestMetrics>>,
-    /// A refresh is running.
-    refreshing: bool,
-    /// Something changed while it ran: refresh again after it.
-    dirty: bool,
-    exit: ExitSlot,
-}
-
-impl AgentActor {
-    pub fn spec(
-        domid: DomId,
-        nics: Vec<u32>,
-        xs: XsClient,
-        metrics: Arc<watch::Sender<GuestMetrics>>,
-    ) -> ChildSpec {
-        ChildSpec::worker(AGENT_ID, move |exit| {
-            Ok(AgentActor {
-                domid,
-                nics: nics.clone(),
-                xs: xs.clone(),
-                metrics: metrics.clone(),
-                refreshing: false,
-                dirty: false,
-                exit,
-            })
-        })
-        .restart(Restart::Transient)
-    }
-
-    fn refresh(&mut self, ctx: &mut Context<Self>) {
-        if self.refreshing {
-            self.dirty = true;
-            return;
-        }
-        self.refreshing = true;
-        let (xs, domid, nics) = (self.xs.clone(), self.domid, self.nics.clone());
-        ctx.spawn(
-            async move { read_metrics(&xs, domid, &nics).await }
-                .into_actor(self)
-                .map(|r, act, ctx| {
-                    act.refreshing = false;
-                    match r {
-                        Ok(m) => {
-                            act.metrics.send_if_modified(|old| {
-                                let changed = *old != m;
-                                *old = m;
-                                changed
-                            });
-                        }
-                        Err(e) => {
-                            act.exit.error(format!("cannot read the guest's keys: {e}"));
-                            ctx.stop();
-                            return;
-                        }
-                    }
-                    if std::mem::take(&mut act.dirty) {
-                        act.refresh(ctx);
-                    }
-                }),
-        );
-    }
-}
-
 fn cut(mut s: String) -> String {
     if s.len() > MAX_VALUE {
         let mut end = MAX_VALUE;
@@ -137,7 +66,6 @@ pub async fn read_metrics(
     domid: DomId,
     nics: &[u32],
 ) -> Result<GuestMetrics, XsClientError> {
-    let home = layout::home(domid);
     let get = |key: String| {
         let xs = xs.clone();
         async move {
@@ -149,7 +77,7 @@ pub async fn read_metrics(
             }
         }
     };
-    let data = |k: &str| get(format!("{home}/data/{k}"));
+    let data = |k: &str| get(layout::guest_data(domid, k));
     let mut m = GuestMetrics {
         updated: data("updated").await?,
         os_name: data("os_name").await?,
@@ -169,62 +97,13 @@ pub async fn read_metrics(
     }
     for devid in nics {
         for family in ["ipv4", "ipv6"] {
-            if let Some(ip) = get(format!("{home}/attr/vif/{devid}/{family}/0")).await? {
-                m.ips.insert(format!("{devid}/{family}/0"), ip);
+            let (path, key) = layout::guest_ip(domid, *devid, family);
+            if let Some(ip) = get(path).await? {
+                m.ips.insert(key, ip);
             }
         }
     }
     Ok(m)
-}
-
-impl Actor for AgentActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let home = layout::home(self.domid);
-        for sub in ["data", "attr"] {
-            let (xs, path) = (self.xs.clone(), format!("{home}/{sub}"));
-            // A watch fires once when set, then on every change below it.
-            ctx.spawn(
-                async move { xs.watch(&path).await }
-                    .into_actor(self)
-                    .map(|r, act, ctx| match r {
-                        Ok(w) => {
-                            ctx.add_stream(futures_util::stream::unfold(w, |mut w| async move {
-                                w.next().await.map(|_| ((), w))
-                            }));
-                        }
-                        Err(e) => {
-                            act.exit
-                                .error(format!("cannot watch the guest's keys: {e}"));
-                            ctx.stop();
-                        }
-                    }),
-            );
-        }
-    }
-}
-
-impl StreamHandler<()> for AgentActor {
-    fn handle(&mut self, _: (), ctx: &mut Context<Self>) {
-        self.refresh(ctx);
-    }
-
-    fn finished(&mut self, ctx: &mut Context<Self>) {
-        self.exit.error("the xenstore connection closed");
-        ctx.stop();
-    }
-}
-
-impl Handler<InjectPanic> for AgentActor {
-    type Result = ();
-
-    fn handle(&mut self, _msg: InjectPanic, _ctx: &mut Context<Self>) {
-        panic!(
-            "injected panic in the guest-agent actor of domain {}",
-            self.domid
-        );
-    }
 }
 
 #[cfg(test)]

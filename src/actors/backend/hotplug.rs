@@ -10,7 +10,8 @@ use crate::drivers::devices::{DeviceError, DeviceHost};
 use crate::drivers::xenstore::{XsClient, XsClientError};
 use crate::vm::layout::Entry;
 
-use super::{DeviceSpec, XenbusState, CLOSE_TIMEOUT};
+use super::{DeviceSpec, CLOSE_TIMEOUT};
+use crate::xs::XenbusState;
 
 /// How long a NIC's plug waits for netback's interface.
 pub const INTERFACE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,8 +38,8 @@ pub enum HotplugError {
     Device(#[from] DeviceError),
     #[error("netback made no interface {0} within {INTERFACE_TIMEOUT:?} (is xen-netback loaded?)")]
     NoInterface(String),
-    #[error("the blocking pool is gone")]
-    Pool,
+    #[error(transparent)]
+    Pool(#[from] crate::drivers::blocking::PoolError),
 }
 
 impl HotplugError {
@@ -48,17 +49,17 @@ impl HotplugError {
     }
 }
 
+/// A host call (loop devices, interfaces) on the blocking pool.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, DeviceError> + Send + 'static,
 ) -> Result<T, HotplugError> {
-    Ok(tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| HotplugError::Pool)??)
+    Ok(crate::drivers::blocking::run(f).await??)
 }
 
-fn at(path: &str, key: &str, value: impl Into<String>) -> Entry {
+/// A backend node with what the hotplug step records in it.
+fn at(d: &DeviceSpec, key: &str, value: impl Into<String>) -> Entry {
     Entry {
-        path: format!("{path}/{key}"),
+        path: d.trees.backend_node(key),
         value: value.into(),
         perms: None,
     }
@@ -71,19 +72,18 @@ pub async fn plug(
     devices: &Arc<dyn DeviceHost>,
     d: &DeviceSpec,
 ) -> Result<(), HotplugError> {
-    let back = d.trees.backend.clone();
     match &d.hotplug {
         Hotplug::Disk { path, read_only } => {
             let (host, path2, ro) = (devices.clone(), path.clone(), *read_only);
             let backing = blocking(move || host.attach_disk(&path2, ro)).await?;
             let mut entries = d.trees.entries.clone();
-            entries.push(at(&back, "physical-device", backing.physical_device()));
+            entries.push(at(d, "physical-device", backing.physical_device()));
             entries.push(at(
-                &back,
+                d,
                 "physical-device-path",
                 backing.node.display().to_string(),
             ));
-            entries.push(at(&back, "hotplug-status", "connected"));
+            entries.push(at(d, "hotplug-status", "connected"));
             if let Err(e) = crate::vm::layout::apply(xs, &entries).await {
                 let (host, path, node) = (devices.clone(), path.clone(), backing.node);
                 let _ = blocking(move || host.release_disk(&path, &node)).await;
@@ -111,9 +111,7 @@ pub async fn resync(
     d: &DeviceSpec,
 ) -> Result<(), HotplugError> {
     if let Hotplug::Nic { .. } = &d.hotplug {
-        let status = xs
-            .read_opt(&format!("{}/hotplug-status", d.trees.backend))
-            .await?;
+        let status = xs.read_opt(&d.trees.backend_node("hotplug-status")).await?;
         if status.as_deref() != Some("connected") {
             nic_hotplug(xs, devices, d).await?;
         }
@@ -136,7 +134,7 @@ async fn nic_hotplug(
     }
     let (host, name, br) = (devices.clone(), interface.clone(), bridge.clone());
     blocking(move || host.attach_interface(&name, &br)).await?;
-    xs.write(&format!("{}/hotplug-status", d.trees.backend), "connected")
+    xs.write(&d.trees.backend_node("hotplug-status"), "connected")
         .await?;
     tracing::debug!(%interface, %bridge, "interface up on its bridge");
     Ok(())
@@ -201,7 +199,7 @@ pub(super) async fn backend_state(
     d: &DeviceSpec,
 ) -> Result<Option<XenbusState>, XsClientError> {
     Ok(xs
-        .read_opt(&format!("{}/state", d.trees.backend))
+        .read_opt(&d.trees.backend_node("state"))
         .await?
         .map(|s| XenbusState::parse(&s)))
 }
@@ -216,17 +214,18 @@ pub async fn unplug(
     devices: &Arc<dyn DeviceHost>,
     d: &DeviceSpec,
 ) -> Result<bool, HotplugError> {
-    let back = d.trees.backend.clone();
-    let node = xs.read_opt(&format!("{back}/physical-device-path")).await?;
-    let mut watch = xs.watch(&format!("{back}/state")).await?;
+    let node = xs
+        .read_opt(&d.trees.backend_node("physical-device-path"))
+        .await?;
+    let state = d.trees.backend_node("state");
+    let mut watch = xs.watch(&state).await?;
     {
-        let back = back.clone();
+        let (online, state) = (d.trees.backend_node("online"), state.clone());
         xs.transaction(move |tx| {
-            let back = back.clone();
+            let (online, state) = (online.clone(), state.clone());
             async move {
-                tx.write(&format!("{back}/online"), "0").await?;
-                tx.write(&format!("{back}/state"), XenbusState::Closing.value())
-                    .await
+                tx.write(&online, "0").await?;
+                tx.write(&state, XenbusState::Closing.value()).await
             }
         })
         .await?;
@@ -256,10 +255,11 @@ pub async fn release(
     devices: &Arc<dyn DeviceHost>,
     d: &DeviceSpec,
 ) -> Result<(), HotplugError> {
-    let back = &d.trees.backend;
-    let node = xs.read_opt(&format!("{back}/physical-device-path")).await?;
+    let node = xs
+        .read_opt(&d.trees.backend_node("physical-device-path"))
+        .await?;
     if backend_state(xs, d).await?.is_some() {
-        xs.write(&format!("{back}/online"), "0").await?;
+        xs.write(&d.trees.backend_node("online"), "0").await?;
     }
     remove_trees(xs, d).await?;
     host_release(devices, d, node).await

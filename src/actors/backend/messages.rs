@@ -2,7 +2,8 @@
 
 use actix::Message;
 
-use super::XenbusState;
+use super::HotplugError;
+use crate::xs::XenbusState;
 
 /// The backend's and the frontend's xenbus states.
 #[derive(Debug)]
@@ -14,11 +15,12 @@ impl Message for DeviceStatus {
 
 /// Closes the device with the guest, removes its trees and releases its
 /// host side (loop device, interface); the actor then ends normally.
+/// Answers whether the guest closed it in time.
 #[derive(Debug)]
 pub struct Unplug;
 
 impl Message for Unplug {
-    type Result = Result<(), String>;
+    type Result = Result<bool, HotplugError>;
 }
 
 /// The domain is going: removes the device's trees without waiting for the
@@ -27,5 +29,5 @@ impl Message for Unplug {
 pub struct Release;
 
 impl Message for Release {
-    type Result = Result<(), String>;
+    type Result = Result<(), HotplugError>;
 }

@@ -10,21 +10,27 @@
 //! ends); after a panic it is restarted alone and reopens the console. Output
 //! written meanwhile waited in the console ring and is not lost.
 
+mod handlers;
+mod state;
+
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use actix::{
-    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, StreamHandler, WrapFuture,
-};
-use tokio::io::AsyncWriteExt;
+pub use state::ConsoleActor;
 
-use super::supervisor::{ChildSpec, ExitSlot, Restart, StartError};
-use super::InjectPanic;
-use crate::drivers::{DomId, Hypervisor};
+use crate::actors::child::ChildHandle;
 
-/// The supervisor id of a VM's console actor.
-pub const CONSOLE_ID: &str = "console";
+/// The typed handle to a VM's running console actor.
+pub type ConsoleHandle = ChildHandle<ConsoleActor>;
+
+/// What reading a console log can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    #[error("the console log")]
+    Log(#[source] io::Error),
+    #[error(transparent)]
+    Pool(#[from] crate::drivers::blocking::PoolError),
+}
 
 /// Where console logs go and how big one may grow.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +86,23 @@ impl ConsoleConfig {
         Ok(bytes)
     }
 
+    /// [`tail`](Self::tail) (no `offset`) or [`since`](Self::since), on
+    /// the blocking pool.
+    pub async fn read(
+        self: &std::sync::Arc<Self>,
+        uuid: uuid::Uuid,
+        lines: usize,
+        offset: Option<u64>,
+    ) -> Result<(String, u64), ConsoleError> {
+        let config = self.clone();
+        crate::drivers::blocking::run(move || match offset {
+            Some(offset) => config.since(&uuid, offset),
+            None => config.tail(&uuid, lines),
+        })
+        .await?
+        .map_err(ConsoleError::Log)
+    }
+
     /// Forgets a VM's console logs (`vm.remove`).
     pub fn remove(&self, uuid: &uuid::Uuid) -> io::Result<()> {
         for path in [self.log_path(uuid), self.old_log_path(uuid)] {
@@ -99,142 +122,9 @@ fn read_or_empty(path: &Path) -> io::Result<Vec<u8>> {
     }
 }
 
-/// The open log and its size.
-#[derive(Debug)]
-struct Log {
-    file: tokio::fs::File,
-    size: u64,
-}
-
-/// The console actor.
-#[derive(Debug)]
-pub struct ConsoleActor {
-    domid: DomId,
-    uuid: uuid::Uuid,
-    config: Arc<ConsoleConfig>,
-    log: Option<Log>,
-    output: Option<tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>>,
-    exit: ExitSlot,
-}
-
-async fn open_log(path: &Path) -> io::Result<Log> {
-    let file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .await?;
-    let size = file.metadata().await?.len();
-    Ok(Log { file, size })
-}
-
-impl ConsoleActor {
-    /// The child spec: the console is open before it counts as started.
-    pub fn spec(
-        domid: DomId,
-        uuid: uuid::Uuid,
-        name: String,
-        driver: Arc<dyn Hypervisor>,
-        config: Arc<ConsoleConfig>,
-    ) -> ChildSpec {
-        ChildSpec::worker_async(CONSOLE_ID, move |exit| {
-            let (driver, config, name) = (driver.clone(), config.clone(), name.clone());
-            async move {
-                let output = tokio::task::spawn_blocking(move || driver.open_console(domid, &name))
-                    .await
-                    .map_err(StartError::new)?
-                    .map_err(|e| StartError::new(format!("open the console: {e}")))?;
-                tokio::fs::create_dir_all(&config.dir)
-                    .await
-                    .map_err(|e| StartError::new(format!("{}: {e}", config.dir.display())))?;
-                let path = config.log_path(&uuid);
-                let log = open_log(&path)
-                    .await
-                    .map_err(|e| StartError::new(format!("{}: {e}", path.display())))?;
-                Ok(ConsoleActor {
-                    domid,
-                    uuid,
-                    config,
-                    log: Some(log),
-                    output: Some(output),
-                    exit,
-                })
-            }
-        })
-        .restart(Restart::Transient)
-    }
-}
-
-/// Appends `chunk`, rotating first if it would pass the limit.
-async fn append(
-    mut log: Log,
-    chunk: Vec<u8>,
-    config: &ConsoleConfig,
-    uuid: &uuid::Uuid,
-) -> io::Result<Log> {
-    if log.size > 0 && log.size + chunk.len() as u64 > config.max_bytes {
-        log.file.flush().await?;
-        tokio::fs::rename(config.log_path(uuid), config.old_log_path(uuid)).await?;
-        log = open_log(&config.log_path(uuid)).await?;
-    }
-    log.file.write_all(&chunk).await?;
-    // tokio's file writes in the background: make it visible to readers.
-    log.file.flush().await?;
-    log.size += chunk.len() as u64;
-    Ok(log)
-}
-
-impl Actor for ConsoleActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        if let Some(rx) = self.output.take() {
-            ctx.add_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|chunk| (chunk, rx))
-            }));
-        }
-    }
-}
-
-impl StreamHandler<Vec<u8>> for ConsoleActor {
-    fn handle(&mut self, chunk: Vec<u8>, ctx: &mut Context<Self>) {
-        let Some(log) = self.log.take() else {
-            return;
-        };
-        let (config, uuid) = (self.config.clone(), self.uuid);
-        // One write at a time, in order: the mailbox waits for it.
-        ctx.wait(
-            async move { append(log, chunk, &config, &uuid).await }
-                .into_actor(self)
-                .map(|r, act, ctx| match r {
-                    Ok(log) => act.log = Some(log),
-                    Err(e) => {
-                        act.exit.error(format!("cannot write the console log: {e}"));
-                        ctx.stop();
-                    }
-                }),
-        );
-    }
-
-    fn finished(&mut self, ctx: &mut Context<Self>) {
-        // The domain is gone: a normal end.
-        tracing::debug!(domid = %self.domid, "console closed");
-        ctx.stop();
-    }
-}
-
-impl Handler<InjectPanic> for ConsoleActor {
-    type Result = ();
-
-    fn handle(&mut self, _msg: InjectPanic, _ctx: &mut Context<Self>) {
-        panic!(
-            "injected panic in the console actor of domain {}",
-            self.domid
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::state::{append, open_log};
     use super::*;
 
     #[test]

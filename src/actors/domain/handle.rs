@@ -1,19 +1,25 @@
-//! A VM's typed handle and its supervisor's spec.
+//! A VM's typed handle, and its supervisor's spec.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{DomainActor, Op, PowerState, VmEnv, VmOp, VmParts, VmSnapshot};
+use super::devices::DeviceChange;
+use super::env::{VmEnv, VmParts};
+use super::error::VmError;
+use super::messages::{OpReply, Operation, Run, VmOp};
+use super::state::{DomainActor, VmSnapshot};
 use crate::actors::agent::GuestMetrics;
-use crate::actors::backend::{DeviceStates, XenbusState};
+use crate::actors::backend::DeviceStates;
+use crate::actors::emulator::{EmulatorHandle, EmulatorStatus};
 use crate::actors::slot::AddrSlot;
 use crate::actors::supervisor::{
     ChildSpec, Strategy, Supervisor, SupervisorFlags, SupervisorHandle,
 };
-use crate::api::{ApiError, ErrorCode};
-use crate::vm::VmRecord;
+use crate::drivers::DomainType;
+use crate::vm::{VmRecord, VmSpec};
+use crate::xs::{DeviceKind, XenbusState};
 
 /// A VM supervisor's restart intensity: its domain actor and device
 /// backends are restarted one by one (one_for_one), at most 10 times a
@@ -29,43 +35,47 @@ pub const VM_FLAGS: SupervisorFlags = SupervisorFlags {
 #[derive(Debug, Clone)]
 pub struct VmHandle {
     pub uuid: uuid::Uuid,
-    pub name: String,
     domain: AddrSlot<DomainActor>,
     vm_sup: AddrSlot<Supervisor>,
     snapshot: watch::Receiver<VmSnapshot>,
     guest: watch::Receiver<GuestMetrics>,
     device_states: DeviceStates,
+    env: Arc<VmEnv>,
+}
+
+/// What `vm.get` shows of a VM: its state, its devices' states, what its
+/// guest agent reports and, for a running HVM VM, its device model.
+#[derive(Debug, Clone)]
+pub struct VmDetails {
+    pub snapshot: VmSnapshot,
+    /// Each device of the spec, in order, with its backend's state
+    /// (Unknown while the VM does not run).
+    pub devices: Vec<(DeviceKind, String, XenbusState)>,
+    pub guest: GuestMetrics,
+    pub emulator: Option<EmulatorStatus>,
 }
 
 impl VmHandle {
     /// The VM's supervisor spec (child of the domains supervisor, id =
     /// uuid) and its handle.
-    pub fn build(record: VmRecord, env: VmEnv) -> (ChildSpec, VmHandle) {
+    pub fn build(record: VmRecord, env: Arc<VmEnv>) -> (ChildSpec, VmHandle) {
         let (vm_sup, domain) = (AddrSlot::new(), AddrSlot::new());
-        let spec = &record.spec;
-        let initial = VmSnapshot {
-            uuid: record.uuid,
-            power_state: PowerState::Halted,
-            domid: None,
-            busy: None,
-            spec: Arc::new(spec.clone()),
-        };
-        let snapshot = Arc::new(watch::Sender::new(initial));
+        let uuid = record.uuid;
+        let snapshot = Arc::new(watch::Sender::new(VmSnapshot::halted(uuid, record.spec)));
         let guest = Arc::new(watch::Sender::new(GuestMetrics::default()));
         let device_states = DeviceStates::default();
         let handle = VmHandle {
-            uuid: record.uuid,
-            name: spec.name.clone(),
+            uuid,
             domain: domain.clone(),
             vm_sup: vm_sup.clone(),
             snapshot: snapshot.subscribe(),
             guest: guest.subscribe(),
             device_states: device_states.clone(),
+            env: env.clone(),
         };
-        let id = record.uuid.to_string();
         let events = env.events.clone();
         let parts = VmParts {
-            record,
+            uuid,
             env,
             vm_sup: vm_sup.clone(),
             domain,
@@ -74,7 +84,7 @@ impl VmHandle {
             device_states,
         };
         let child = ChildSpec::supervisor_observed(
-            id,
+            uuid.to_string(),
             VM_FLAGS,
             vec![DomainActor::spec(parts)],
             Some(vm_sup),
@@ -89,20 +99,36 @@ impl VmHandle {
     }
 
     /// The VM's spec as it is now.
-    pub fn spec(&self) -> Arc<crate::vm::VmSpec> {
+    pub fn spec(&self) -> Arc<VmSpec> {
         self.snapshot.borrow().spec.clone()
     }
 
-    /// Plugs or unplugs a device; returns its name ("xvdb", "1").
-    pub async fn reconfigure(&self, change: super::DeviceChange) -> Result<String, ApiError> {
-        let addr = self.domain.get().ok_or_else(unavailable)?;
-        addr.send(super::Reconfigure(change))
-            .await
-            .map_err(|_| unavailable())?
+    /// The VM's name as it is now.
+    pub fn name(&self) -> String {
+        self.snapshot.borrow().spec.name.clone()
     }
 
-    /// A device's backend state as its actor last set it ("vbd", "xvda").
-    pub fn device_state(&self, kind: &str, name: &str) -> XenbusState {
+    /// Runs an operation; returns when the VM has reached its new state.
+    pub async fn run(&self, op: Operation) -> Result<OpReply, VmError> {
+        let addr = self.domain.get().ok_or(VmError::Unavailable)?;
+        addr.send(Run(op)).await?
+    }
+
+    /// Runs a power operation.
+    pub async fn op(&self, op: VmOp) -> Result<(), VmError> {
+        self.run(Operation::Power(op)).await.map(drop)
+    }
+
+    /// Plugs or unplugs a device; returns its name ("xvdb", "1").
+    pub async fn reconfigure(&self, change: DeviceChange) -> Result<String, VmError> {
+        match self.run(Operation::Device(change)).await? {
+            OpReply::Device(name) => Ok(name),
+            OpReply::Done => Err(VmError::Interrupted),
+        }
+    }
+
+    /// A device's backend state as its actor last set it.
+    pub fn device_state(&self, kind: DeviceKind, name: &str) -> XenbusState {
         self.device_states.get(kind, name)
     }
 
@@ -111,26 +137,72 @@ impl VmHandle {
         self.guest.borrow().clone()
     }
 
-    /// Runs an operation; returns when the VM has reached its new state.
-    pub async fn op(&self, op: VmOp) -> Result<(), ApiError> {
-        let addr = self.domain.get().ok_or_else(unavailable)?;
-        addr.send(Op(op)).await.map_err(|_| unavailable())?
-    }
-
-    /// The VM's own supervisor (its domain actor and device backends).
-    pub fn supervisor(&self) -> Option<SupervisorHandle> {
+    /// The VM's own supervisor (its domain's actors are its children).
+    pub(crate) fn supervisor(&self) -> Option<SupervisorHandle> {
         self.vm_sup.get().map(SupervisorHandle::from)
     }
 
-    /// The domain actor's current address (fault injection, tests).
-    pub fn domain_addr(&self) -> Option<actix::Addr<DomainActor>> {
-        self.domain.get()
+    pub(crate) fn env(&self) -> &Arc<VmEnv> {
+        &self.env
     }
-}
 
-fn unavailable() -> ApiError {
-    ApiError::new(
-        ErrorCode::InternalError,
-        "the VM's domain actor is not running (it may be restarting)",
-    )
+    /// Everything `vm.get` shows, from one snapshot: the devices listed are
+    /// the spec's at that moment, in the states their backends last set.
+    pub async fn details(&self) -> VmDetails {
+        let snapshot = self.snapshot();
+        let running = snapshot.domid.is_some();
+        let state = |kind, name: &str| {
+            if running {
+                self.device_state(kind, name)
+            } else {
+                XenbusState::Unknown
+            }
+        };
+        let spec = &snapshot.spec;
+        let disks = spec
+            .disks
+            .iter()
+            .map(|d| (DeviceKind::Vbd, d.device.clone()));
+        let nics = spec
+            .nics
+            .iter()
+            .map(|n| (DeviceKind::Vif, n.devid.to_string()));
+        let devices = disks
+            .chain(nics)
+            .map(|(kind, name)| {
+                let s = state(kind, &name);
+                (kind, name, s)
+            })
+            .collect();
+        let mut emulator = None;
+        if let (true, true, Some(sup)) = (
+            spec.domain_type == DomainType::Hvm,
+            running,
+            self.supervisor(),
+        ) {
+            if let Some(e) = EmulatorHandle::find(&sup).await {
+                emulator = e.status().await.ok();
+            }
+        }
+        VmDetails {
+            devices,
+            guest: self.guest(),
+            emulator,
+            snapshot,
+        }
+    }
+
+    /// The last `lines` lines of the VM's console log, or what came after
+    /// `offset`; and the offset just past them.
+    pub async fn console(
+        &self,
+        lines: usize,
+        offset: Option<u64>,
+    ) -> Result<(String, u64), VmError> {
+        self.env
+            .console
+            .read(self.uuid, lines, offset)
+            .await
+            .map_err(|e| VmError::step("read the console log", &e))
+    }
 }

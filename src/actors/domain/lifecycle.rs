@@ -1,118 +1,63 @@
 //! The steps of a VM's life, as async functions the domain actor runs one
 //! at a time: start (create, write the libxl layout, build, introduce,
 //! plug devices, unpause) and teardown (unplug, destroy, release, remove
-//! the trees). Blocking hypervisor calls run on the blocking pool. Every
-//! step has a timeout and its failure names the step.
+//! the trees), and the one plug and one unplug step a device goes through
+//! at a start, a hotplug, an unplug or a teardown. Hypervisor calls go
+//! through the async adapter; every step has a timeout and its failure
+//! names the step.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use crate::actors::agent::{AgentActor, GuestMetrics};
-use crate::actors::backend::{
-    BackendActor, DeviceEvents, DeviceSpec, DeviceStates, Hotplug, Release, XenbusState,
-};
-use crate::actors::console::{ConsoleActor, ConsoleConfig};
-use crate::actors::emulator::{EmulatorActor, Quit, EMULATOR_ID};
-use crate::actors::events::{EventBus, EventKind};
-use crate::actors::supervisor::{ChildSpec, SupervisorError, SupervisorHandle};
-use crate::api::{ApiError, ErrorCode};
-use crate::drivers::emulator::{DmLaunch, EmulatorConfig};
-use crate::drivers::xenstore::XsClient;
-use crate::drivers::{
-    BootImage, Built, DomId, DomainConfig, DomainType, Hypervisor, HypervisorError,
-};
+use crate::actors::backend::{release_orphan, BackendActor, BackendHandle, DeviceSpec, Hotplug};
+use crate::actors::child::ChildId;
+use crate::actors::console::ConsoleActor;
+use crate::actors::emulator::{EmulatorActor, EmulatorHandle};
+use crate::actors::events::EventKind;
+use crate::actors::supervisor::{ChildSpec, SupervisorError};
+use crate::drivers::emulator::DmLaunch;
+use crate::drivers::{BootImage, Built, DomId, DomainConfig, DomainType};
 use crate::vm::layout::{self, Entry};
-use crate::vm::{RecordStore, VmSpec};
+use crate::vm::VmSpec;
+use crate::xs::{DeviceKind, XenbusState};
+
+use super::env::Ctx;
+use super::error::VmError;
 
 /// How long one step may take.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A step failed (or took too long): the error names it.
-pub fn step_error(step: &str, error: impl std::fmt::Display) -> ApiError {
-    ApiError::new(ErrorCode::InternalError, format!("{step}: {error}"))
-}
+/// Where an HVM guest boots from when its spec names no kernel.
+const HVMLOADER: &str = "/usr/lib/xen/boot/hvmloader";
 
-/// A child that did not start: INVALID_PARAMS (detail `spec`) when its
-/// configuration is at fault (a disk that does not exist, a bridge that is
-/// missing), else INTERNAL_ERROR; both name the step.
-pub fn child_error(step: &str, error: SupervisorError) -> ApiError {
-    match &error {
-        SupervisorError::StartFailed { source, .. } if source.is_config() => ApiError::new(
-            ErrorCode::InvalidParams,
-            format!("{step}: the VM's spec does not fit this host: {source}"),
-        )
-        .with_details(vec!["spec".into()]),
-        _ => step_error(step, crate::error::chain(&error)),
-    }
-}
-
-/// Runs a future with the step timeout; OPERATION_TIMEOUT names the step.
+/// Runs a future with the step timeout; a timeout names the step.
 pub async fn timed<T>(
     step: &str,
-    fut: impl std::future::Future<Output = Result<T, ApiError>>,
-) -> Result<T, ApiError> {
+    fut: impl std::future::Future<Output = Result<T, VmError>>,
+) -> Result<T, VmError> {
     let t0 = std::time::Instant::now();
     match tokio::time::timeout(STEP_TIMEOUT, fut).await {
         Ok(r) => {
             tracing::debug!(
                 step,
-                elapsed_ms = t0.elapsed().as_millis() as u64,
+                elapsed_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
                 "step done"
             );
             r
         }
-        Err(_) => Err(ApiError::new(
-            ErrorCode::OperationTimeout,
-            format!("{step} did not finish within {STEP_TIMEOUT:?}"),
-        )
-        .with_details(vec![step.to_owned()])),
+        Err(_) => Err(VmError::StepTimeout {
+            step: step.to_owned(),
+            after: STEP_TIMEOUT,
+        }),
     }
 }
 
-/// A hypervisor call on the blocking pool, with the step timeout.
-pub async fn hv<T: Send + 'static>(
-    step: &'static str,
-    driver: &Arc<dyn Hypervisor>,
-    call: impl FnOnce(&dyn Hypervisor) -> Result<T, HypervisorError> + Send + 'static,
-) -> Result<T, ApiError> {
-    let driver = driver.clone();
-    timed(step, async move {
-        match tokio::task::spawn_blocking(move || call(driver.as_ref())).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(HypervisorError::NotEnoughMemory {
-                needed_mib,
-                free_mib,
-            })) => Err(ApiError::new(
-                ErrorCode::HostNotEnoughFreeMemory,
-                format!("{needed_mib} MiB needed, {free_mib} MiB free"),
-            )
-            .with_details(vec![needed_mib.to_string(), free_mib.to_string()])),
-            // The spec asks for what this host cannot run (a PVH guest
-            // on Xen without HAP, a kernel it cannot read...).
-            Ok(Err(HypervisorError::InvalidConfig(why))) => Err(ApiError::new(
-                ErrorCode::InvalidParams,
-                format!("{step}: the VM's spec does not fit this host: {why}"),
-            )
-            .with_details(vec!["spec".into()])),
-            Ok(Err(e)) => Err(step_error(step, crate::error::chain(&e))),
-            Err(e) => Err(step_error(step, e)),
-        }
-    })
-    .await
-}
-
 /// Writes entries (value, then explicit perms) in one transaction.
-pub async fn write_entries(
-    step: &'static str,
-    xs: &XsClient,
-    entries: Vec<Entry>,
-) -> Result<(), ApiError> {
+async fn write_entries(step: &'static str, c: &Ctx, entries: Vec<Entry>) -> Result<(), VmError> {
     timed(step, async {
-        layout::apply(xs, &entries)
+        layout::apply(&c.env.xs, &entries)
             .await
-            .map_err(|e| step_error(step, e))
+            .map_err(|e| VmError::step(step, &e))
     })
     .await
 }
@@ -121,34 +66,34 @@ pub async fn write_entries(
 /// interface (`vifD.N`, which netback makes) and bridge.
 pub fn devices(domid: DomId, spec: &VmSpec) -> Vec<DeviceSpec> {
     let pv = spec.domain_type == DomainType::Pv;
-    let mut out = Vec::new();
-    for disk in &spec.disks {
-        out.push(DeviceSpec {
-            kind: "vbd",
-            name: disk.device.clone(),
-            trees: layout::vbd(domid, disk, pv),
-            hotplug: Hotplug::Disk {
-                path: disk.path.clone(),
-                read_only: disk.mode == crate::vm::DiskMode::Ro,
-            },
-        });
-    }
-    for nic in &spec.nics {
-        out.push(DeviceSpec {
-            kind: "vif",
-            name: nic.devid.to_string(),
-            trees: layout::vif(domid, nic),
-            hotplug: Hotplug::Nic {
-                interface: crate::drivers::devices::vif_name(domid, nic.devid),
-                bridge: nic.bridge.clone(),
-            },
-        });
-    }
-    out
+    let disks = spec.disks.iter().map(|disk| DeviceSpec {
+        kind: DeviceKind::Vbd,
+        name: disk.device.clone(),
+        trees: layout::vbd(domid, disk, pv),
+        hotplug: Hotplug::Disk {
+            path: disk.path.clone(),
+            read_only: disk.mode == crate::vm::DiskMode::Ro,
+        },
+    });
+    let nics = spec.nics.iter().map(|nic| DeviceSpec {
+        kind: DeviceKind::Vif,
+        name: nic.devid.to_string(),
+        trees: layout::vif(domid, nic),
+        hotplug: Hotplug::Nic {
+            interface: crate::drivers::devices::vif_name(domid, nic.devid),
+            bridge: nic.bridge.clone(),
+        },
+    });
+    disks.chain(nics).collect()
 }
 
-/// One device of `spec` ("vbd", "xvdb"), if it has it.
-pub fn device_spec(domid: DomId, spec: &VmSpec, kind: &str, name: &str) -> Option<DeviceSpec> {
+/// One device of `spec`, if it has it.
+pub fn device_spec(
+    domid: DomId,
+    spec: &VmSpec,
+    kind: DeviceKind,
+    name: &str,
+) -> Option<DeviceSpec> {
     devices(domid, spec)
         .into_iter()
         .find(|d| d.kind == kind && d.name == name)
@@ -159,38 +104,57 @@ pub fn device_spec(domid: DomId, spec: &VmSpec, kind: &str, name: &str) -> Optio
 pub struct Running {
     pub domid: DomId,
     /// The VM supervisor's children for this domain, in start order.
-    pub device_ids: Vec<String>,
+    pub children: Vec<ChildId>,
+}
+
+/// A device's backend actor, publishing its state changes.
+fn backend_child(c: &Ctx, domid: DomId, device: DeviceSpec) -> ChildSpec {
+    BackendActor::spec_with_events(
+        device,
+        c.env.xs.clone(),
+        c.env.devices.clone(),
+        Some(c.device_events(domid)),
+    )
 }
 
 /// The actors a running domain has under its VM's supervisor, in start
 /// order: its console, a backend per VBD and VIF, its guest-agent channel
 /// and, for HVM, its emulator. `fresh` is false when re-syncing onto a
 /// running domain: an emulator is then only reattached, never launched.
-pub fn child_specs(c: &Ctx, domid: DomId, fresh: bool) -> Vec<ChildSpec> {
-    let mut specs = vec![ConsoleActor::spec(
-        domid,
-        c.uuid,
-        c.spec.name.clone(),
-        c.driver.clone(),
-        c.console.clone(),
+pub fn child_specs(c: &Ctx, domid: DomId, fresh: bool) -> Vec<(ChildId, ChildSpec)> {
+    let mut specs = vec![(
+        ChildId::Console,
+        ConsoleActor::spec(
+            domid,
+            c.uuid,
+            c.spec.name.clone(),
+            c.env.hv.clone(),
+            c.env.console.clone(),
+        ),
     )];
     for device in devices(domid, &c.spec) {
-        specs.push(c.backend_child(domid, device));
+        specs.push((device.child_id(), backend_child(c, domid, device)));
     }
     let nics = c.spec.nics.iter().map(|n| n.devid).collect();
-    specs.push(AgentActor::spec(domid, nics, c.xs.clone(), c.guest.clone()));
+    specs.push((
+        ChildId::Agent,
+        AgentActor::spec(domid, nics, c.env.xs.clone(), c.guest.clone()),
+    ));
     if c.spec.domain_type == DomainType::Hvm {
         let launch = DmLaunch {
             domid,
             uuid: c.uuid,
             name: c.spec.name.clone(),
         };
-        specs.push(EmulatorActor::spec(
-            launch,
-            c.emulator.clone(),
-            c.driver.clone(),
-            c.xs.clone(),
-            fresh,
+        specs.push((
+            ChildId::Emulator,
+            EmulatorActor::spec(
+                launch,
+                c.env.emulator.clone(),
+                c.env.hv.clone(),
+                c.env.xs.clone(),
+                fresh,
+            ),
         ));
     }
     specs
@@ -200,127 +164,131 @@ pub fn child_specs(c: &Ctx, domid: DomId, fresh: bool) -> Vec<ChildSpec> {
 /// running domain: starts whichever of its actors are not running (each
 /// re-syncs from xenstore, the console ring or its QMP socket).
 pub async fn ensure_children(c: &Ctx, domid: DomId) {
-    for spec in child_specs(c, domid, false) {
-        let id = spec.id().to_owned();
+    for (id, spec) in child_specs(c, domid, false) {
         match c.vm_sup.start_child(spec).await {
             Ok(()) => {
-                tracing::info!(vm = %c.uuid, %domid, child = %id, "restarted with the domain running")
+                tracing::info!(vm = %c.spec.name, %domid, child = %id, "restarted with the domain running")
             }
             Err(SupervisorError::AlreadyExists(_)) => {}
             Err(e) => {
-                tracing::warn!(vm = %c.uuid, %domid, child = %id, error = %crate::error::chain(&e), "cannot restart")
+                tracing::warn!(vm = %c.spec.name, %domid, child = %id, error = %crate::error::chain(&e), "cannot restart")
             }
         }
     }
 }
 
-/// Everything the start and teardown steps use.
-#[derive(Debug, Clone)]
-pub struct Ctx {
-    pub uuid: uuid::Uuid,
-    /// The VM's spec as it is now (device hotplug changes it).
-    pub spec: Arc<VmSpec>,
-    pub driver: Arc<dyn Hypervisor>,
-    pub xs: XsClient,
-    /// The VM's own supervisor (device backends are its children).
-    pub vm_sup: SupervisorHandle,
-    pub emulator: Arc<EmulatorConfig>,
-    pub console: Arc<ConsoleConfig>,
-    /// The guest agent's metrics, kept by the agent actor.
-    pub guest: Arc<watch::Sender<GuestMetrics>>,
-    /// The devices' states, kept by their backend actors.
-    pub device_states: DeviceStates,
-    pub events: EventBus,
-    /// Where the VM's record is kept (device hotplug saves it).
-    pub records: RecordStore,
+/// Starts one of the domain's actors (the one plug step of a device).
+async fn start_child(c: &Ctx, domid: DomId, id: &ChildId, spec: ChildSpec) -> Result<(), VmError> {
+    let step = match id {
+        ChildId::Emulator => "start the device model",
+        ChildId::Device(..) => "plug a device",
+        _ => "start the domain's actors",
+    };
+    timed(step, async {
+        c.vm_sup
+            .start_child(spec)
+            .await
+            .map_err(|e| VmError::child(format!("start {id}"), e))
+    })
+    .await?;
+    if let Some((kind, name)) = id.device() {
+        c.tell_device(domid, kind, name, EventKind::Add, XenbusState::InitWait);
+    }
+    Ok(())
 }
 
-impl Ctx {
-    /// The backend actor spec of one device of `spec` ("vbd", "xvdb").
-    pub fn device_child(
-        &self,
-        domid: DomId,
-        spec: &VmSpec,
-        kind: &str,
-        name: &str,
-    ) -> Option<ChildSpec> {
-        Some(self.backend_child(domid, device_spec(domid, spec, kind, name)?))
-    }
+/// Plugs a device of `spec` into the running domain.
+pub async fn plug_device(
+    c: &Ctx,
+    domid: DomId,
+    spec: &VmSpec,
+    kind: DeviceKind,
+    name: &str,
+) -> Result<ChildId, VmError> {
+    let device = device_spec(domid, spec, kind, name).ok_or_else(|| VmError::NoDevice {
+        what: "device",
+        name: name.to_owned(),
+    })?;
+    let id = device.child_id();
+    start_child(c, domid, &id, backend_child(c, domid, device)).await?;
+    Ok(id)
+}
 
-    /// A device's backend actor, publishing its state changes.
-    fn backend_child(&self, domid: DomId, device: DeviceSpec) -> ChildSpec {
-        BackendActor::spec_with_events(
-            device,
-            self.xs.clone(),
-            self.driver.devices(),
-            Some(self.device_events(domid)),
-        )
-    }
-
-    fn device_events(&self, domid: DomId) -> DeviceEvents {
-        DeviceEvents {
-            bus: self.events.clone(),
-            vm: self.uuid,
-            domid,
-            states: self.device_states.clone(),
+/// Takes a device out of the running domain: with the guest (`graceful`,
+/// an unplug) or without waiting for anyone (the domain is going). Its
+/// actor does it, or this does when the actor is gone (it crashed for
+/// good); then the actor is removed and the removal told.
+pub async fn unplug_device(
+    c: &Ctx,
+    domid: DomId,
+    device: &DeviceSpec,
+    graceful: bool,
+) -> Result<(), VmError> {
+    let id = device.child_id();
+    let step = if graceful {
+        "unplug a device"
+    } else {
+        "release a device"
+    };
+    let done = timed(step, async {
+        match BackendHandle::find(&c.vm_sup, &id).await {
+            Some(backend) if graceful => backend.unplug().await.map(drop),
+            Some(backend) => backend.release().await,
+            None => release_orphan(&c.env.xs, &c.env.devices, device)
+                .await
+                .map_err(Into::into),
         }
-    }
-
-    /// Publishes a device's plug (add) or removal (del), by its child id.
-    pub fn tell_device(&self, domid: DomId, child_id: &str, what: EventKind, state: XenbusState) {
-        if let Some((kind, name)) = child_id.split_once(':') {
-            self.device_events(domid).tell(kind, name, what, state);
-        }
-    }
+        .map_err(|e| VmError::step(step, &e))
+    })
+    .await;
+    let _ = c.vm_sup.remove_child(id.to_string()).await;
+    c.tell_device(
+        domid,
+        device.kind,
+        &device.name,
+        EventKind::Del,
+        XenbusState::Closed,
+    );
+    done
 }
 
 /// Starts the VM: on any failure, undoes what was done and returns the error.
-pub async fn start(c: &Ctx, paused: bool) -> Result<Running, ApiError> {
+pub async fn start(c: &Ctx, paused: bool) -> Result<Running, VmError> {
     let config = DomainConfig {
         uuid: *c.uuid.as_bytes(),
         domain_type: c.spec.domain_type,
         memory_mib: c.spec.memory_mib,
         vcpus: c.spec.vcpus,
     };
-    let domid = hv("create the domain", &c.driver, move |h| {
-        h.create_domain(&config)
-    })
-    .await?;
+    let domid = c.env.hv.create_domain(config).await?;
     let mut running = Running {
         domid,
-        device_ids: Vec::new(),
+        children: Vec::new(),
     };
     match start_steps(c, &mut running, paused).await {
         Ok(()) => Ok(running),
         Err(e) => {
-            tracing::warn!(vm = %c.uuid, %domid, error = %e, "start failed; undoing");
+            tracing::warn!(vm = %c.spec.name, %domid, error = %crate::error::chain(&e), "start failed; undoing");
             teardown(c, &running).await;
             Err(e)
         }
     }
 }
 
-async fn start_steps(c: &Ctx, running: &mut Running, paused: bool) -> Result<(), ApiError> {
+async fn start_steps(c: &Ctx, running: &mut Running, paused: bool) -> Result<(), VmError> {
     let domid = running.domid;
     write_entries(
         "write the domain's xenstore tree",
-        &c.xs,
+        c,
         layout::domain_make(&c.uuid, domid, &c.spec),
     )
     .await?;
     let image = BootImage {
-        kernel: c
-            .spec
-            .kernel
-            .clone()
-            .unwrap_or_else(|| "/usr/lib/xen/boot/hvmloader".into()),
+        kernel: c.spec.kernel.clone().unwrap_or_else(|| HVMLOADER.into()),
         ramdisk: c.spec.ramdisk.clone(),
         cmdline: c.spec.cmdline.clone(),
     };
-    let built: Built = hv("build the domain", &c.driver, move |h| {
-        h.build_domain(domid, &image)
-    })
-    .await?;
+    let built: Built = c.env.hv.build_domain(domid, image).await?;
     let mut post = layout::build_post(
         &c.uuid,
         domid,
@@ -329,97 +297,64 @@ async fn start_steps(c: &Ctx, running: &mut Running, paused: bool) -> Result<(),
         std::time::SystemTime::now(),
     );
     post.extend(layout::console(domid, &built));
-    write_entries("write the build keys", &c.xs, post).await?;
+    write_entries("write the build keys", c, post).await?;
     timed("introduce the domain to xenstore", async {
-        c.xs.introduce(u32::from(domid.0), built.store_gfn, built.store_port)
+        c.env
+            .xs
+            .introduce(u32::from(domid.0), built.store_gfn, built.store_port)
             .await
-            .map_err(|e| step_error("introduce", e))
+            .map_err(|e| VmError::step("introduce", &e))
     })
     .await?;
-    for spec in child_specs(c, domid, true) {
-        let id = spec.id().to_owned();
-        let step = if id == EMULATOR_ID {
-            "start the device model"
-        } else {
-            "plug a device"
-        };
-        timed(step, async {
-            c.vm_sup
-                .start_child(spec)
-                .await
-                .map_err(|e| child_error(&format!("start {id}"), e))
-        })
-        .await?;
-        c.tell_device(domid, &id, EventKind::Add, XenbusState::InitWait);
-        running.device_ids.push(id);
+    for (id, spec) in child_specs(c, domid, true) {
+        start_child(c, domid, &id, spec).await?;
+        running.children.push(id);
     }
     if !paused {
-        hv("unpause the domain", &c.driver, move |h| h.unpause(domid)).await?;
+        c.env.hv.unpause(domid).await?;
     }
     Ok(())
 }
 
-/// A device of a domain that is going: its actor releases it (trees
-/// removed, loop device freed, interface gone), or, when the actor is not
-/// there, this does.
-async fn release_device(c: &Ctx, id: &str, device: &DeviceSpec) {
-    let released = match c.vm_sup.child::<BackendActor>(id).await {
-        Ok(Some(addr)) => addr.send(Release).await.ok(),
-        _ => None,
-    };
-    let result = match released {
-        Some(r) => r,
-        None => crate::actors::backend::release_orphan(&c.xs, &c.driver.devices(), device)
-            .await
-            .map_err(|e| crate::error::chain(&e)),
-    };
-    if let Err(error) = result {
-        tracing::warn!(vm = %c.uuid, device = %id, %error, "device release");
-    }
-}
-
-/// Tears the VM's domain down: device actors stopped, the domain destroyed
-/// and released from xenstore, its trees removed. Best effort: each step
-/// is tried whatever the previous one did.
+/// Tears the VM's domain down: its actors stopped (devices released), the
+/// domain destroyed and released from xenstore, its trees removed. Best
+/// effort: each step is tried whatever the previous one did.
 pub async fn teardown(c: &Ctx, running: &Running) {
     let domid = running.domid;
     // In reverse start order; the device model is asked to quit first.
     let specs = devices(domid, &c.spec);
-    for id in running.device_ids.iter().rev() {
-        if id == EMULATOR_ID {
-            if let Ok(Some(addr)) = c.vm_sup.child::<EmulatorActor>(EMULATOR_ID).await {
-                let _ = addr.send(Quit).await;
+    for id in running.children.iter().rev() {
+        match id {
+            ChildId::Emulator => {
+                if let Some(emulator) = EmulatorHandle::find(&c.vm_sup).await {
+                    let _ = emulator.quit().await;
+                }
             }
+            ChildId::Device(kind, name) => {
+                if let Some(device) = specs.iter().find(|d| d.kind == *kind && d.name == *name) {
+                    if let Err(e) = unplug_device(c, domid, device, false).await {
+                        tracing::warn!(vm = %c.spec.name, device = %id, error = %crate::error::chain(&e), "device release");
+                    }
+                    continue;
+                }
+            }
+            _ => {}
         }
-        if let Some(device) = specs.iter().find(|d| *id == d.child_id()) {
-            release_device(c, id, device).await;
-        }
-        let _ = c.vm_sup.remove_child(id.clone()).await;
-        c.tell_device(domid, id, EventKind::Del, XenbusState::Closed);
+        let _ = c.vm_sup.remove_child(id.to_string()).await;
     }
     c.guest.send_replace(GuestMetrics::default());
-    if let Err(e) = hv("destroy the domain", &c.driver, move |h| h.destroy(domid)).await {
-        tracing::debug!(vm = %c.uuid, %domid, error = %e, "destroy");
+    if let Err(e) = c.env.hv.destroy(domid).await {
+        tracing::debug!(vm = %c.spec.name, %domid, error = %crate::error::chain(&e), "destroy");
     }
     if c.spec.domain_type == DomainType::Hvm {
         // Whatever is left of the device model (it died, or did not quit).
-        let emulator = c.emulator.clone();
-        let _ = tokio::task::spawn_blocking(move || emulator.kill(domid)).await;
+        let emulator = c.env.emulator.clone();
+        let _ = crate::drivers::blocking::run(move || emulator.kill(domid)).await;
     }
-    let _ = c.xs.release(u32::from(domid.0)).await;
-    let n = domid.0;
-    let mut trees = vec![
-        layout::home(domid),
-        layout::vm_path(&c.uuid),
-        format!("/libxl/{n}"),
-    ];
-    for kind in ["vbd", "vif", "console"] {
-        trees.push(format!("/local/domain/0/backend/{kind}/{n}"));
-    }
-    trees.push(format!("/local/domain/0/device-model/{n}"));
-    for path in trees {
-        if let Err(e) = c.xs.rm(&path).await {
-            tracing::debug!(vm = %c.uuid, %path, error = %e, "remove tree");
+    let _ = c.env.xs.release(u32::from(domid.0)).await;
+    for path in layout::domain_trees(&c.uuid, domid) {
+        if let Err(e) = c.env.xs.rm(&path).await {
+            tracing::debug!(vm = %c.spec.name, %path, error = %e, "remove tree");
         }
     }
 }

@@ -1,7 +1,12 @@
 //! Messages the host actor answers.
 
+use std::path::PathBuf;
+
 use actix::Message;
 use serde::Serialize;
+
+use super::HostError;
+use crate::drivers::devices::InterfaceInfo;
 
 /// `host.info`.
 #[derive(Debug)]
@@ -25,34 +30,18 @@ pub struct HostInfo {
     pub vms: u64,
 }
 
-/// Adds a VM to the inventory; its name must be free.
+/// `host.devices`: what the host holds for guests' devices.
 #[derive(Debug)]
-pub struct RegisterVm(pub crate::actors::domain::VmHandle);
+pub struct GetHostDevices;
 
-impl Message for RegisterVm {
-    type Result = Result<(), crate::api::ApiError>;
+/// The loop devices bound (each with its backing file) and netback's
+/// interfaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostDevices {
+    pub loop_devices: Vec<(PathBuf, PathBuf)>,
+    pub interfaces: Vec<InterfaceInfo>,
 }
 
-/// Forgets a VM.
-#[derive(Debug)]
-pub struct UnregisterVm(pub uuid::Uuid);
-
-impl Message for UnregisterVm {
-    type Result = ();
-}
-
-/// A VM by uuid or name.
-#[derive(Debug)]
-pub struct ResolveVm(pub String);
-
-impl Message for ResolveVm {
-    type Result = Option<crate::actors::domain::VmHandle>;
-}
-
-/// Every VM, by name.
-#[derive(Debug)]
-pub struct ListVms;
-
-impl Message for ListVms {
-    type Result = Vec<crate::actors::domain::VmHandle>;
+impl Message for GetHostDevices {
+    type Result = Result<HostDevices, HostError>;
 }

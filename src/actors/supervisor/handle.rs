@@ -65,6 +65,11 @@ impl SupervisorHandle {
         Ok(self.addr.send(CountChildren).await?)
     }
 
+    /// The supervisor `slot` holds now, if it runs.
+    pub fn current(slot: &crate::actors::slot::AddrSlot<Supervisor>) -> Option<SupervisorHandle> {
+        slot.get().map(SupervisorHandle::new)
+    }
+
     /// Makes this supervisor the current one in `slot`.
     pub fn publish(&self, slot: &crate::actors::slot::AddrSlot<Supervisor>) {
         slot.publish(self.addr.clone());

@@ -3,8 +3,8 @@
 use actix::Message;
 use tokio::sync::mpsc;
 
-use crate::proto::xenstore::{Packet, XsError};
-use crate::xenstored::{ConnId, Outbound};
+use crate::xs::{ConnId, Outbound};
+use crate::xs::{Packet, XsError};
 
 /// Registers a connection.
 #[derive(Debug)]

@@ -9,13 +9,13 @@ use std::collections::HashMap;
 use actix::{Actor, AsyncContext, Context, Handler};
 use tokio::sync::mpsc;
 
-pub use crate::xenstored::Outbound;
 pub use messages::{Connect, Disconnect, Requests};
 
 use super::slot::AddrSlot;
 use super::supervisor::ChildSpec;
-use crate::proto::xenstore::{Packet, XsError};
-use crate::xenstored::{ConnId, Out, Quota, Store};
+use crate::xenstored::{Out, Quota, Store};
+use crate::xs::{ConnId, Outbound};
+use crate::xs::{Packet, XsError};
 
 /// What a xenstored request can fail with (outside the protocol's errors).
 #[derive(Debug, thiserror::Error)]

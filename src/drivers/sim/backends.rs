@@ -23,6 +23,7 @@ use crate::drivers::devices::sim::SimDevices;
 use crate::drivers::devices::vif_name;
 use crate::drivers::xenstore::{EmbeddedStore, XsClient, XsClientError};
 use crate::drivers::DomId;
+use crate::xs::{DeviceKind, XenbusState};
 
 const BACKEND: &str = "/local/domain/0/backend";
 
@@ -53,8 +54,8 @@ pub(super) async fn run(store: Arc<dyn EmbeddedStore>, devices: Arc<SimDevices>)
     }
 }
 
-/// A device the drivers have probed: ("vbd", domid, devid).
-type Key = (&'static str, u16, u32);
+/// A device the drivers have probed: (its kind, domid, devid).
+type Key = (DeviceKind, u16, u32);
 
 /// The devices being driven, each woken by a [`Notify`] when its backend
 /// node or its frontend changed: one watch on the whole backend directory
@@ -86,19 +87,10 @@ fn wake(probed: &Probed, key: &Key) -> bool {
     }
 }
 
-/// The device kinds the drivers serve, as static names.
-fn device_kind(dir: &str) -> Option<&'static str> {
-    match dir {
-        "vbd" => Some("vbd"),
-        "vif" => Some("vif"),
-        _ => None,
-    }
-}
-
 /// Where a node under the backend directory belongs.
 fn device_of(path: &str) -> Option<Key> {
     let mut parts = path.strip_prefix(BACKEND)?.strip_prefix('/')?.split('/');
-    let kind = device_kind(parts.next()?)?;
+    let kind = DeviceKind::parse(parts.next()?)?;
     let domid = parts.next()?.parse().ok()?;
     let devid = parts.next()?.parse().ok()?;
     Some((kind, domid, devid))
@@ -111,7 +103,7 @@ async fn probe_loop(
 ) -> Result<(), XsClientError> {
     let mut watch = xs.watch(BACKEND).await?;
     // What is there already (after a reconnection).
-    for kind in ["vbd", "vif"] {
+    for kind in DeviceKind::ALL {
         let dir = format!("{BACKEND}/{kind}");
         for domid in xs.directory(&dir).await.unwrap_or_default() {
             for devid in xs
@@ -187,7 +179,7 @@ async fn watch_frontends(xs: XsClient, domid: u16, probed: Probed) {
     };
     while let Some(path) = watch.next().await {
         let mut parts = path.strip_prefix(&home).unwrap_or_default().split('/');
-        let Some(kind) = parts.next().and_then(device_kind) else {
+        let Some(kind) = parts.next().and_then(DeviceKind::parse) else {
             continue;
         };
         if let Some(devid) = parts.next().and_then(|d| d.parse().ok()) {
@@ -214,9 +206,9 @@ impl Device {
         self.xs.read_opt(&format!("{}/{key}", self.path)).await
     }
 
-    async fn set_state(&self, state: u8) -> Result<(), XsClientError> {
+    async fn set_state(&self, state: XenbusState) -> Result<(), XsClientError> {
         self.xs
-            .write(&format!("{}/state", self.path), state.to_string())
+            .write(&format!("{}/state", self.path), state.value())
             .await
     }
 
@@ -227,12 +219,12 @@ impl Device {
         else {
             return Ok(());
         };
-        let is_vif = self.key.0 == "vif";
+        let is_vif = self.key.0 == DeviceKind::Vif;
         if is_vif {
             self.devices.add_interface(&self.interface());
         }
-        if state == "1" {
-            self.set_state(2).await?;
+        if XenbusState::parse(&state) == XenbusState::Initialising {
+            self.set_state(XenbusState::InitWait).await?;
         }
         let front_state = format!("{frontend}/state");
         let result = self.follow(&own, &front_state).await;
@@ -254,17 +246,18 @@ impl Device {
             let Some(frontend) = self.xs.read_opt(front_state).await? else {
                 return Ok(()); // the frontend is gone (its domain died)
             };
-            let ready = if self.key.0 == "vif" {
+            let ready = if self.key.0 == DeviceKind::Vif {
                 self.read("hotplug-status").await?.as_deref() == Some("connected")
             } else {
                 self.read("physical-device").await?.is_some()
             };
-            match (back.as_str(), frontend.as_str()) {
-                ("2", "3" | "4") if ready => self.set_state(4).await?,
-                ("2" | "4", "5") => self.set_state(5).await?,
-                (b, "6") => {
-                    if b != "6" {
-                        self.set_state(6).await?;
+            use XenbusState::*;
+            match (XenbusState::parse(&back), XenbusState::parse(&frontend)) {
+                (InitWait, Initialised | Connected) if ready => self.set_state(Connected).await?,
+                (InitWait | Connected, Closing) => self.set_state(Closing).await?,
+                (b, Closed) => {
+                    if b != Closed {
+                        self.set_state(Closed).await?;
                     }
                     if self.read("online").await?.as_deref() == Some("0") {
                         return Ok(());
@@ -285,11 +278,11 @@ mod tests {
     fn backend_paths_name_their_device() {
         assert_eq!(
             device_of("/local/domain/0/backend/vbd/3/51712/state"),
-            Some(("vbd", 3, 51712))
+            Some((DeviceKind::Vbd, 3, 51712))
         );
         assert_eq!(
             device_of("/local/domain/0/backend/vif/3/0"),
-            Some(("vif", 3, 0))
+            Some((DeviceKind::Vif, 3, 0))
         );
         assert_eq!(device_of("/local/domain/0/backend/vif/3"), None);
         assert_eq!(device_of("/local/domain/0/backend/console/3/0"), None);

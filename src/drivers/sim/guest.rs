@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use super::{GuestFaults, Inner};
 use crate::drivers::hypervisor::{DomId, ShutdownReason};
 use crate::drivers::xenstore::{EmbeddedStore, XsClient, XsClientError};
+use crate::xs::{DeviceKind, XenbusState};
 
 /// What a simulated guest is like, read from its kernel command line
 /// (`xenith.agent=0|1`, `xenith.os=NAME`, `xenith.distro=NAME`,
@@ -191,7 +192,7 @@ impl Guest {
                 }
                 event = devices.next() => {
                     event.ok_or(Gone)?;
-                    for kind in ["vbd", "vif"] {
+                    for kind in DeviceKind::ALL {
                         let ids = match xs.directory(&format!("device/{kind}")).await {
                             Ok(ids) => ids,
                             Err(XsClientError::Xs(_)) => continue,
@@ -258,7 +259,7 @@ struct Frontend {
     xs: XsClient,
     /// Relative: device/vbd/51712.
     path: String,
-    kind: &'static str,
+    kind: DeviceKind,
     devid: u32,
     profile: GuestProfile,
     running: watch::Receiver<bool>,
@@ -299,27 +300,30 @@ impl Frontend {
                 .read_opt(&format!("{backend}/state"))
                 .await?
                 .unwrap_or_default();
-            match (front.as_str(), back.as_str()) {
-                ("1", "2") => self.initialise().await?,
-                ("3", "4") => {
-                    self.set_state("4").await?;
+            use XenbusState::*;
+            match (XenbusState::parse(&front), XenbusState::parse(&back)) {
+                (Initialising, InitWait) => self.initialise().await?,
+                (Initialised, Connected) => {
+                    self.set_state(Connected).await?;
                     let line = match self.kind {
-                        "vbd" => format!("blkfront: device/vbd/{}: connected\n", self.devid),
-                        _ => format!("xen_netfront: eth{}: link up\n", self.devid),
+                        DeviceKind::Vbd => {
+                            format!("blkfront: device/vbd/{}: connected\n", self.devid)
+                        }
+                        DeviceKind::Vif => format!("xen_netfront: eth{}: link up\n", self.devid),
                     };
                     self.hv.console_write(self.domid, &line);
-                    if self.kind == "vif" && self.profile.agent {
+                    if self.kind == DeviceKind::Vif && self.profile.agent {
                         let ip = self.profile.ipv4(self.devid);
                         xs.write(&format!("attr/vif/{}/ipv4/0", self.devid), ip)
                             .await?;
                         xs.write("data/updated", updated()).await?;
                     }
                 }
-                (f, "5") if f != "5" && f != "6" => {
-                    self.set_state("5").await?;
-                    self.set_state("6").await?;
+                (f, Closing) if f != Closing && f != Closed => {
+                    self.set_state(Closing).await?;
+                    self.set_state(Closed).await?;
                 }
-                (f, "6") if f != "6" => self.set_state("6").await?,
+                (f, Closed) if f != Closed => self.set_state(Closed).await?,
                 _ => {}
             }
         }
@@ -329,12 +333,12 @@ impl Frontend {
     async fn initialise(&self) -> Result<(), Gone> {
         let ring = 8 + self.devid % 1000;
         let keys: &[(&str, String)] = match self.kind {
-            "vbd" => &[
+            DeviceKind::Vbd => &[
                 ("ring-ref", ring.to_string()),
                 ("event-channel", (ring + 1).to_string()),
                 ("protocol", "x86_64-abi".to_owned()),
             ],
-            _ => &[
+            DeviceKind::Vif => &[
                 ("tx-ring-ref", ring.to_string()),
                 ("rx-ring-ref", (ring + 1).to_string()),
                 ("event-channel", (ring + 2).to_string()),
@@ -352,16 +356,17 @@ impl Frontend {
                 for (k, v) in keys {
                     tx.write(&format!("{path}/{k}"), v).await?;
                 }
-                tx.write(&format!("{path}/state"), "3").await
+                tx.write(&format!("{path}/state"), XenbusState::Initialised.value())
+                    .await
             }
         })
         .await?;
         Ok(())
     }
 
-    async fn set_state(&self, state: &str) -> Result<(), Gone> {
+    async fn set_state(&self, state: XenbusState) -> Result<(), Gone> {
         self.xs
-            .write(&format!("{}/state", self.path), state)
+            .write(&format!("{}/state", self.path), state.value())
             .await?;
         Ok(())
     }

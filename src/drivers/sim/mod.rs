@@ -18,13 +18,13 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tokio::sync::{mpsc, watch};
 
+use super::faults::{GuestFault, GuestFaults as InjectGuestFaults};
 use super::hypervisor::{
-    BootImage, Built, DomId, DomainConfig, DomainEvent, DomainInfo, DomainType, GuestFault,
-    Hypervisor, HypervisorError, HypervisorKind, PhysInfo, ShutdownReason,
+    BootImage, Built, DomId, DomainConfig, DomainEvent, DomainInfo, DomainType, Hypervisor,
+    HypervisorError, HypervisorKind, PhysInfo, ShutdownReason,
 };
 use crate::config::SimConfig;
 use crate::drivers::devices::sim::SimDevices;
-use crate::drivers::devices::DeviceHost;
 use crate::drivers::xenstore::EmbeddedStore;
 
 pub use guest::GuestProfile;
@@ -91,8 +91,8 @@ impl ConsoleRing {
 pub struct GuestFaults {
     /// The whole guest stops answering.
     pub hung: bool,
-    /// Frontends ("vbd"/"vif", devid) that stop following their backend.
-    pub hung_frontends: Vec<(&'static str, u32)>,
+    /// Frontends (kind, devid) that stop following their backend.
+    pub hung_frontends: Vec<(crate::xs::DeviceKind, u32)>,
 }
 
 #[derive(Debug)]
@@ -232,7 +232,10 @@ impl SimHypervisor {
         self.inner.devices.clone()
     }
 
+    /// The hypervisor's state, for a hypercall: like Xen's, it is reached
+    /// from the blocking pool, never from an async thread.
     fn state(&self) -> MutexGuard<'_, State> {
+        crate::drivers::blocking::debug_assert_blocking_allowed("a simulated hypercall");
         self.inner.state()
     }
 
@@ -271,10 +274,6 @@ impl Hypervisor for SimHypervisor {
             free_mib: self.inner.free_mib(&st),
             cpus: self.inner.config.cpus,
         })
-    }
-
-    fn devices(&self) -> Arc<dyn DeviceHost> {
-        self.inner.devices.clone()
     }
 
     fn memory_changes(&self) -> u64 {
@@ -479,8 +478,10 @@ impl Hypervisor for SimHypervisor {
         console.reader = Some(tx);
         Ok(rx)
     }
+}
 
-    fn inject_guest_fault(&self, domid: DomId, fault: GuestFault) -> Result<(), HypervisorError> {
+impl InjectGuestFaults for SimHypervisor {
+    fn inject(&self, domid: DomId, fault: GuestFault) -> Result<(), HypervisorError> {
         let mut st = self.state();
         let d = domain(&mut st, domid)?;
         d.faults.send_modify(|f| match fault {

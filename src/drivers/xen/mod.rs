@@ -31,6 +31,8 @@ use super::hypervisor::{
     BootImage, Built, DomId, DomainConfig, DomainEvent, DomainInfo, DomainType, Hypervisor,
     HypervisorError, HypervisorKind, PhysInfo, ShutdownReason,
 };
+use super::images::BootImages;
+use super::xenstore::XenstoreFollower;
 
 /// Where xenconsoled writes guests' console logs (`--log-dir`).
 pub const CONSOLE_LOG_DIR: &str = "/var/log/xen/console";
@@ -67,7 +69,7 @@ pub struct XenHypervisor {
     watches: Arc<Mutex<Watches>>,
     poller: OnceLock<()>,
     console_dir: PathBuf,
-    kernels: kernel::KernelCache,
+    kernels: Arc<kernel::KernelCache>,
     memory_changes: AtomicU64,
     /// Wakes the poller: `@releaseDomain` fired (a domain shut down or
     /// died). The receiver is the poller's, once it runs.
@@ -77,8 +79,6 @@ pub struct XenHypervisor {
     /// got: a reader opened again (a restarted console actor) goes on from
     /// there, as it would from the console ring.
     console_read: Arc<Mutex<ConsoleOffsets>>,
-    /// Loop devices, interfaces and bridges for guest devices.
-    devices: Arc<dyn crate::drivers::devices::DeviceHost>,
 }
 
 /// How far the console readers got, by domid: in which log, to which byte.
@@ -98,6 +98,12 @@ impl Drop for MemoryChange<'_> {
 /// lists, console offsets, the poller's receiver): goes on with it.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Hypercalls block: debug builds check they are made off the async threads.
+#[track_caller]
+fn hypercall() {
+    crate::drivers::blocking::debug_assert_blocking_allowed("a hypercall");
 }
 
 fn info(raw: &DomainInfoRaw) -> DomainInfo {
@@ -127,11 +133,9 @@ fn info(raw: &DomainInfoRaw) -> DomainInfo {
 
 impl XenHypervisor {
     /// Opens libxenctrl (needs /dev/xen/privcmd and Xen 4.17's libraries);
-    /// decompressed kernels are cached in `kernel_cache`.
-    pub fn open(
-        kernel_cache: PathBuf,
-        devices: Arc<dyn crate::drivers::devices::DeviceHost>,
-    ) -> Result<Self, HypervisorError> {
+    /// decompressed kernels are cached in `kernel_cache`, which is returned
+    /// too (what the VMs' definitions prepare).
+    pub fn open(kernel_cache: PathBuf) -> Result<(Self, Arc<dyn BootImages>), HypervisorError> {
         let xc = Xc::open().map_err(|e| HypervisorError::Unavailable("xen", e.to_string()))?;
         let version = xc
             .version()
@@ -144,32 +148,24 @@ impl XenHypervisor {
         }
         // One pending kick is enough: a read serves all that came before.
         let (kick, kicked) = std::sync::mpsc::sync_channel(1);
-        Ok(Self {
+        let kernels = Arc::new(kernel::KernelCache::new(kernel_cache));
+        let xen = Self {
             kick,
             kicked: Mutex::new(Some(kicked)),
             xc: Arc::new(xc),
             watches: Arc::new(Mutex::new(Watches::default())),
             poller: OnceLock::new(),
             console_dir: PathBuf::from(CONSOLE_LOG_DIR),
-            kernels: kernel::KernelCache::new(kernel_cache),
+            kernels: kernels.clone(),
             memory_changes: AtomicU64::new(0),
             console_read: Arc::default(),
-            devices,
-        })
+        };
+        Ok((xen, kernels))
     }
 
     /// The kernel to build from, decompressed once ([`kernel`]).
     fn kernel(&self, path: &std::path::Path) -> Result<kernel::Kernel, HypervisorError> {
-        self.kernels.prepare(path).map_err(|e| match e.kind() {
-            // The image itself: missing, or not a kernel this can read.
-            std::io::ErrorKind::NotFound
-            | std::io::ErrorKind::InvalidData
-            | std::io::ErrorKind::InvalidInput => {
-                HypervisorError::InvalidConfig(format!("kernel {}: {e}", path.display()))
-            }
-            // The host's side (the cache directory, the disk).
-            _ => call("prepare the kernel", e),
-        })
+        prepare_kernel(&self.kernels, path)
     }
 
     fn raw(&self, domid: DomId) -> Result<DomainInfoRaw, HypervisorError> {
@@ -277,6 +273,7 @@ impl Hypervisor for XenHypervisor {
     }
 
     fn physinfo(&self) -> Result<PhysInfo, HypervisorError> {
+        hypercall();
         let p = self.xc.physinfo().map_err(|e| call("xc_physinfo", e))?;
         Ok(PhysInfo {
             xen_version: self.xc.version().map_err(|e| call("xc_version", e))?,
@@ -290,11 +287,8 @@ impl Hypervisor for XenHypervisor {
         self.memory_changes.load(Ordering::Acquire)
     }
 
-    fn devices(&self) -> Arc<dyn crate::drivers::devices::DeviceHost> {
-        self.devices.clone()
-    }
-
     fn create_domain(&self, config: &DomainConfig) -> Result<DomId, HypervisorError> {
+        hypercall();
         let _changed = MemoryChange(&self.memory_changes);
         let p = self.xc.physinfo().map_err(|e| call("xc_physinfo", e))?;
         let free_mib = p.free_pages / 256;
@@ -373,6 +367,7 @@ impl Hypervisor for XenHypervisor {
     }
 
     fn build_domain(&self, domid: DomId, image: &BootImage) -> Result<Built, HypervisorError> {
+        hypercall();
         let _changed = MemoryChange(&self.memory_changes);
         let d = self.raw(domid)?;
         let domain_type = info(&d).domain_type;
@@ -433,24 +428,28 @@ impl Hypervisor for XenHypervisor {
     }
 
     fn unpause(&self, domid: DomId) -> Result<(), HypervisorError> {
+        hypercall();
         self.xc
             .domain_unpause(u32::from(domid.0))
             .map_err(|e| call("xc_domain_unpause", e))
     }
 
     fn pause(&self, domid: DomId) -> Result<(), HypervisorError> {
+        hypercall();
         self.xc
             .domain_pause(u32::from(domid.0))
             .map_err(|e| call("xc_domain_pause", e))
     }
 
     fn shutdown(&self, domid: DomId, reason: ShutdownReason) -> Result<(), HypervisorError> {
+        hypercall();
         self.xc
             .domain_shutdown(u32::from(domid.0), reason.code())
             .map_err(|e| call("xc_domain_shutdown", e))
     }
 
     fn destroy(&self, domid: DomId) -> Result<(), HypervisorError> {
+        hypercall();
         let _changed = MemoryChange(&self.memory_changes);
         // The domid may come back for another domain: forget its console.
         lock(&self.console_read).remove(&domid.0);
@@ -461,10 +460,12 @@ impl Hypervisor for XenHypervisor {
     }
 
     fn domain_info(&self, domid: DomId) -> Result<DomainInfo, HypervisorError> {
+        hypercall();
         self.raw(domid).map(|d| info(&d))
     }
 
     fn list_domains(&self) -> Result<Vec<DomainInfo>, HypervisorError> {
+        hypercall();
         Ok(all(&self.xc)
             .map_err(|e| call("xc_domain_getinfolist", e))?
             .iter()
@@ -473,6 +474,7 @@ impl Hypervisor for XenHypervisor {
     }
 
     fn set_memory_target(&self, domid: DomId, mib: u64) -> Result<(), HypervisorError> {
+        hypercall();
         // What `xl mem-set` enforces: the domain may hold no more than the
         // target (plus libxl's slack). The guest's balloon driver follows
         // memory/target, which the toolstack writes.
@@ -504,21 +506,54 @@ impl Hypervisor for XenHypervisor {
         Ok(rx)
     }
 
-    fn prepare_image(&self, image: &BootImage) -> Result<(), HypervisorError> {
-        self.kernel(&image.kernel).map(drop)
+    fn open_console(
+        &self,
+        domid: DomId,
+        name: &str,
+    ) -> Result<mpsc::UnboundedReceiver<Vec<u8>>, HypervisorError> {
+        self.open_console_impl(domid, name)
+    }
+}
+
+/// A kernel from the cache (decompressed the first time), its errors
+/// sorted: the image's own (the VM's spec is at fault) or the host's.
+fn prepare_kernel(
+    cache: &kernel::KernelCache,
+    path: &std::path::Path,
+) -> Result<kernel::Kernel, HypervisorError> {
+    cache.prepare(path).map_err(|e| match e.kind() {
+        // The image itself: missing, or not a kernel this can read.
+        std::io::ErrorKind::NotFound
+        | std::io::ErrorKind::InvalidData
+        | std::io::ErrorKind::InvalidInput => {
+            HypervisorError::InvalidConfig(format!("kernel {}: {e}", path.display()))
+        }
+        // The host's side (the cache directory, the disk).
+        _ => call("prepare the kernel", e),
+    })
+}
+
+impl BootImages for kernel::KernelCache {
+    fn prepare(&self, image: &BootImage) -> Result<(), HypervisorError> {
+        crate::drivers::blocking::debug_assert_blocking_allowed("a kernel's preparation");
+        prepare_kernel(self, &image.kernel).map(drop)
     }
 
-    fn release_images(
+    fn release(
         &self,
         kernels: &[PathBuf],
         since: std::time::SystemTime,
     ) -> Result<usize, HypervisorError> {
-        self.kernels
-            .retain(kernels, since)
+        crate::drivers::blocking::debug_assert_blocking_allowed("the kernel cache's tidying");
+        self.retain(kernels, since)
             .map_err(|e| call("tidy the kernel cache", e))
     }
+}
 
-    fn follow_xenstore(&self, xs: &crate::drivers::xenstore::XsClient) {
+impl XenstoreFollower for XenHypervisor {
+    /// Follows `@releaseDomain` on the toolstack's connection: shutdowns and
+    /// deaths are noticed when xenstored sees them, not at the next poll.
+    fn follow(&self, xs: &crate::drivers::xenstore::XsClient) {
         let (xs, kick) = (xs.clone(), self.kick.clone());
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!("no runtime to follow @releaseDomain on: domains are polled");
@@ -551,8 +586,10 @@ impl Hypervisor for XenHypervisor {
             }
         });
     }
+}
 
-    fn open_console(
+impl XenHypervisor {
+    fn open_console_impl(
         &self,
         domid: DomId,
         name: &str,

@@ -14,8 +14,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::codec::FramedRead;
 
 use super::EmbeddedStore;
-use crate::proto::xenstore::{MsgType, Packet, Perm, XsCodec, XsError};
-use crate::xenstored::{ConnId, Outbound};
+use crate::xs::{ConnId, MsgType, Outbound, Packet, Perm, XsCodec, XsError};
 
 /// How many times a transaction is tried before EAGAIN is returned.
 const TRANSACTION_TRIES: usize = 100;

@@ -13,8 +13,7 @@ use tokio::sync::mpsc;
 
 pub use client::{Transaction, WatchStream, XsClient, XsClientError};
 
-use crate::proto::xenstore::Packet;
-use crate::xenstored::{ConnId, Outbound};
+use crate::xs::{ConnId, Outbound, Packet};
 
 /// An in-process xenstored the client can reach without a socket (xenith's
 /// embedded one implements this in its actor's handle).
@@ -34,4 +33,12 @@ pub trait EmbeddedStore: Send + Sync + std::fmt::Debug + 'static {
     fn send(&self, conn: ConnId, packets: Vec<Packet>) -> bool;
 
     fn disconnect(&self, conn: ConnId);
+}
+
+/// A driver that follows xenstore on the toolstack's connection, once it is
+/// up (the Xen driver watches `@releaseDomain` to notice shutdowns and
+/// deaths when xenstored sees them).
+pub trait XenstoreFollower: Send + Sync + std::fmt::Debug {
+    /// Starts following on `xs` (from the runtime; returns at once).
+    fn follow(&self, xs: &XsClient);
 }

@@ -4,7 +4,7 @@ use rmpv::Value;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::api::{ApiError, Call, ErrorCode};
+use crate::api::{ApiError, Call, DeviceChange, DiskFile, ErrorCode, NicFile, VmOp, VmSpecFile};
 
 /// Every method of CONTRACT.md (all served; a test keeps it so).
 pub const CONTRACT_METHODS: &[&str] = &[
@@ -62,7 +62,7 @@ struct VmArg {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateArgs {
-    spec: crate::vm::VmSpecFile,
+    spec: VmSpecFile,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,7 +112,7 @@ struct LoginArgs {
 #[serde(deny_unknown_fields)]
 struct DiskPlugArgs {
     vm: String,
-    disk: crate::vm::DiskFile,
+    disk: DiskFile,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,11 +120,11 @@ struct DiskPlugArgs {
 struct NicPlugArgs {
     vm: String,
     #[serde(default = "default_nic")]
-    nic: crate::vm::NicFile,
+    nic: NicFile,
 }
 
-fn default_nic() -> crate::vm::NicFile {
-    crate::vm::NicFile {
+fn default_nic() -> NicFile {
+    NicFile {
         bridge: None,
         mac: None,
     }
@@ -141,7 +141,7 @@ struct UnplugArgs {
 #[serde(deny_unknown_fields)]
 struct SubscribeArgs {
     #[serde(default)]
-    classes: Option<Vec<crate::actors::events::EventClass>>,
+    classes: Option<Vec<crate::api::EventClass>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,12 +185,11 @@ struct ConsoleArgs {
 struct FaultArgs {
     vm: String,
     part: String,
-    kind: crate::api::fault::FaultKind,
+    kind: crate::api::FaultKind,
 }
 
 /// Parses a method name and its named arguments into a call.
 pub fn parse_call(method: &str, args: Value) -> Result<Call, ApiError> {
-    use crate::actors::domain::{DeviceChange, VmOp};
     use crate::api::xs::XsCall;
     let op = |vm: String, op: VmOp| Call::VmOp(vm, op);
     match method {

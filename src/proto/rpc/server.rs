@@ -14,9 +14,8 @@ use tokio_util::sync::CancellationToken;
 use super::codec::MsgpackCodec;
 use super::methods::parse_call;
 use super::wire::{self, Incoming};
-use crate::actors::events::EventClass;
 use crate::actors::supervisor::ChildSpec;
-use crate::api::{Api, ApiError, Call, ErrorCode};
+use crate::api::{Api, ApiError, Call, ErrorCode, EventClass, WatchStream};
 use crate::config::RpcConfig;
 use crate::proto::socket::{Service, SocketListener};
 use tokio::sync::broadcast::error::RecvError;
@@ -312,11 +311,7 @@ impl Subscriptions {
     /// `xs.watch`: each firing becomes `[2, "xs.watch", [{subscription,
     /// path}]]`. Firings the connection cannot take at once are counted
     /// and reported with `event.dropped`, never queued without bound.
-    fn watch(
-        &mut self,
-        _path: String,
-        mut watch: crate::drivers::xenstore::WatchStream,
-    ) -> Result<Subscribed, ApiError> {
+    fn watch(&mut self, _path: String, mut watch: WatchStream) -> Result<Subscribed, ApiError> {
         let (id, cancel) = self.take_id()?;
         let out = self.out.clone();
         tokio::spawn(async move {

@@ -14,10 +14,9 @@ use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use super::codec::XsCodec;
-use crate::actors::xenstored::{Outbound, XenstoredHandle};
+use crate::actors::xenstored::XenstoredHandle;
 use crate::proto::socket::Service;
-use crate::xenstored::ConnId;
+use crate::xs::{ConnId, Outbound, XsCodec};
 
 /// Serves xenstore clients on a Unix socket.
 #[derive(Debug, Clone)]

@@ -68,7 +68,7 @@ impl Encoder<Packet> for XsCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::xenstore::wire::MsgType;
+    use crate::xs::wire::MsgType;
 
     #[test]
     fn split_packets_reassemble_and_oversized_ones_fail() {

@@ -1,0 +1,195 @@
+//! The work of each operation, run without access to the actor: what the
+//! domain actor's one operation path waits for, and whose outcome it
+//! applies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::devices::{plan, Plan};
+use super::env::Ctx;
+use super::error::VmError;
+use super::lifecycle::{self, Running};
+use super::messages::{Operation, VmOp};
+use super::state::{Outcome, PowerState};
+use super::SHUTDOWN_TIMEOUT;
+use crate::drivers::{DomId, DomainEvent, ShutdownReason};
+use crate::vm::layout;
+
+/// The work of `op` on a VM in this state.
+pub(super) async fn work(c: Ctx, running: Option<Running>, op: Operation) -> Outcome {
+    match op {
+        Operation::Power(op) => power(c, running, op).await,
+        Operation::Device(change) => match plan(&c.spec, &c.uuid, change) {
+            Ok(plan) => match reconfigure(&c, running.as_ref(), plan).await {
+                Ok(outcome) => outcome,
+                Err(e) => Outcome::Failed(e),
+            },
+            Err(e) => Outcome::Failed(e),
+        },
+        // The gate did it all (the actor's flag).
+        Operation::Retire | Operation::Unretire => Outcome::Done,
+    }
+}
+
+async fn power(c: Ctx, running: Option<Running>, op: VmOp) -> Outcome {
+    if let VmOp::Start { paused } = op {
+        return start(&c, paused).await;
+    }
+    let Some(r) = running else {
+        return Outcome::Halted;
+    };
+    match op {
+        VmOp::Start { .. } => Outcome::Done,
+        VmOp::Shutdown {
+            force,
+            timeout,
+            fallback,
+        } => {
+            let mut stopped = stop_domain(&c, &r, ShutdownReason::Poweroff, force, timeout).await;
+            if fallback && matches!(stopped, Err(VmError::GuestTimeout { .. })) {
+                tracing::warn!(
+                    vm = %c.spec.name,
+                    domid = %r.domid,
+                    ?timeout,
+                    "the guest did not shut down in time: shutting it down hard"
+                );
+                stopped = stop_domain(&c, &r, ShutdownReason::Poweroff, true, timeout).await;
+            }
+            match stopped {
+                Ok(()) => {
+                    lifecycle::teardown(&c, &r).await;
+                    Outcome::Halted
+                }
+                Err(e) => Outcome::Failed(e),
+            }
+        }
+        VmOp::Reboot { force } => {
+            match stop_domain(&c, &r, ShutdownReason::Reboot, force, SHUTDOWN_TIMEOUT).await {
+                Ok(()) => {
+                    lifecycle::teardown(&c, &r).await;
+                    start(&c, false).await
+                }
+                Err(e) => Outcome::Failed(e),
+            }
+        }
+        VmOp::Pause => match c.env.hv.pause(r.domid).await {
+            Ok(()) => Outcome::State(PowerState::Paused),
+            Err(e) => Outcome::Failed(e.into()),
+        },
+        VmOp::Unpause => match c.env.hv.unpause(r.domid).await {
+            Ok(()) => Outcome::State(PowerState::Running),
+            Err(e) => Outcome::Failed(e.into()),
+        },
+        VmOp::Kill => {
+            lifecycle::teardown(&c, &r).await;
+            Outcome::Halted
+        }
+        VmOp::SetMemoryTarget { mib } => match set_memory_target(&c, r.domid, mib).await {
+            Ok(()) => Outcome::Done,
+            Err(e) => Outcome::Failed(e),
+        },
+    }
+}
+
+/// Starts the VM and follows its domain.
+pub(super) async fn start(c: &Ctx, paused: bool) -> Outcome {
+    match lifecycle::start(c, paused).await {
+        Ok(running) => match c.env.hv.subscribe(running.domid).await {
+            Ok(events) => Outcome::Started {
+                running,
+                events,
+                paused,
+            },
+            Err(e) => {
+                lifecycle::teardown(c, &running).await;
+                Outcome::FailedHalted(e.into())
+            }
+        },
+        Err(e) => Outcome::FailedHalted(e),
+    }
+}
+
+/// Sets a running domain's balloon target: the hypervisor's side (on Xen,
+/// the domain's maximum, as `xl mem-set` does), then `memory/target` (KiB),
+/// which the guest's balloon driver follows.
+async fn set_memory_target(c: &Ctx, domid: DomId, mib: u64) -> Result<(), VmError> {
+    // No lower than a VM's least memory, no higher than this VM's.
+    let (min, max) = (crate::vm::MIN_MEMORY_MIB, c.spec.memory_mib);
+    if !(min..=max).contains(&mib) {
+        return Err(VmError::InvalidParam {
+            field: "mib".into(),
+            message: format!("mib: {mib} is outside {min}..={max} (the VM's memory)"),
+        });
+    }
+    c.env.hv.set_memory_target(domid, mib).await?;
+    let kib = mib.saturating_mul(1024);
+    c.env
+        .xs
+        .write(&layout::memory_target(domid), &kib.to_string())
+        .await
+        .map_err(|e| VmError::step("write memory/target", &e))
+}
+
+/// Asks the guest to shut down (or reboot) through control/shutdown and
+/// waits for the domain to do so; `force` does it the hard way at once.
+async fn stop_domain(
+    c: &Ctx,
+    r: &Running,
+    reason: ShutdownReason,
+    force: bool,
+    timeout: Duration,
+) -> Result<(), VmError> {
+    let domid = r.domid;
+    if force {
+        return Ok(c.env.hv.shutdown(domid, reason).await?);
+    }
+    let mut events = c.env.hv.subscribe(domid).await?;
+    let word = reason.control_word().unwrap_or("poweroff");
+    c.env
+        .xs
+        .write(&layout::control_shutdown(domid), word)
+        .await
+        .map_err(|e| VmError::step("ask the guest to shut down", &e))?;
+    let wait = async {
+        while let Some(event) = events.recv().await {
+            if matches!(event, DomainEvent::Shutdown(_) | DomainEvent::Destroyed) {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(timeout, wait)
+        .await
+        .map_err(|_| VmError::GuestTimeout {
+            what: reason.control_word().unwrap_or("shut down"),
+            after: timeout,
+        })
+}
+
+/// Carries out a device change: on a running domain the device's backend
+/// is plugged or unplugged; then the VM's record is saved with the new spec.
+async fn reconfigure(c: &Ctx, running: Option<&Running>, plan: Plan) -> Result<Outcome, VmError> {
+    let id = crate::actors::child::ChildId::Device(plan.kind, plan.name.clone());
+    if let Some(r) = running {
+        if plan.plug {
+            lifecycle::plug_device(c, r.domid, &plan.spec, plan.kind, &plan.name).await?;
+        } else if let Some(device) = lifecycle::device_spec(r.domid, &c.spec, plan.kind, &plan.name)
+        {
+            lifecycle::unplug_device(c, r.domid, &device, true).await?;
+        }
+    }
+    let record = crate::vm::VmRecord {
+        uuid: c.uuid,
+        spec: plan.spec.clone(),
+    };
+    c.env
+        .records
+        .persist(record)
+        .await
+        .map_err(|e| VmError::step("save the VM record", &e))?;
+    Ok(Outcome::Reconfigured {
+        spec: Arc::new(plan.spec),
+        id,
+        plugged: plan.plug,
+        name: plan.name,
+    })
+}

@@ -1,0 +1,34 @@
+//! What the inventory's requests can fail with.
+
+use crate::actors::domain::VmError;
+use crate::actors::supervisor::SupervisorError;
+use crate::vm::{RecordError, VmSpecError};
+
+/// An inventory request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("no VM {0:?}")]
+    NotFound(String),
+    /// The name is another VM's, or one being created now.
+    #[error("a VM named {name} exists{}", .uuid.map(|u| format!(" ({u})")).unwrap_or_default())]
+    NameTaken {
+        name: String,
+        uuid: Option<uuid::Uuid>,
+    },
+    #[error("spec.{0}")]
+    InvalidSpec(VmSpecError),
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error("the VM record")]
+    Record(#[source] RecordError),
+    #[error("start the VM's supervisor")]
+    Supervisor(#[source] SupervisorError),
+    #[error("the VM inventory is not running (it may be restarting)")]
+    Unavailable,
+}
+
+impl From<actix::MailboxError> for InventoryError {
+    fn from(_: actix::MailboxError) -> Self {
+        InventoryError::Unavailable
+    }
+}
