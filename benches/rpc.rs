@@ -7,7 +7,12 @@
 //! test` it runs each case briefly so that it stays working. The client is
 //! lean on purpose (pre-encoded requests, the library's frame codec): it
 //! shares the machine's cores with the daemon.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::cast_possible_truncation
+)]
 
 #[path = "../tests/common/daemon.rs"]
 #[allow(dead_code)]

@@ -10,7 +10,12 @@
 //!
 //! `cargo bench --bench xenstore` runs it in full; under `cargo test` it runs
 //! a small smoke version so that it stays working.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::cast_possible_truncation
+)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};

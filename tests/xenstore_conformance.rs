@@ -2,7 +2,11 @@
 //! Debian's xenstore-utils (each tool's output and exit code as the C
 //! daemon gives them), Xen's test-xenstore (every test, 100 iterations, one
 //! by one with -t), and bad input on the raw socket.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

@@ -1,7 +1,11 @@
 //! The fuzz harnesses on pseudo-random input (a fixed seed, so a failure
 //! reproduces): what the cargo-fuzz targets found stays fixed. The real
 //! fuzzing is `cargo fuzz run xs_store` etc. (see docs/xenstore.md).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
 
 struct Rng(u64);
 

@@ -330,13 +330,12 @@ impl ConfigFile {
 }
 
 fn in_range(file: &Path, key: &str, value: u64, min: u64, max: u64) -> Result<usize, ConfigError> {
-    if (min..=max).contains(&value) {
-        Ok(value as usize)
-    } else {
-        Err(ConfigError::key(
+    match usize::try_from(value) {
+        Ok(v) if (min..=max).contains(&value) => Ok(v),
+        _ => Err(ConfigError::key(
             file,
             key,
             format!("{value} is outside {min}..={max}"),
-        ))
+        )),
     }
 }

@@ -102,7 +102,7 @@ impl Hv {
         };
         tracing::trace!(
             call,
-            elapsed_us = t0.elapsed().as_micros() as u64,
+            elapsed_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX),
             ok = out.is_ok(),
             "hypercall"
         );

@@ -169,7 +169,7 @@ fn valid_mac(mac: &str) -> bool {
 /// A MAC in Xen's OUI (00:16:3e), derived from the VM's uuid and the NIC's index.
 pub fn xen_mac(uuid: &uuid::Uuid, index: u32) -> String {
     let b = uuid.as_bytes();
-    let (x, y, z) = (b[13] ^ (index as u8), b[14], b[15]);
+    let (x, y, z) = (b[13] ^ index.to_le_bytes()[0], b[14], b[15]);
     // Keep it unicast and locally unambiguous: the top bit of the 4th byte clear, as libxl does.
     format!("00:16:3e:{:02x}:{y:02x}:{z:02x}", x & 0x7f)
 }
@@ -332,7 +332,9 @@ impl VmSpecFile {
         }
         let mut nics = Vec::with_capacity(self.nics.len());
         for (i, n) in self.nics.into_iter().enumerate() {
-            nics.push(validate_nic(n, &format!("nics[{i}]"), uuid, i as u32)?);
+            let at = format!("nics[{i}]");
+            let index = u32::try_from(i).map_err(|_| bad(&at, "too many NICs"))?;
+            nics.push(validate_nic(n, &at, uuid, index)?);
         }
         Ok(VmSpec {
             name,

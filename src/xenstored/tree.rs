@@ -46,7 +46,7 @@ impl Node {
         data.extend_from_slice(name.as_bytes());
         data.extend_from_slice(value);
         // Path components are at most 3072 bytes (the path limit).
-        let name_len = name.len().min(u16::MAX as usize) as u16;
+        let name_len = u16::try_from(name.len()).unwrap_or(u16::MAX);
         Node {
             data: data.into_boxed_slice(),
             perms,
@@ -212,7 +212,8 @@ impl Tree {
             }
             None => {
                 self.nodes.push(Some(node));
-                (self.nodes.len() - 1) as NodeId
+                // The quotas keep the store far below 2^32 nodes.
+                NodeId::try_from(self.nodes.len() - 1).unwrap_or(NodeId::MAX)
             }
         };
         self.live += 1;

@@ -7,8 +7,6 @@ use std::collections::{BTreeMap, HashMap};
 use crate::xs::path::depth;
 use crate::xs::ConnId;
 
-/// A connection's id.
-
 /// One watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Watch {

@@ -57,7 +57,9 @@ impl Encoder<Packet> for XsCodec {
 
     fn encode(&mut self, item: Packet, dst: &mut BytesMut) -> Result<(), XsCodecError> {
         dst.reserve(HEADER_LEN + item.payload.len());
-        for field in [item.ty, item.req_id, item.tx_id, item.payload.len() as u32] {
+        // Payloads are at most PAYLOAD_MAX (4096) bytes where they are made.
+        let len = u32::try_from(item.payload.len()).unwrap_or(u32::MAX);
+        for field in [item.ty, item.req_id, item.tx_id, len] {
             dst.extend_from_slice(&field.to_le_bytes());
         }
         dst.extend_from_slice(&item.payload);

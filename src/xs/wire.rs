@@ -159,7 +159,9 @@ impl Packet {
     /// Appends the encoded packet to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.reserve(HEADER_LEN + self.payload.len());
-        for field in [self.ty, self.req_id, self.tx_id, self.payload.len() as u32] {
+        // Payloads are at most PAYLOAD_MAX (4096) bytes where they are made.
+        let len = u32::try_from(self.payload.len()).unwrap_or(u32::MAX);
+        for field in [self.ty, self.req_id, self.tx_id, len] {
             out.extend_from_slice(&field.to_le_bytes());
         }
         out.extend_from_slice(&self.payload);
@@ -186,8 +188,8 @@ mod tests {
     fn numbers_and_names_match_xs_wire_h() {
         assert_eq!(MsgType::ALL.len(), 27);
         for (i, t) in MsgType::ALL.iter().enumerate() {
-            assert_eq!(*t as u32, i as u32);
-            assert_eq!(MsgType::from_u32(i as u32), Some(*t));
+            assert_eq!(*t as u32, u32::try_from(i).unwrap());
+            assert_eq!(MsgType::from_u32(u32::try_from(i).unwrap()), Some(*t));
         }
         assert_eq!(MsgType::from_u32(27), None);
         assert_eq!(XsError::from_name("EAGAIN"), Some(XsError::EAGAIN));

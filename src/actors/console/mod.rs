@@ -76,7 +76,11 @@ impl ConsoleConfig {
     pub fn since(&self, uuid: &uuid::Uuid, offset: u64) -> io::Result<(String, u64)> {
         let bytes = self.both(uuid)?;
         let end = bytes.len() as u64;
-        let from = if offset <= end { offset as usize } else { 0 };
+        // An offset past the end (the log was rotated) reads from the start.
+        let from = usize::try_from(offset)
+            .ok()
+            .filter(|&o| o <= bytes.len())
+            .unwrap_or(0);
         Ok((String::from_utf8_lossy(&bytes[from..]).into_owned(), end))
     }
 

@@ -34,8 +34,8 @@ fn bad_disk(path: &Path, reason: impl Into<String>) -> DeviceError {
 /// A device number's major and minor.
 fn major_minor(rdev: u64) -> (u32, u32) {
     (
-        nix::sys::stat::major(rdev) as u32,
-        nix::sys::stat::minor(rdev) as u32,
+        u32::try_from(nix::sys::stat::major(rdev)).unwrap_or(u32::MAX),
+        u32::try_from(nix::sys::stat::minor(rdev)).unwrap_or(u32::MAX),
     )
 }
 
@@ -435,11 +435,9 @@ mod sys {
         })?;
         // SAFETY: SIOCGIFFLAGS set the flags member of the union.
         let flags = unsafe { req.ifr_ifru.ifru_flags };
-        let want = if up {
-            flags | libc::IFF_UP as libc::c_short
-        } else {
-            flags & !(libc::IFF_UP as libc::c_short)
-        };
+        // IFF_UP is 1: it fits the short the kernel keeps the flags in.
+        let iff_up = libc::c_short::try_from(libc::IFF_UP).unwrap_or(1);
+        let want = if up { flags | iff_up } else { flags & !iff_up };
         if want == flags {
             return Ok(());
         }

@@ -98,7 +98,7 @@ impl DeviceHost for SimDevices {
         }
         let mut net = self.net();
         if path.starts_with("/dev") {
-            let next = net.block_devices.len() as u32;
+            let next = u32::try_from(net.block_devices.len()).unwrap_or(u32::MAX);
             let minor = *net.block_devices.entry(path.to_owned()).or_insert(next);
             return Ok(DiskBacking {
                 node: path.to_owned(),

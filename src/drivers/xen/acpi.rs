@@ -25,6 +25,8 @@ const TABLES_ADDR: u64 = INFO_ADDR + PAGE;
 /// top of the BIOS area.
 pub const LOW_RSDP_ADDR: u64 = 0x10_0000 - 64;
 const PAGE: u64 = 4096;
+/// The page size, as a length.
+const PAGE_LEN: usize = 4096;
 
 const HEADER_LEN: usize = 36;
 const OEM_ID: &[u8; 6] = b"XENITH";
@@ -46,7 +48,7 @@ const FADT_LEN: usize = 268;
 /// the tables in whole pages.
 pub fn pvh_modules(vcpus: u32, low_rsdp: bool) -> Vec<(u64, Vec<u8>)> {
     let (rsdp, mut tables) = pvh_tables(vcpus);
-    tables.resize(tables.len().next_multiple_of(PAGE as usize), 0);
+    tables.resize(tables.len().next_multiple_of(PAGE_LEN), 0);
     let rsdp_addr = if low_rsdp {
         LOW_RSDP_ADDR
     } else {
@@ -54,7 +56,7 @@ pub fn pvh_modules(vcpus: u32, low_rsdp: bool) -> Vec<(u64, Vec<u8>)> {
     };
     vec![
         (rsdp_addr, rsdp),
-        (INFO_ADDR, vec![0; PAGE as usize]),
+        (INFO_ADDR, vec![0; PAGE_LEN]),
         (TABLES_ADDR, tables),
     ]
 }
@@ -66,7 +68,9 @@ fn pvh_tables(vcpus: u32) -> (Vec<u8>, Vec<u8>) {
     let mut fadt = vec![0u8; FADT_LEN - HEADER_LEN];
     let at = |off: usize| off - HEADER_LEN;
     // DSDT (32-bit) at 40, and X_DSDT (64-bit) at 140.
-    put(&mut fadt, at(40), &(dsdt as u32).to_le_bytes());
+    // The tables sit below 4 GiB (TABLES_ADDR), so the 32-bit field holds it.
+    let dsdt32 = u32::try_from(dsdt).unwrap_or(u32::MAX);
+    put(&mut fadt, at(40), &dsdt32.to_le_bytes());
     put(
         &mut fadt,
         at(109),
@@ -82,9 +86,11 @@ fn pvh_tables(vcpus: u32) -> (Vec<u8>, Vec<u8>) {
     let mut madt = Vec::new();
     madt.extend(LAPIC_ADDR.to_le_bytes());
     madt.extend(0u32.to_le_bytes()); // no dual 8259
-    for cpu in 0..vcpus {
+                                     // A PVH guest has at most 127 vCPUs (checked before the build): each
+                                     // UID and APIC id fits its byte.
+    for cpu in 0..u8::try_from(vcpus).unwrap_or(u8::MAX).min(127) {
         // Type 0 (processor local APIC), length 8, UID, APIC id, enabled.
-        madt.extend([0, 8, cpu as u8, (cpu * 2) as u8]);
+        madt.extend([0, 8, cpu, cpu * 2]);
         madt.extend(1u32.to_le_bytes());
     }
     let madt = place(&mut blob, table(b"APIC", 2, &madt));
@@ -123,7 +129,8 @@ fn table(signature: &[u8; 4], revision: u8, body: &[u8]) -> Vec<u8> {
     let len = HEADER_LEN + body.len();
     let mut t = Vec::with_capacity(len);
     t.extend(signature);
-    t.extend((len as u32).to_le_bytes());
+    // A table is a few hundred bytes.
+    t.extend(u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
     t.push(revision);
     t.push(0);
     t.extend(OEM_ID);
@@ -163,7 +170,7 @@ mod tests {
     /// The table at guest address `addr`, checked: its signature, its
     /// length within the blob, its checksum.
     fn table_at<'a>(blob: &'a [u8], addr: u64, sig: &[u8; 4]) -> &'a [u8] {
-        let off = (addr - TABLES_ADDR) as usize;
+        let off = usize::try_from(addr - TABLES_ADDR).unwrap();
         assert_eq!(&blob[off..off + 4], sig);
         let len = u32_at(blob, off + 4) as usize;
         let t = &blob[off..off + len];

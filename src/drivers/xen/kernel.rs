@@ -306,7 +306,7 @@ impl KernelCache {
             format,
             bytes = size,
             unpacked = matches!(made, Ok(Some(_))),
-            elapsed_ms = t0.elapsed().as_millis() as u64,
+            elapsed_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
             "kernel decompressed"
         );
         made
@@ -325,7 +325,7 @@ mod tests {
         img[HEADER_MAGIC..HEADER_MAGIC + 4].copy_from_slice(b"HdrS");
         img[PAYLOAD_OFFSET..PAYLOAD_OFFSET + 4].copy_from_slice(&0u32.to_le_bytes());
         img[PAYLOAD_OFFSET + 4..PAYLOAD_OFFSET + 8]
-            .copy_from_slice(&(payload.len() as u32).to_le_bytes());
+            .copy_from_slice(&u32::try_from(payload.len()).unwrap().to_le_bytes());
         img.extend_from_slice(payload);
         img
     }
@@ -365,7 +365,10 @@ mod tests {
         let elf = b"\x7fELF and the rest of a kernel".repeat(1000);
         let dir = tempfile::tempdir().unwrap();
         let cache = KernelCache::new(dir.path().join("cache"));
-        for (name, payload) in [("gz", gzip(&elf)), ("xz", xz(&elf, elf.len() as u32))] {
+        for (name, payload) in [
+            ("gz", gzip(&elf)),
+            ("xz", xz(&elf, u32::try_from(elf.len()).unwrap())),
+        ] {
             let kernel = dir.path().join(name);
             std::fs::write(&kernel, bzimage(&payload)).unwrap();
             let first = cache.prepare(&kernel).unwrap();
@@ -399,8 +402,14 @@ mod tests {
             ("vmlinux", elf.clone()),
             ("zstd", bzimage(b"\x28\xb5\x2f\xfd zstd payload")),
             // The size after the stream is not the stream's size.
-            ("short", bzimage(&xz(&elf, elf.len() as u32 - 1))),
-            ("long", bzimage(&xz(&elf, elf.len() as u32 + 1))),
+            (
+                "short",
+                bzimage(&xz(&elf, u32::try_from(elf.len()).unwrap() - 1)),
+            ),
+            (
+                "long",
+                bzimage(&xz(&elf, u32::try_from(elf.len()).unwrap() + 1)),
+            ),
             ("zero", bzimage(&xz(&elf, 0))),
         ];
         for (name, image) in cases {
@@ -426,7 +435,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache_dir = dir.path().join("cache");
         let kernel = dir.path().join("vmlinuz");
-        let mut payload = xz(&elf, elf.len() as u32);
+        let mut payload = xz(&elf, u32::try_from(elf.len()).unwrap());
         let mid = payload.len() / 2;
         payload[mid] ^= 0xff;
         std::fs::write(&kernel, bzimage(&payload)).unwrap();
@@ -443,7 +452,11 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("not an ELF"), "{err}");
 
-        std::fs::write(&kernel, bzimage(&xz(&elf, elf.len() as u32))).unwrap();
+        std::fs::write(
+            &kernel,
+            bzimage(&xz(&elf, u32::try_from(elf.len()).unwrap())),
+        )
+        .unwrap();
         let cached = cache_dir.join(format!("{}.elf", key(&kernel).unwrap()));
         std::fs::write(&cached, vec![0u8; elf.len()]).unwrap();
         std::fs::write(cache_dir.join(".stale.1"), b"half").unwrap();

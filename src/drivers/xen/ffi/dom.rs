@@ -311,12 +311,13 @@ impl<'a> DomImage<'a> {
     fn pv_mfn(&self, pfn: u64) -> io::Result<u64> {
         let total = self.read::<u64>(off::TOTAL_PAGES);
         let p2m = self.read::<usize>(off::PV_P2M) as *const u64;
+        let index = usize::try_from(pfn).map_err(|_| layout_error("the guest's p2m"))?;
         if pfn >= total || p2m.is_null() {
             return Err(layout_error("the guest's p2m"));
         }
         // SAFETY: libxenguest's p2m array of `total_pages` entries, alive
-        // until the release; `pfn` is below `total_pages`.
-        Ok(unsafe { p2m.add(pfn as usize).read() })
+        // until the release; `index` is below `total_pages`.
+        Ok(unsafe { p2m.add(index).read() })
     }
 
     /// The guest OS the kernel's ELF notes name (after `xc_dom_parse_image`).

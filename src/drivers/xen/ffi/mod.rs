@@ -436,10 +436,11 @@ impl Xc {
 
     /// Domains with ids from `first`, at most `max` of them.
     pub fn domain_getinfolist(&self, first: u32, max: usize) -> io::Result<Vec<DomainInfoRaw>> {
-        let mut buf = vec![DomainInfoRaw::default(); max];
+        let max = c_uint::try_from(max).unwrap_or(c_uint::MAX);
+        let mut buf = vec![DomainInfoRaw::default(); usize::try_from(max).unwrap_or(0)];
         // SAFETY: `buf` holds `max` correctly laid out entries.
         let n = check("xc_domain_getinfolist", unsafe {
-            (self.fns.domain_getinfolist)(self.handle, first, max as c_uint, buf.as_mut_ptr())
+            (self.fns.domain_getinfolist)(self.handle, first, max, buf.as_mut_ptr())
         })?;
         buf.truncate(n as usize);
         Ok(buf)
