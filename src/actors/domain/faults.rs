@@ -14,12 +14,15 @@ use serde::Deserialize;
 
 use super::error::VmError;
 use super::handle::VmHandle;
-use crate::actors::agent::AgentHandle;
-use crate::actors::backend::BackendHandle;
+use actix::{Actor, Context, Handler};
+
+use crate::actors::agent::AgentActor;
+use crate::actors::backend::BackendActor;
 use crate::actors::child::{ChildHandle, ChildId};
-use crate::actors::console::ConsoleHandle;
-use crate::actors::emulator::EmulatorHandle;
+use crate::actors::console::ConsoleActor;
+use crate::actors::emulator::{EmulatorActor, EmulatorHandle};
 use crate::actors::supervisor::SupervisorHandle;
+use crate::actors::InjectPanic;
 use crate::drivers::{DomId, GuestFault, ShutdownReason};
 use crate::xs::DeviceKind;
 
@@ -80,12 +83,7 @@ impl VmHandle {
         let id = ChildId::parse(part).ok_or_else(|| unsupported(part, kind))?;
         match (&id, kind) {
             (ChildId::Domain, FaultKind::Panic) => {
-                let sup = self.sup()?;
-                let domain = ChildHandle::<super::DomainActor>::find(&sup, &id)
-                    .await
-                    .ok_or(VmError::Unavailable)?;
-                domain.inject_panic().await;
-                Ok(())
+                self.panic_child::<super::DomainActor>(&id).await
             }
             (ChildId::Domain, FaultKind::Crash | FaultKind::Kill | FaultKind::Hang) => {
                 let domid = self.domid()?;
@@ -96,45 +94,19 @@ impl VmHandle {
                     _ => self.guest_fault(domid, GuestFault::Hang).await,
                 }
             }
-            (ChildId::Emulator, FaultKind::Panic | FaultKind::Kill) => {
-                let sup = self.sup()?;
-                let emulator = EmulatorHandle::find(&sup)
+            (ChildId::Emulator, FaultKind::Kill) => {
+                let emulator = EmulatorHandle::find(&self.sup()?)
                     .await
                     .ok_or_else(|| self.not_running(&id))?;
-                if kind == FaultKind::Kill {
-                    emulator
-                        .inject_kill()
-                        .await
-                        .map_err(|e| VmError::step("kill the device model", &e))
-                } else {
-                    emulator.inject_panic().await;
-                    Ok(())
-                }
-            }
-            (ChildId::Console, FaultKind::Panic) => {
-                let sup = self.sup()?;
-                let console = ConsoleHandle::find(&sup, &id)
+                emulator
+                    .inject_kill()
                     .await
-                    .ok_or_else(|| self.not_running(&id))?;
-                console.inject_panic().await;
-                Ok(())
+                    .map_err(|e| VmError::step("kill the device model", &e))
             }
-            (ChildId::Agent, FaultKind::Panic) => {
-                let sup = self.sup()?;
-                let agent = AgentHandle::find(&sup, &id)
-                    .await
-                    .ok_or_else(|| self.not_running(&id))?;
-                agent.inject_panic().await;
-                Ok(())
-            }
-            (ChildId::Device(..), FaultKind::Panic) => {
-                let sup = self.sup()?;
-                let backend = BackendHandle::find(&sup, &id)
-                    .await
-                    .ok_or_else(|| self.not_running(&id))?;
-                backend.inject_panic().await;
-                Ok(())
-            }
+            (ChildId::Emulator, FaultKind::Panic) => self.panic_child::<EmulatorActor>(&id).await,
+            (ChildId::Console, FaultKind::Panic) => self.panic_child::<ConsoleActor>(&id).await,
+            (ChildId::Agent, FaultKind::Panic) => self.panic_child::<AgentActor>(&id).await,
+            (ChildId::Device(..), FaultKind::Panic) => self.panic_child::<BackendActor>(&id).await,
             (ChildId::Device(kind, name), FaultKind::Hang) => {
                 let spec = self.spec();
                 let devid = match kind {
@@ -159,6 +131,19 @@ impl VmHandle {
             }
             _ => Err(unsupported(part, kind)),
         }
+    }
+
+    /// Makes the VM's running actor `id` panic (its supervisor's policy
+    /// then applies).
+    async fn panic_child<A>(&self, id: &ChildId) -> Result<(), VmError>
+    where
+        A: Actor<Context = Context<A>> + Handler<InjectPanic>,
+    {
+        let child = ChildHandle::<A>::find(&self.sup()?, id)
+            .await
+            .ok_or_else(|| self.not_running(id))?;
+        child.inject_panic().await;
+        Ok(())
     }
 
     /// A misbehaviour of the guest itself: only a simulated one can.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, SpawnHandle, StreamHandler, WrapFuture};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 
 use super::env::{Ctx, VmParts};
 use super::error::VmError;
@@ -256,13 +257,20 @@ impl DomainActor {
         F: std::future::Future<Output = Outcome> + 'static,
     {
         self.publish(Some(what));
-        ctx.wait(work.into_actor(self).map(move |outcome, act, ctx| {
-            let result = act.apply(outcome, ctx);
-            act.publish(None);
-            if let Some(done) = done {
-                let _ = done.send(result);
-            }
-        }));
+        // Every log line of the operation names the VM and its domain.
+        let domid = self.running.as_ref().map(|r| r.domid.0);
+        let span = tracing::info_span!("vm", vm = %self.c.spec.name, domid, op = what);
+        ctx.wait(
+            work.instrument(span)
+                .into_actor(self)
+                .map(move |outcome, act, ctx| {
+                    let result = act.apply(outcome, ctx);
+                    act.publish(None);
+                    if let Some(done) = done {
+                        let _ = done.send(result);
+                    }
+                }),
+        );
     }
 
     fn apply(&mut self, outcome: Outcome, ctx: &mut Context<Self>) -> Result<OpReply, VmError> {
