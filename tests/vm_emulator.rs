@@ -218,3 +218,65 @@ async fn an_hvm_start_without_qemu_fails_naming_it_and_leaves_nothing() {
     let domains = xs.directory("/local/domain").await.unwrap();
     assert_eq!(domains, vec!["0".to_owned()], "nothing left in xenstore");
 }
+
+/// What a user did: started a second xenithd by mistake, while the first
+/// runs an HVM VM, once on the same socket and once on the same state
+/// directory. What must hold: each is refused, exit 2, one line naming the
+/// running daemon; the VM still runs, with the same QEMU, and answers.
+#[tokio::test(flavor = "current_thread")]
+async fn a_second_daemon_touches_neither_the_vms_nor_their_device_models() {
+    need_qemu();
+    let d = Xenithd::start(XENITHD, &[]);
+    let c = RpcClient::connect(&d.socket).await.unwrap();
+    call(&c, "vm.create", json!({"spec": hvm("keep", "destroy")}))
+        .await
+        .unwrap();
+    call(&c, "vm.start", json!({"vm": "keep"})).await.unwrap();
+    let before = call(&c, "vm.get", json!({"vm": "keep"})).await.unwrap();
+    let pid = emulator_pid(&before);
+
+    let other = tempfile::tempdir().unwrap();
+    let second = |socket: &Path, state: &Path| {
+        std::process::Command::new(XENITHD)
+            .arg("--socket")
+            .arg(socket)
+            .arg("--state-dir")
+            .arg(state)
+            .args(["--hypervisor", "sim", "--xenstore", "embedded"])
+            .output()
+            .unwrap()
+    };
+    for (socket, state, held) in [
+        (d.socket.clone(), other.path().join("s"), d.socket.clone()),
+        (
+            other.path().join("run/x.sock"),
+            d.state_dir.clone(),
+            d.state_dir.join("xenithd.lock"),
+        ),
+    ] {
+        let out = second(&socket, &state);
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!(
+                "xenithd is already running (pid {}, {})\n",
+                d.child.id(),
+                held.display()
+            )
+        );
+    }
+    // Nothing was touched: the same domain, the same QEMU, still answering.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(alive(pid), "QEMU {pid} was killed");
+    let after = call(&c, "vm.get", json!({"vm": "keep"})).await.unwrap();
+    assert_eq!(after["power_state"], "Running");
+    assert_eq!(after["domid"], before["domid"]);
+    assert_eq!(emulator_pid(&after), pid);
+    assert_eq!(after["emulator"]["status"], "prelaunch");
+
+    // SIGTERM on the simulated host: its domains end with the daemon, and
+    // so do their device models.
+    let (code, _dir) = d.stop();
+    assert_eq!(code, Some(0));
+    wait_gone(pid).await;
+}

@@ -114,6 +114,8 @@ struct ApiInner {
     xs: OnceLock<XsClient>,
     /// `--allow-fault-injection`.
     allow_faults: bool,
+    /// What drives the VMs: "sim" or "xen" (every VM answer says it).
+    hypervisor: &'static str,
     /// What `event.subscribe` streams.
     events: EventBus,
     /// Whether the daemon has taken back the VMs it knows: until then,
@@ -135,6 +137,7 @@ impl Api {
         root: AddrSlot<Supervisor>,
         events: EventBus,
         allow_faults: bool,
+        hypervisor: crate::drivers::HypervisorKind,
     ) -> Self {
         let inner = ApiInner {
             host,
@@ -142,6 +145,7 @@ impl Api {
             root,
             xs: OnceLock::new(),
             allow_faults,
+            hypervisor: hypervisor.as_str(),
             events,
             ready: tokio::sync::watch::Sender::new(false),
         };

@@ -12,13 +12,16 @@ use crate::drivers::DomainType;
 use crate::vm::VmSpecFile;
 use crate::xs::DeviceKind;
 
-/// `vm.list` entries.
+/// `vm.list` entries (and what the power operations answer).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VmSummary {
     pub uuid: String,
     pub name: String,
     pub power_state: String,
     pub domid: Option<u16>,
+    /// What runs the VM: "sim" (the simulated hypervisor) or "xen" (an
+    /// extension of the contract: no answer passes a simulated VM off as real).
+    pub hypervisor: String,
 }
 
 /// `vm.get`.
@@ -32,6 +35,8 @@ pub struct VmInfo {
     pub domain_type: String,
     pub memory_mib: u64,
     pub vcpus: u32,
+    /// "sim" or "xen" (an extension of the contract).
+    pub hypervisor: String,
     pub vbds: Vec<DeviceInfo>,
     pub vifs: Vec<DeviceInfo>,
     pub guest: GuestInfo,
@@ -97,17 +102,6 @@ pub const MAX_CONSOLE_LINES: u64 = 100_000;
 /// How many console lines `vm.console` returns when not told.
 pub const CONSOLE_LINES: u64 = 100;
 
-impl From<&VmSnapshot> for VmSummary {
-    fn from(s: &VmSnapshot) -> Self {
-        VmSummary {
-            uuid: s.uuid.to_string(),
-            name: s.spec.name.clone(),
-            power_state: s.power_state.name().to_owned(),
-            domid: s.domid,
-        }
-    }
-}
-
 fn type_name(t: DomainType) -> &'static str {
     match t {
         DomainType::Pv => "pv",
@@ -117,6 +111,16 @@ fn type_name(t: DomainType) -> &'static str {
 }
 
 impl Api {
+    fn summary(&self, s: &VmSnapshot) -> VmSummary {
+        VmSummary {
+            uuid: s.uuid.to_string(),
+            name: s.spec.name.clone(),
+            power_state: s.power_state.name().to_owned(),
+            domid: s.domid,
+            hypervisor: self.inner.hypervisor.to_owned(),
+        }
+    }
+
     async fn resolve(&self, key: &str) -> Result<VmHandle, ApiError> {
         Ok(self.inner.inventory.resolve(key).await?)
     }
@@ -129,10 +133,7 @@ impl Api {
     /// `vm.list`.
     pub async fn vm_list(&self) -> Result<Vec<VmSummary>, ApiError> {
         let vms = self.inner.inventory.list().await?;
-        Ok(vms
-            .iter()
-            .map(|vm| VmSummary::from(&vm.snapshot()))
-            .collect())
+        Ok(vms.iter().map(|vm| self.summary(&vm.snapshot())).collect())
     }
 
     /// `vm.get`.
@@ -172,6 +173,7 @@ impl Api {
             domain_type: type_name(spec.domain_type).to_owned(),
             memory_mib: spec.memory_mib,
             vcpus: spec.vcpus,
+            hypervisor: self.inner.hypervisor.to_owned(),
             vbds,
             vifs,
             guest: GuestInfo::from(d.guest),
@@ -208,7 +210,7 @@ impl Api {
     pub async fn vm_op(&self, key: &str, op: VmOp) -> Result<VmSummary, ApiError> {
         let vm = self.resolve(key).await?;
         vm.op(op).await?;
-        Ok(VmSummary::from(&vm.snapshot()))
+        Ok(self.summary(&vm.snapshot()))
     }
 
     /// `vm.remove`: forgets a Halted VM.
@@ -216,7 +218,7 @@ impl Api {
         let last = self.inner.inventory.remove(key).await?;
         Ok(VmSummary {
             power_state: "Halted".into(),
-            ..VmSummary::from(&last)
+            ..self.summary(&last)
         })
     }
 

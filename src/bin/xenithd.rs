@@ -29,6 +29,10 @@ struct Args {
     /// Accept fault.inject calls (for testing).
     #[arg(long)]
     allow_fault_injection: bool,
+    /// Run the embedded xenstored even with the xen hypervisor (refused
+    /// otherwise: on a Xen host the host's xenstored is the real one).
+    #[arg(long)]
+    force_embedded_xenstore: bool,
     /// Log format on stderr.
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         hypervisor: args.hypervisor,
         xenstore: args.xenstore,
         allow_fault_injection: args.allow_fault_injection,
+        force_embedded_xenstore: args.force_embedded_xenstore,
         log_format: args.log_format,
     };
     let config = match Config::load(args.config.as_deref(), overrides) {
@@ -94,9 +99,20 @@ fn main() -> ExitCode {
     };
     match run {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.exit_code() == 2 => {
+            // The host or the configuration is at fault: one line, exit 2
+            // (the unit does not restart on it).
+            let line = xenith::error::chain(&e);
+            if line.starts_with("xenithd") {
+                eprintln!("{line}");
+            } else {
+                eprintln!("xenithd: {line}");
+            }
+            ExitCode::from(2)
+        }
         Err(e) => {
             tracing::error!(error = %xenith::error::chain(&e), "xenithd failed");
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }

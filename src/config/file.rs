@@ -304,6 +304,7 @@ impl ConfigFile {
             hypervisor: o.hypervisor.unwrap_or(d.hypervisor),
             xenstore,
             allow_fault_injection: o.allow_fault_injection || d.allow_fault_injection,
+            force_embedded_xenstore: o.force_embedded_xenstore,
             log_format: o.log_format.unwrap_or(d.log_format),
             log_filter: d.log_level,
             rpc: RpcConfig {

@@ -34,7 +34,8 @@ impl ConfigError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum HypervisorChoice {
-    /// Xen when /dev/xen/privcmd exists, the simulated hypervisor otherwise.
+    /// Xen when /dev/xen/privcmd exists; refused on a Xen dom0 without it;
+    /// the simulated hypervisor elsewhere.
     Auto,
     /// The simulated hypervisor.
     Sim,
@@ -125,6 +126,9 @@ pub struct Config {
     /// Whether a NIC's missing bridge is created (`[network]`), or its
     /// plug fails.
     pub create_bridges: bool,
+    /// `--force-embedded-xenstore`: run the embedded xenstored even on a
+    /// Xen host (refused otherwise: the host's xenstored is the real one).
+    pub force_embedded_xenstore: bool,
 }
 
 /// What the command line can override (CONTRACT.md flags).
@@ -136,6 +140,7 @@ pub struct Overrides {
     pub xenstore: Option<XenstoreChoice>,
     pub allow_fault_injection: bool,
     pub log_format: Option<LogFormat>,
+    pub force_embedded_xenstore: bool,
 }
 
 impl Config {

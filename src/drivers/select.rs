@@ -47,21 +47,65 @@ impl HostDrivers {
     }
 }
 
-/// Picks the backend the configuration asks for (`auto`: xen when
-/// /dev/xen/privcmd exists, sim otherwise).
+/// The XENFEAT_dom0 bit of Xen's feature flags (xen/include/public/features.h).
+const XENFEAT_DOM0: u32 = 11;
+
+/// Why the host under `root` looks like a Xen dom0, if it does: the tests
+/// systemd-detect-virt makes (the XENFEAT_dom0 bit of
+/// /sys/hypervisor/properties/features, or `control_d` in
+/// /proc/xen/capabilities).
+pub fn xen_dom0_evidence(root: &Path) -> Option<String> {
+    let features = root.join("sys/hypervisor/properties/features");
+    if let Ok(text) = std::fs::read_to_string(&features) {
+        let hex = text.trim().trim_start_matches("0x");
+        if u64::from_str_radix(hex, 16).is_ok_and(|f| f & (1 << XENFEAT_DOM0) != 0) {
+            return Some(format!("{} has XENFEAT_dom0", features.display()));
+        }
+    }
+    let caps = root.join("proc/xen/capabilities");
+    match std::fs::read_to_string(&caps) {
+        Ok(text) if text.contains("control_d") => {
+            Some(format!("{} says control_d", caps.display()))
+        }
+        _ => None,
+    }
+}
+
+/// The backend `choice` means on the host under `root`. `auto` is xen when
+/// privcmd exists, and never the simulator on a Xen dom0 (without privcmd
+/// it is refused, saying why); the simulator elsewhere.
+pub fn choose(choice: HypervisorChoice, root: &Path) -> Result<HypervisorKind, HypervisorError> {
+    let privcmd = root.join(PRIVCMD.trim_start_matches('/'));
+    Ok(match choice {
+        HypervisorChoice::Sim => HypervisorKind::Sim,
+        HypervisorChoice::Xen => HypervisorKind::Xen,
+        HypervisorChoice::Auto if privcmd.exists() => HypervisorKind::Xen,
+        HypervisorChoice::Auto => {
+            if let Some(evidence) = xen_dom0_evidence(root) {
+                return Err(HypervisorError::Unavailable(
+                    "xen",
+                    format!(
+                        "this host is a Xen dom0 ({evidence}) but {PRIVCMD} is missing: load \
+                         xen_privcmd and mount xenfs (Debian's xen-utils-common does both at \
+                         boot); --hypervisor sim runs the simulator instead, on purpose"
+                    ),
+                ));
+            }
+            HypervisorKind::Sim
+        }
+    })
+}
+
+/// Opens the backend of `kind` ([`choose`] tells which) with what goes
+/// with it.
 ///
 /// On the simulated host, `guests` (the embedded xenstored) is where the
 /// simulated guests run their xenstore side; without it they are silent.
 pub fn select(
+    kind: HypervisorKind,
     config: &Config,
     guests: Option<Arc<dyn EmbeddedStore>>,
 ) -> Result<HostDrivers, HypervisorError> {
-    let kind = match config.hypervisor {
-        HypervisorChoice::Sim => HypervisorKind::Sim,
-        HypervisorChoice::Xen => HypervisorKind::Xen,
-        HypervisorChoice::Auto if Path::new(PRIVCMD).exists() => HypervisorKind::Xen,
-        HypervisorChoice::Auto => HypervisorKind::Sim,
-    };
     match kind {
         HypervisorKind::Sim => {
             let sim = super::sim::SimHypervisor::with_devices(
@@ -86,5 +130,64 @@ pub fn select(
                 follower: Some(xen),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let p = root.path().join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        root
+    }
+
+    #[test]
+    fn auto_never_picks_the_simulator_on_a_xen_dom0() {
+        // Not Xen at all, or a Xen guest (domU): the simulator.
+        for files in [
+            &[][..],
+            &[
+                ("sys/hypervisor/type", "xen\n"),
+                ("sys/hypervisor/properties/features", "00002705\n"),
+            ],
+            &[("proc/xen/capabilities", "")],
+        ] {
+            let root = host(files);
+            assert_eq!(
+                choose(HypervisorChoice::Auto, root.path()).unwrap(),
+                HypervisorKind::Sim,
+                "{files:?}"
+            );
+        }
+        // A dom0 (either sign), privcmd missing: refused, saying why.
+        for files in [
+            &[("sys/hypervisor/properties/features", "0x00000f05\n")][..],
+            &[("proc/xen/capabilities", "control_d\n")],
+        ] {
+            let root = host(files);
+            let e = choose(HypervisorChoice::Auto, root.path()).unwrap_err();
+            assert!(e.to_string().contains("is a Xen dom0"), "{e}");
+            assert!(e.to_string().contains(PRIVCMD), "{e}");
+            // Asked for, the simulator still runs.
+            assert_eq!(
+                choose(HypervisorChoice::Sim, root.path()).unwrap(),
+                HypervisorKind::Sim
+            );
+        }
+        // With privcmd: xen.
+        let root = host(&[
+            ("dev/xen/privcmd", ""),
+            ("proc/xen/capabilities", "control_d"),
+        ]);
+        assert_eq!(
+            choose(HypervisorChoice::Auto, root.path()).unwrap(),
+            HypervisorKind::Xen
+        );
     }
 }

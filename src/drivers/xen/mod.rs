@@ -135,6 +135,14 @@ impl XenHypervisor {
     /// decompressed kernels are cached in `kernel_cache`, which is returned
     /// too (what the VMs' definitions prepare).
     pub fn open(kernel_cache: PathBuf) -> Result<(Self, Arc<dyn BootImages>), HypervisorError> {
+        // Said here rather than by libxenctrl, which prints its own line.
+        let privcmd = crate::drivers::select::PRIVCMD;
+        if !std::path::Path::new(privcmd).exists() {
+            return Err(HypervisorError::Unavailable(
+                "xen",
+                format!("{privcmd} is missing: this host does not run Xen, or xen_privcmd is not loaded"),
+            ));
+        }
         let xc = Xc::open().map_err(|e| HypervisorError::Unavailable("xen", e.to_string()))?;
         let version = xc
             .version()

@@ -18,9 +18,14 @@
 //!     └── inventory   the VMs: created, taken back at its start, removed
 //! ```
 //!
-//! The RPC socket is claimed before any VM is taken back (a second daemon
-//! is refused before it touches a domain); calls wait until the inventory
-//! has started.
+//! Before anything else, the state directory's lock is taken and the
+//! sockets are checked (preflight.rs): a second daemon is refused, exit 2,
+//! having touched nothing. The RPC socket is claimed before any VM is taken
+//! back; calls wait until the inventory has started.
+
+mod preflight;
+
+pub use preflight::{check_socket, resolve_xenstore, StateLock, LOCK_FILE};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,7 +44,7 @@ use crate::actors::supervisor::{
 };
 use crate::actors::xenstored::{XenstoredActor, XenstoredHandle};
 use crate::api::Api;
-use crate::config::{Config, XenstoreChoice};
+use crate::config::Config;
 use crate::drivers::emulator::EmulatorConfig;
 use crate::drivers::xenstore::{EmbeddedStore, XsClient};
 use crate::drivers::{self, Hv, HypervisorError, HypervisorKind};
@@ -68,9 +73,6 @@ pub const VMS_FLAGS: SupervisorFlags = SupervisorFlags {
     period: std::time::Duration::from_secs(60),
 };
 
-/// Sockets where a host's own xenstored listens.
-const HOST_XENSTORED_SOCKETS: &[&str] = &["/run/xenstored/socket", "/var/run/xenstored/socket"];
-
 /// Why xenithd stopped other than by a signal.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -90,27 +92,30 @@ pub enum DaemonError {
     Tls(&'static str, String),
     #[error("the supervision tree ended: {0}")]
     TreeEnded(ExitReason),
+    /// Another daemon holds the state directory or answers on the socket.
+    #[error("xenithd is already running (pid {}, {})", .pid.map_or("unknown".to_owned(), |p| p.to_string()), .path.display())]
+    AlreadyRunning { pid: Option<i32>, path: PathBuf },
+    /// The environment does not allow what was asked (a xenstored that
+    /// does not fit the hypervisor, none running on a Xen host).
+    #[error("{0}")]
+    Refused(String),
 }
 
-/// Which xenstored `auto` means here: the host's when its socket exists.
-pub fn resolve_xenstore(choice: &XenstoreChoice, rpc_socket: &Path) -> (&'static str, PathBuf) {
-    match choice {
-        XenstoreChoice::Socket(p) => ("host", p.clone()),
-        XenstoreChoice::Embedded => (
-            "embedded",
-            crate::paths::embedded_xenstored_socket(rpc_socket),
-        ),
-        XenstoreChoice::Auto => match HOST_XENSTORED_SOCKETS
-            .iter()
-            .map(Path::new)
-            .find(|p| p.exists())
-        {
-            Some(p) => ("host", p.to_owned()),
-            None => (
-                "embedded",
-                crate::paths::embedded_xenstored_socket(rpc_socket),
-            ),
-        },
+impl DaemonError {
+    /// The exit status: 2 when the configuration or the host is at fault
+    /// (restarting would fail the same way: the unit does not restart on
+    /// 2), 1 when the tree gave up or a part it needs went away.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaemonError::Hypervisor(_)
+            | DaemonError::StateDir(..)
+            | DaemonError::Records(_)
+            | DaemonError::Signals(_)
+            | DaemonError::Tls(..)
+            | DaemonError::AlreadyRunning { .. }
+            | DaemonError::Refused(_) => 2,
+            DaemonError::Start(_) | DaemonError::Xenstore(_) | DaemonError::TreeEnded(_) => 1,
+        }
     }
 }
 
@@ -150,9 +155,8 @@ pub fn xenstored_spec_observed(
 
 /// `xenithd xenstored --socket PATH`: the embedded xenstored alone.
 pub async fn run_xenstored(socket: PathBuf) -> Result<(), DaemonError> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut signals = Signals::install()?;
+    check_socket(&socket)?;
     let flags = SupervisorFlags::new(Strategy::OneForOne, 5, std::time::Duration::from_secs(30));
     let root = RootSupervisor::start(
         "root",
@@ -163,8 +167,7 @@ pub async fn run_xenstored(socket: PathBuf) -> Result<(), DaemonError> {
     notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(socket = %socket.display(), "xenstored ready");
     tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+        _ = signals.stop() => {}
         reason = root.wait_exit() => return Err(DaemonError::TreeEnded(reason)),
     }
     notify(&[sd_notify::NotifyState::Stopping]);
@@ -203,12 +206,28 @@ pub fn vms_spec(
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     // Before anything starts: a SIGTERM from then on is an ordered shutdown,
     // never the default action (systemd may stop us as soon as we are ready).
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
-    prepare_state_dir(&config.state_dir)?;
+    let mut signals = Signals::install()?;
+    // One daemon per state directory and per socket, checked before
+    // anything reads a record or touches a domain or a process.
+    let lock = StateLock::acquire(&config.state_dir)?;
+    check_socket(&config.socket)?;
+    let kind = drivers::select::choose(config.hypervisor, Path::new("/"))?;
+    // Xen is opened first: a host without it is told so at once.
+    let xen = match kind {
+        HypervisorKind::Xen => Some(drivers::select(kind, &config, None)?),
+        HypervisorKind::Sim => None,
+    };
+    let (xs_kind, xs_socket) = resolve_xenstore(
+        &config.xenstore,
+        &config.socket,
+        kind,
+        config.force_embedded_xenstore,
+    )
+    .await?;
+    if xs_kind == "embedded" {
+        check_socket(&xs_socket)?;
+    }
     let records = RecordStore::open(&config.state_dir).map_err(DaemonError::Records)?;
-    let (xs_kind, xs_socket) = resolve_xenstore(&config.xenstore, &config.socket);
     let events = EventBus::new(config.rpc.event_backlog);
     let embedded = (xs_kind == "embedded").then(|| {
         xenstored_spec_observed(xs_socket.clone(), Quota::default(), Some(events.clone()))
@@ -216,9 +235,13 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let guests = embedded
         .as_ref()
         .map(|(_, h)| Arc::new(h.clone()) as Arc<dyn EmbeddedStore>);
-    let host = drivers::select(&config, guests)?;
+    let host = match xen {
+        Some(host) => host,
+        None => drivers::select(kind, &config, guests)?,
+    };
     let hv = Hv::new(host.hypervisor.clone());
     tracing::info!(
+        lock = %lock.path().display(),
         hypervisor = hv.kind().as_str(),
         xenstore = xs_kind,
         xenstore_socket = %xs_socket.display(),
@@ -226,6 +249,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         config = %config.source.as_deref().map_or("(built-in defaults)".into(), |p| p.display().to_string()),
         "xenithd starting"
     );
+    if kind == HypervisorKind::Sim {
+        tracing::warn!(
+            "running on the SIMULATED hypervisor: its domains, guests and devices are not real \
+             (host.info, vm.list and vm.get say hypervisor \"sim\")"
+        );
+    }
 
     let emulator = Arc::new(EmulatorConfig {
         qemu: config.qemu.clone(),
@@ -248,6 +277,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         root_slot.clone(),
         events.clone(),
         config.allow_fault_injection,
+        kind,
     );
     let flags = SupervisorFlags::new(
         Strategy::OneForOne,
@@ -313,8 +343,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     tracing::info!(socket = %config.socket.display(), vms, "xenithd ready");
 
     let signal_name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+        name = signals.stop() => name,
         reason = root.wait_exit() => {
             notify(&[sd_notify::NotifyState::Stopping]);
             return Err(DaemonError::TreeEnded(reason));
@@ -324,12 +353,54 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     notify(&[sd_notify::NotifyState::Stopping]);
     let reason = root.shutdown().await;
     if hv.kind() == HypervisorKind::Sim {
-        // The simulated host's domains end with the daemon: so do their
-        // device models.
-        reap_device_models(&emulator, &hv).await;
+        // The simulated host's domains end with the daemon: so do all
+        // their device models.
+        let emulator = emulator.clone();
+        let stopped = crate::drivers::blocking::run(move || emulator.reap(&[]))
+            .await
+            .unwrap_or_default();
+        if !stopped.is_empty() {
+            let domids = stopped.iter().map(ToString::to_string).collect::<Vec<_>>();
+            tracing::info!(domids = %domids.join(" "), "stopped the simulated domains' device models");
+        }
     }
     tracing::info!(%reason, "xenithd stopped");
+    drop(lock);
     Ok(())
+}
+
+/// The signals xenithd handles: SIGTERM and SIGINT stop it in order; SIGHUP
+/// is logged and ignored (logs go to stderr, so there is nothing to reopen;
+/// the configuration is read at start only).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, DaemonError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let make = |kind| signal(kind).map_err(DaemonError::Signals);
+        Ok(Signals {
+            term: make(SignalKind::terminate())?,
+            int: make(SignalKind::interrupt())?,
+            hup: make(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for a signal that stops the daemon; returns its name.
+    async fn stop(&mut self) -> &'static str {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return "SIGTERM",
+                _ = self.int.recv() => return "SIGINT",
+                _ = self.hup.recv() => tracing::info!(
+                    "SIGHUP: ignored (logs go to stderr, nothing to reopen; the configuration is read at start)"
+                ),
+            }
+        }
+    }
 }
 
 /// Where device models' pidfiles and QMP sockets go: next to the RPC socket.
@@ -356,16 +427,6 @@ async fn reap_device_models(emulator: &Arc<EmulatorConfig>, hv: &Hv) {
     if !reaped.is_empty() {
         tracing::info!(?reaped, "stopped device models of domains that are gone");
     }
-}
-
-/// The state directory holds VM records: private to the daemon's user.
-fn prepare_state_dir(dir: &Path) -> Result<(), DaemonError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| DaemonError::StateDir(dir.to_owned(), e))
 }
 
 /// Tells systemd (Type=notify) about readiness; a no-op outside systemd.
