@@ -64,7 +64,8 @@ async fn storm(n: usize) -> (Duration, Duration, u64) {
         async move {
             let spec = json!({
                 "name": name, "type": "pv", "memory_mib": 64, "kernel": "/boot/vmlinuz",
-                "disks": [{"path": "/var/lib/xenith/disk.img", "device": "xvda"}],
+                // One disk each: a disk has one writer.
+                "disks": [{"path": format!("/var/lib/xenith/{name}.img"), "device": "xvda"}],
                 "nics": [{"bridge": "xenbr0"}],
             });
             c.call::<Value, Value>("vm.create", json!({"spec": spec}))

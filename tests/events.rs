@@ -18,7 +18,7 @@ const XENITHD: &str = env!("CARGO_BIN_EXE_xenithd");
 
 fn spec(name: &str) -> Value {
     json!({"name": name, "type": "pv", "memory_mib": 64, "kernel": "/boot/vmlinuz",
-           "disks": [{"path": "/d.img", "device": "xvda"}], "nics": [{}]})
+           "disks": [{"path": format!("/images/{name}.img"), "device": "xvda"}], "nics": [{}]})
 }
 
 fn json_of(n: &Notification) -> Value {

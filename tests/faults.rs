@@ -23,7 +23,7 @@ fn code(r: Result<Value, ClientError>) -> String {
 
 fn spec(name: &str, on_crash: &str) -> Value {
     json!({"name": name, "type": "pv", "memory_mib": 128, "kernel": "/boot/vmlinuz", "on_crash": on_crash,
-           "disks": [{"path": "/d.img", "device": "xvda"}], "nics": [{}]})
+           "disks": [{"path": format!("/images/{name}.img"), "device": "xvda"}], "nics": [{}]})
 }
 
 async fn until(c: &RpcClient, vm: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {

@@ -12,7 +12,7 @@ use common::daemon::Xenithd;
 use common::rpc::{call, error, until};
 use serde_json::{json, Value};
 use xenith::drivers::xenstore::XsClient;
-use xenith::proto::rpc::RpcClient;
+use xenith::proto::rpc::{ClientError, RpcClient};
 
 const XENITHD: &str = env!("CARGO_BIN_EXE_xenithd");
 
@@ -165,4 +165,150 @@ async fn devices_plug_and_unplug_running_and_halted() {
     })
     .await;
     assert_eq!(states(&v, "vbds")[1].0, "xvdd");
+}
+
+fn remote(r: Result<Value, ClientError>) -> (String, Vec<String>, String) {
+    match r {
+        Err(ClientError::Remote(e)) => (e.code, e.details, e.message),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+/// What users did: gave a second VM (and the same VM) a disk another VM
+/// writes, under its own name, a symlink and a hard link, at create and at
+/// plug. What must hold: each is refused, VDI_IN_USE naming the disk and
+/// the VM that holds it, nothing is created or plugged; read-only sharing
+/// works; once the writer is gone the disk is free.
+#[tokio::test(flavor = "current_thread")]
+async fn a_disk_has_one_writer() {
+    let d = Xenithd::start(XENITHD, &[]);
+    let c = RpcClient::connect(&d.socket).await.unwrap();
+    let images = d.dir.path().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let img = images.join("shared.img");
+    std::fs::write(&img, b"disk").unwrap();
+    let link = images.join("link.img");
+    std::os::unix::fs::symlink(&img, &link).unwrap();
+    let hard = images.join("hard.img");
+    std::fs::hard_link(&img, &hard).unwrap();
+    let spec = |name: &str, disks: Value| {
+        json!({"spec": {"name": name, "type": "pv", "memory_mib": 64, "kernel": "/boot/vmlinuz",
+                        "disks": disks, "nics": [{}]}})
+    };
+    let disk = |path: &std::path::Path, dev: &str, mode: &str| json!({"path": path, "device": dev, "mode": mode});
+    call(
+        &c,
+        "vm.create",
+        spec("writer", json!([disk(&img, "xvda", "rw")])),
+    )
+    .await
+    .unwrap();
+    call(&c, "vm.start", json!({"vm": "writer"})).await.unwrap();
+
+    for (path, mode) in [(&img, "rw"), (&link, "rw"), (&hard, "ro")] {
+        let (code, details, message) = remote(
+            call(
+                &c,
+                "vm.create",
+                spec("second", json!([disk(path, "xvda", mode)])),
+            )
+            .await,
+        );
+        assert_eq!(code, "VDI_IN_USE", "{message}");
+        assert_eq!(
+            details,
+            vec![path.display().to_string(), "writer".to_owned()]
+        );
+        assert!(
+            message.contains("attached read-write to VM writer (xvda)"),
+            "{message}"
+        );
+    }
+    let (code, ..) = remote(call(&c, "vm.get", json!({"vm": "second"})).await);
+    assert_eq!(code, "NOT_FOUND", "nothing was created");
+
+    // Twice in one VM, at plug: refused, and the VM has one disk still.
+    let (code, details, _) = remote(
+        call(
+            &c,
+            "vbd.plug",
+            json!({"vm": "writer", "disk": disk(&link, "xvdb", "rw")}),
+        )
+        .await,
+    );
+    assert_eq!(
+        (code.as_str(), details[1].as_str()),
+        ("VDI_IN_USE", "writer")
+    );
+    let v = call(&c, "vm.get", json!({"vm": "writer"})).await.unwrap();
+    assert_eq!(v["vbds"].as_array().unwrap().len(), 1);
+
+    // Readers share a disk nobody writes.
+    let ro = images.join("ro.img");
+    std::fs::write(&ro, b"disk").unwrap();
+    call(
+        &c,
+        "vm.create",
+        spec("reader1", json!([disk(&ro, "xvda", "ro")])),
+    )
+    .await
+    .unwrap();
+    call(
+        &c,
+        "vm.create",
+        spec(
+            "reader2",
+            json!([disk(&ro, "xvda", "ro"), disk(&ro, "xvdb", "ro")]),
+        ),
+    )
+    .await
+    .unwrap();
+    call(
+        &c,
+        "vbd.plug",
+        json!({"vm": "writer", "disk": disk(&ro, "xvdc", "ro")}),
+    )
+    .await
+    .unwrap();
+    let (code, _, message) = remote(
+        call(
+            &c,
+            "vbd.plug",
+            json!({"vm": "reader1", "disk": disk(&ro, "xvdb", "rw")}),
+        )
+        .await,
+    );
+    assert_eq!(code, "VDI_IN_USE");
+    assert!(message.contains("attached read-only"), "{message}");
+
+    // The writer is killed and removed: the disk is free for another writer.
+    call(&c, "vm.kill", json!({"vm": "writer"})).await.unwrap();
+    call(&c, "vm.remove", json!({"vm": "writer"}))
+        .await
+        .unwrap();
+    call(
+        &c,
+        "vm.create",
+        spec("second", json!([disk(&hard, "xvda", "rw")])),
+    )
+    .await
+    .unwrap();
+
+    // And across a restart of xenithd, the rule holds for the VMs it takes back.
+    let (code, dir) = d.stop();
+    assert_eq!(code, Some(0));
+    let d = Xenithd::start_in(XENITHD, dir, &[]);
+    let c = RpcClient::connect(&d.socket).await.unwrap();
+    let (code, details, _) = remote(
+        call(
+            &c,
+            "vm.create",
+            spec("third", json!([disk(&img, "xvda", "rw")])),
+        )
+        .await,
+    );
+    assert_eq!(
+        (code.as_str(), details[1].as_str()),
+        ("VDI_IN_USE", "second")
+    );
 }

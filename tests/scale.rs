@@ -126,7 +126,7 @@ async fn a_thousand_vms_start_concurrently_and_faults_in_100_leave_the_other_900
             let ty = if i < HVM { "hvm" } else { "pv" };
             let spec = json!({"name": name(i), "type": ty, "memory_mib": 32, "kernel": "/boot/vmlinuz",
                               "on_crash": on_crash(i),
-                              "disks": [{"path": "/d.img", "device": "xvda"}], "nics": [{}]});
+                              "disks": [{"path": format!("/images/{}.img", name(i)), "device": "xvda"}], "nics": [{}]});
             (i, call(&c, "vm.create", json!({"spec": spec})).await["uuid"].as_str().unwrap().to_owned())
         }
     })

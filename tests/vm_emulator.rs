@@ -18,7 +18,7 @@ const XENITHD: &str = env!("CARGO_BIN_EXE_xenithd");
 
 fn hvm(name: &str, on_crash: &str) -> Value {
     json!({"name": name, "type": "hvm", "memory_mib": 256, "on_crash": on_crash,
-           "disks": [{"path": "/d.img", "device": "xvda"}], "nics": [{}]})
+           "disks": [{"path": format!("/images/{name}.img"), "device": "xvda"}], "nics": [{}]})
 }
 
 async fn until(c: &RpcClient, vm: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {

@@ -24,6 +24,8 @@ pub enum ErrorCode {
     Unauthorized,
     XenstoreError,
     InternalError,
+    /// A disk (a VDI, or a path) another VM holds (details: the disk, the VM).
+    VdiInUse,
 }
 
 impl ErrorCode {
@@ -41,6 +43,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::XenstoreError => "XENSTORE_ERROR",
             ErrorCode::InternalError => "INTERNAL_ERROR",
+            ErrorCode::VdiInUse => "VDI_IN_USE",
         }
     }
 }
@@ -140,6 +143,10 @@ impl From<InventoryError> for ApiError {
             }
             InventoryError::InvalidSpec(e) => ApiError::new(ErrorCode::InvalidParams, message)
                 .with_details(vec![format!("spec.{}", e.field)]),
+            InventoryError::DiskInUse { path, vm, .. } => {
+                ApiError::new(ErrorCode::VdiInUse, message)
+                    .with_details(vec![path.display().to_string(), vm])
+            }
             InventoryError::Vm(e) => e.into(),
             InventoryError::Record(_)
             | InventoryError::Supervisor(_)

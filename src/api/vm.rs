@@ -229,9 +229,8 @@ impl Api {
         key: &str,
         change: DeviceChange,
     ) -> Result<(String, String), ApiError> {
-        let vm = self.resolve(key).await?;
-        let device = vm.reconfigure(change).await?;
-        Ok((vm.uuid.to_string(), device))
+        let (uuid, device) = self.inner.inventory.reconfigure(key, change).await?;
+        Ok((uuid.to_string(), device))
     }
 
     /// `fault.inject {vm, part, kind}` (only with --allow-fault-injection).

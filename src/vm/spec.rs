@@ -158,12 +158,27 @@ pub fn xvd_devid(device: &str) -> Option<u32> {
     })
 }
 
-fn valid_mac(mac: &str) -> bool {
-    let parts: Vec<&str> = mac.split(':').collect();
-    parts.len() == 6
-        && parts
+/// Why `mac` cannot be a NIC's address, if it cannot: it must be six
+/// hex octets, unicast (the first octet's low bit clear: a multicast or
+/// broadcast address is refused by netback and by every switch's learning),
+/// and not all zeros.
+fn mac_problem(mac: &str) -> Option<&'static str> {
+    let octets: Vec<&str> = mac.split(':').collect();
+    let well_formed = octets.len() == 6
+        && octets
             .iter()
-            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !well_formed {
+        return Some("is not a MAC address (six hex octets: 00:16:3e:12:34:56)");
+    }
+    let first = u8::from_str_radix(octets[0], 16).unwrap_or(0);
+    if first & 1 != 0 {
+        return Some("is a multicast address: a NIC needs a unicast one (first octet even)");
+    }
+    if octets.iter().all(|p| *p == "00") {
+        return Some("is the all-zero address");
+    }
+    None
 }
 
 /// A MAC in Xen's OUI (00:16:3e), derived from the VM's uuid and the NIC's index.
@@ -200,18 +215,31 @@ fn validate_disk(d: DiskFile, at: &str, existing: &[Disk]) -> Result<Disk, VmSpe
     })
 }
 
-/// Checks a NIC that gets device id `devid`; `at` names it in errors.
-fn validate_nic(n: NicFile, at: &str, uuid: &uuid::Uuid, devid: u32) -> Result<Nic, VmSpecError> {
+/// Checks a NIC that gets device id `devid` against those the VM already
+/// has; `at` names it in errors.
+fn validate_nic(
+    n: NicFile,
+    at: &str,
+    uuid: &uuid::Uuid,
+    devid: u32,
+    existing: &[Nic],
+) -> Result<Nic, VmSpecError> {
     let mac = match n.mac {
-        Some(m) if valid_mac(&m) => m.to_ascii_lowercase(),
-        Some(m) => {
-            return Err(bad(
-                format!("{at}.mac"),
-                format!("{m:?} is not a MAC address"),
-            ))
-        }
+        Some(m) => match mac_problem(&m) {
+            None => m.to_ascii_lowercase(),
+            Some(why) => return Err(bad(format!("{at}.mac"), format!("{m:?} {why}"))),
+        },
         None => xen_mac(uuid, devid),
     };
+    if let Some(other) = existing.iter().find(|x| x.mac == mac) {
+        return Err(bad(
+            format!("{at}.mac"),
+            format!(
+                "{mac} is NIC {}'s already (a VM's MACs are unique)",
+                other.devid
+            ),
+        ));
+    }
     let bridge = n.bridge.unwrap_or_else(|| DEFAULT_BRIDGE.to_owned());
     if bridge.is_empty() || bridge.len() > 15 || bridge.contains(['/', ' ']) {
         return Err(bad(
@@ -243,7 +271,7 @@ impl VmSpec {
         let devid = (0..MAX_NICS)
             .find(|i| !self.nics.iter().any(|x| x.devid == *i))
             .ok_or_else(|| bad("nic", format!("a VM has at most {MAX_NICS} NICs")))?;
-        let nic = validate_nic(n, "nic", uuid, devid)?;
+        let nic = validate_nic(n, "nic", uuid, devid, &self.nics)?;
         let mut spec = self.clone();
         spec.nics.push(nic.clone());
         Ok((spec, nic))
@@ -330,11 +358,18 @@ impl VmSpecFile {
             let disk = validate_disk(d, &format!("disks[{i}]"), &disks)?;
             disks.push(disk);
         }
+        if self.nics.len() > MAX_NICS as usize {
+            return Err(bad(
+                "nics",
+                format!("{} NICs: a VM has at most {MAX_NICS}", self.nics.len()),
+            ));
+        }
         let mut nics = Vec::with_capacity(self.nics.len());
         for (i, n) in self.nics.into_iter().enumerate() {
             let at = format!("nics[{i}]");
             let index = u32::try_from(i).map_err(|_| bad(&at, "too many NICs"))?;
-            nics.push(validate_nic(n, &at, uuid, index)?);
+            let nic = validate_nic(n, &at, uuid, index, &nics)?;
+            nics.push(nic);
         }
         Ok(VmSpec {
             name,
@@ -418,6 +453,63 @@ mod tests {
 #[cfg(test)]
 mod examples {
     use super::*;
+
+    #[test]
+    fn macs_are_unicast_and_unique_within_a_vm() {
+        let uuid = uuid::Uuid::new_v4();
+        let spec = |nics: &str| {
+            VmSpecFile::from_toml(&format!(
+                "name=\"m\"\ntype=\"pv\"\nmemory_mib=64\nkernel=\"/k\"\n{nics}"
+            ))
+            .unwrap()
+            .validate(&uuid)
+        };
+        let ok = spec("[[nics]]\nmac=\"00:16:3E:00:00:01\"\n[[nics]]\n").unwrap();
+        assert_eq!(ok.nics[0].mac, "00:16:3e:00:00:01");
+        for (nics, field, words) in [
+            (
+                "[[nics]]\nmac=\"01:00:5e:00:00:01\"",
+                "nics[0].mac",
+                "multicast",
+            ),
+            (
+                "[[nics]]\nmac=\"ff:ff:ff:ff:ff:ff\"",
+                "nics[0].mac",
+                "multicast",
+            ),
+            (
+                "[[nics]]\nmac=\"00:00:00:00:00:00\"",
+                "nics[0].mac",
+                "all-zero",
+            ),
+            (
+                "[[nics]]\nmac=\"00:16:3e:00:01\"",
+                "nics[0].mac",
+                "six hex octets",
+            ),
+            (
+                "[[nics]]\nmac=\"00:16:3e:00:00:01\"\n[[nics]]\nmac=\"00:16:3E:00:00:01\"",
+                "nics[1].mac",
+                "NIC 0's already",
+            ),
+        ] {
+            let e = spec(nics).unwrap_err();
+            assert_eq!(e.field, field, "{nics}");
+            assert!(e.message.contains(words), "{nics}: {e}");
+        }
+        // A hot-plugged NIC is held to the same rules.
+        let taken = NicFile {
+            bridge: None,
+            mac: Some("00:16:3e:00:00:01".into()),
+        };
+        assert!(ok
+            .with_nic(&uuid, taken)
+            .unwrap_err()
+            .message
+            .contains("already"));
+        let e = spec(&"[[nics]]\n".repeat(65)).unwrap_err();
+        assert_eq!(e.field, "nics");
+    }
 
     #[test]
     fn the_shipped_examples_validate() {

@@ -17,6 +17,16 @@ pub enum InventoryError {
     },
     #[error("spec.{0}")]
     InvalidSpec(VmSpecError),
+    /// The disk has a writer already, or readers and it would be written.
+    #[error("{} is attached {} to VM {vm} ({device}): a disk has one writer; {hint}", .path.display(), if *.writable { "read-write" } else { "read-only" })]
+    DiskInUse {
+        path: std::path::PathBuf,
+        vm: String,
+        device: String,
+        /// Whether the holder writes it.
+        writable: bool,
+        hint: &'static str,
+    },
     #[error(transparent)]
     Vm(#[from] VmError),
     #[error("the VM record")]

@@ -2,10 +2,10 @@
 
 use tokio::sync::watch;
 
-use super::messages::{Create, List, Remove, Resolve};
+use super::messages::{Create, List, Reconfigure, Remove, Resolve};
 use super::state::InventoryActor;
 use super::InventoryError;
-use crate::actors::domain::{VmHandle, VmSnapshot};
+use crate::actors::domain::{DeviceChange, VmHandle, VmSnapshot};
 use crate::actors::slot::AddrSlot;
 use crate::vm::VmSpecFile;
 
@@ -35,6 +35,18 @@ impl InventoryHandle {
     /// Forgets a Halted VM; returns its last state.
     pub async fn remove(&self, key: &str) -> Result<VmSnapshot, InventoryError> {
         self.addr()?.send(Remove(key.to_owned())).await?
+    }
+
+    /// Plugs or unplugs a VM's device (one writer per disk is checked
+    /// first); returns the VM's uuid and the device's name.
+    pub async fn reconfigure(
+        &self,
+        key: &str,
+        change: DeviceChange,
+    ) -> Result<(uuid::Uuid, String), InventoryError> {
+        self.addr()?
+            .send(Reconfigure(key.to_owned(), change))
+            .await?
     }
 
     /// The VM named `key` (its uuid or its name).

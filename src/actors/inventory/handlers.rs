@@ -4,11 +4,15 @@
 
 use actix::{ActorFutureExt, Context, Handler, MessageResult, ResponseActFuture, WrapFuture};
 
-use super::messages::{Create, List, Remove, Resolve};
+use std::sync::Arc;
+
+use super::disks;
+use super::messages::{Create, List, Reconfigure, Remove, Resolve};
 use super::state::{adopt, boot_image, prepare_images, InventoryActor};
 use super::InventoryError;
-use crate::actors::domain::{Operation, VmHandle, VmSnapshot};
+use crate::actors::domain::{DeviceChange, Operation, VmEnv, VmError, VmHandle, VmSnapshot};
 use crate::actors::events::EventKind;
+use crate::actors::supervisor::SupervisorHandle;
 use crate::vm::VmRecord;
 
 fn ready<T: 'static>(
@@ -39,34 +43,72 @@ impl Handler<Create> for InventoryActor {
         self.reserved.insert(name.clone(), spec.kernel.clone());
         let record = VmRecord { uuid, spec };
         let (env, domains) = (self.env.clone(), self.domains.clone());
-        let work = async move {
-            env.records
-                .persist(record.clone())
-                .await
-                .map_err(InventoryError::Record)?;
-            let image = boot_image(&record);
-            match adopt(&env, &domains, record).await {
-                Ok(handle) => {
-                    prepare_images(&env, image.into_iter().collect());
-                    Ok(handle)
-                }
-                Err(e) => {
-                    if let Err(error) = env.records.forget(uuid).await {
-                        let error = crate::error::chain(&error);
-                        tracing::warn!(%uuid, %error, "cannot remove the record of a VM whose creation failed");
-                    }
-                    Err(InventoryError::Supervisor(e))
-                }
+        // Its disks' identities (on the blocking pool), then, back in the
+        // actor, checked against every VM's and held while it is made.
+        let spec = record.spec.clone();
+        let identities = crate::drivers::blocking::run(move || disks::uses_of(uuid, &spec));
+        let name2 = name.clone();
+        let checked = identities.into_actor(self).map(move |uses, act, _ctx| {
+            let uses = uses.map_err(|e| InventoryError::Vm(VmError::step("read the disks", &e)))?;
+            if let Some((new, held)) = act.disks.conflict(&uses) {
+                return Err(disks::in_use(new, held));
             }
-        };
-        Box::pin(work.into_actor(self).map(move |r, act, _ctx| {
-            act.reserved.remove(&name);
-            let handle = r?;
-            tracing::info!(vm = %name, %uuid, "VM created");
-            act.register(handle.clone());
-            act.tell(&handle, EventKind::Add);
-            Ok(uuid)
-        }))
+            let macs: Vec<String> = record.spec.nics.iter().map(|n| n.mac.clone()).collect();
+            act.warn_shared_macs(uuid, &name2, &macs);
+            Ok((act.disks.reserve(uses), record))
+        });
+        Box::pin(
+            checked
+                .then(move |r, act, _ctx| {
+                    async move {
+                        match r {
+                            Ok((token, record)) => {
+                                (Some(token), make_vm(env, domains, record).await)
+                            }
+                            Err(e) => (None, Err(e)),
+                        }
+                    }
+                    .into_actor(act)
+                })
+                .map(move |(token, r), act, _ctx| {
+                    act.reserved.remove(&name);
+                    let uses = token.map(|t| act.disks.release(t)).unwrap_or_default();
+                    let handle = r?;
+                    tracing::info!(vm = %name, %uuid, "VM created");
+                    act.disks.set(uuid, uses);
+                    act.register(handle.clone());
+                    act.tell(&handle, EventKind::Add);
+                    Ok(uuid)
+                }),
+        )
+    }
+}
+
+/// Persists a new VM's record and starts its supervisor; undoes the
+/// record if the supervisor does not start.
+async fn make_vm(
+    env: Arc<VmEnv>,
+    domains: SupervisorHandle,
+    record: VmRecord,
+) -> Result<VmHandle, InventoryError> {
+    let uuid = record.uuid;
+    env.records
+        .persist(record.clone())
+        .await
+        .map_err(InventoryError::Record)?;
+    let image = boot_image(&record);
+    match adopt(&env, &domains, record).await {
+        Ok(handle) => {
+            prepare_images(&env, image.into_iter().collect());
+            Ok(handle)
+        }
+        Err(e) => {
+            if let Err(error) = env.records.forget(uuid).await {
+                let error = crate::error::chain(&error);
+                tracing::warn!(%uuid, %error, "cannot remove the record of a VM whose creation failed");
+            }
+            Err(InventoryError::Supervisor(e))
+        }
     }
 }
 
@@ -110,6 +152,88 @@ impl Handler<Remove> for InventoryActor {
                     act.tidy_images();
                     act.tell(&vm, EventKind::Del);
                     Ok(vm.snapshot())
+                }),
+        )
+    }
+}
+
+impl Handler<Reconfigure> for InventoryActor {
+    type Result = ResponseActFuture<Self, Result<(uuid::Uuid, String), InventoryError>>;
+
+    /// A disk plugged is checked against every VM's disks and held while
+    /// the VM plugs it; a NIC's MAC another VM has is warned of.
+    fn handle(
+        &mut self,
+        Reconfigure(key, change): Reconfigure,
+        _ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let Some(vm) = self.resolve(&key) else {
+            return ready(Err(InventoryError::NotFound(key)));
+        };
+        if let DeviceChange::PlugNic(nic) = &change {
+            if let Some(mac) = &nic.mac {
+                self.warn_shared_macs(vm.uuid, &vm.name(), &[mac.to_ascii_lowercase()]);
+            }
+        }
+        let DeviceChange::PlugDisk(disk) = &change else {
+            let unplugged = match &change {
+                DeviceChange::UnplugDisk(device) => Some(device.clone()),
+                _ => None,
+            };
+            let work = async move { vm.reconfigure(change).await.map(|d| (vm.uuid, d)) };
+            return Box::pin(work.into_actor(self).map(move |r, act, _ctx| {
+                let (uuid, device) = r?;
+                if let Some(device) = unplugged {
+                    act.disks.take_out(uuid, &device);
+                }
+                Ok((uuid, device))
+            }));
+        };
+        let (path, mode, device, name, uuid) = (
+            disk.path.clone(),
+            disk.mode,
+            disk.device.clone(),
+            vm.name(),
+            vm.uuid,
+        );
+        let identity = crate::drivers::blocking::run(move || disks::DiskUse {
+            key: disks::DiskKey::of(&path),
+            vm: uuid,
+            name,
+            device,
+            path,
+            mode,
+        });
+        let checked = identity.into_actor(self).map(|new, act, _ctx| {
+            let new = new.map_err(|e| InventoryError::Vm(VmError::step("read the disk", &e)))?;
+            let new = [new];
+            if let Some((n, held)) = act.disks.conflict(&new) {
+                return Err(disks::in_use(n, held));
+            }
+            Ok(act.disks.reserve(new.to_vec()))
+        });
+        Box::pin(
+            checked
+                .then(move |token, act, _ctx| {
+                    async move {
+                        match token {
+                            Ok(token) => (
+                                Some(token),
+                                vm.reconfigure(change)
+                                    .await
+                                    .map(|d| (vm.uuid, d))
+                                    .map_err(Into::into),
+                            ),
+                            Err(e) => (None, Err(e)),
+                        }
+                    }
+                    .into_actor(act)
+                })
+                .map(|(token, r), act, _ctx| {
+                    let held = token.map(|t| act.disks.release(t)).unwrap_or_default();
+                    let done = r?;
+                    act.disks.add(held);
+                    Ok(done)
                 }),
         )
     }

@@ -3,7 +3,7 @@
 use actix::Message;
 
 use super::InventoryError;
-use crate::actors::domain::{VmHandle, VmSnapshot};
+use crate::actors::domain::{DeviceChange, VmHandle, VmSnapshot};
 use crate::vm::VmSpecFile;
 
 /// Defines a VM; answers its uuid.
@@ -20,6 +20,15 @@ pub struct Remove(pub String);
 
 impl Message for Remove {
     type Result = Result<VmSnapshot, InventoryError>;
+}
+
+/// Changes a VM's devices (by uuid or name); answers the VM's uuid and the
+/// device's name. A disk is checked against every VM's first.
+#[derive(Debug)]
+pub struct Reconfigure(pub String, pub DeviceChange);
+
+impl Message for Reconfigure {
+    type Result = Result<(uuid::Uuid, String), InventoryError>;
 }
 
 /// A VM by uuid or name.

@@ -11,6 +11,7 @@
 //! `domains` is restarted (past its intensity), the inventory is too, and
 //! takes every VM back through the same path as at start.
 
+pub mod disks;
 mod error;
 mod handle;
 mod handlers;
@@ -19,7 +20,7 @@ mod state;
 
 pub use error::InventoryError;
 pub use handle::{InventoryHandle, VmCount};
-pub use messages::{Create, List, Remove, Resolve};
+pub use messages::{Create, List, Reconfigure, Remove, Resolve};
 pub use state::InventoryActor;
 
 pub use crate::actors::domain::VmHandle;

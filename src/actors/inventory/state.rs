@@ -18,6 +18,8 @@ use crate::actors::supervisor::{
 use crate::drivers::{BootImage, DomId};
 use crate::vm::VmRecord;
 
+use super::disks::{self, DiskUse, Disks};
+
 /// The inventory actor.
 #[derive(Debug)]
 pub struct InventoryActor {
@@ -29,6 +31,8 @@ pub struct InventoryActor {
     /// Names of VMs being created (their record is being written, their
     /// supervisor started), with their kernels.
     pub(super) reserved: HashMap<String, Option<PathBuf>>,
+    /// Every VM's disks: one writer each.
+    pub(super) disks: Disks,
     count: Arc<watch::Sender<usize>>,
     slot: AddrSlot<InventoryActor>,
 }
@@ -62,6 +66,7 @@ impl InventoryActor {
                     vms: BTreeMap::new(),
                     names: HashMap::new(),
                     reserved: HashMap::new(),
+                    disks: Disks::default(),
                     count,
                     slot,
                 };
@@ -75,6 +80,16 @@ impl InventoryActor {
     /// that cannot be taken back is logged and left out.
     async fn adopt_all(&mut self, records: Vec<VmRecord>) {
         self.log_foreign_domains(&records).await;
+        let specs: Vec<_> = records.iter().map(|r| (r.uuid, r.spec.clone())).collect();
+        let mut uses: HashMap<uuid::Uuid, Vec<DiskUse>> =
+            crate::drivers::blocking::run(move || {
+                specs
+                    .iter()
+                    .map(|(uuid, spec)| (*uuid, disks::uses_of(*uuid, spec)))
+                    .collect()
+            })
+            .await
+            .unwrap_or_default();
         let mut images = Vec::new();
         for record in records {
             let (uuid, name) = (record.uuid, record.spec.name.clone());
@@ -82,9 +97,18 @@ impl InventoryActor {
                 tracing::error!(vm = %name, %uuid, other = %other, "cannot take this VM back: its name is another VM's");
                 continue;
             }
+            let vm_disks = uses.remove(&uuid).unwrap_or_default();
+            if let Some((new, held)) = self.disks.conflict(&vm_disks) {
+                // Defined before one writer per disk was checked: kept, and said.
+                let e = disks::in_use(new, held);
+                tracing::warn!(vm = %name, %uuid, device = %new.device, error = %e, "a disk this VM shares");
+            }
             images.extend(boot_image(&record));
             match adopt(&self.env, &self.domains, record).await {
-                Ok(handle) => self.register(handle),
+                Ok(handle) => {
+                    self.disks.set(uuid, vm_disks);
+                    self.register(handle);
+                }
                 Err(e) => {
                     let error = crate::error::chain(&e);
                     tracing::error!(vm = %name, %uuid, %error, "cannot take this VM back");
@@ -124,7 +148,21 @@ impl InventoryActor {
         if let Some(vm) = self.vms.remove(&uuid) {
             self.names.retain(|_, u| *u != vm.uuid);
         }
+        self.disks.forget(uuid);
         self.count.send_replace(self.vms.len());
+    }
+
+    /// Warns of NICs whose MAC another VM's NIC has (a VM's own MACs are
+    /// unique, checked with its spec; across VMs it is worth a warning:
+    /// two running VMs with one MAC on one bridge break each other's
+    /// traffic).
+    pub(super) fn warn_shared_macs(&self, uuid: uuid::Uuid, name: &str, macs: &[String]) {
+        for vm in self.vms.values().filter(|vm| vm.uuid != uuid) {
+            let spec = vm.spec();
+            for nic in spec.nics.iter().filter(|n| macs.contains(&n.mac)) {
+                tracing::warn!(vm = %name, other = %spec.name, mac = %nic.mac, "a MAC another VM's NIC has");
+            }
+        }
     }
 
     /// A VM by uuid or name.
