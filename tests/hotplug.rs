@@ -312,3 +312,93 @@ async fn a_disk_has_one_writer() {
         ("VDI_IN_USE", "second")
     );
 }
+
+/// What a user did: unplugged a disk and a NIC and plugged them again under
+/// the same names, and plugged a disk into a guest whose frontends never
+/// connect. What must hold: a plug answers once the device is Connected
+/// (the re-plugged ones too); the one that cannot connect fails with the
+/// state it reached, and is gone.
+#[tokio::test(flavor = "current_thread")]
+async fn a_plug_answers_once_connected_and_ids_can_be_used_again() {
+    let d = Xenithd::start(XENITHD, &[]);
+    let c = RpcClient::connect(&d.socket).await.unwrap();
+    let spec = |name: &str, cmdline: &str| {
+        json!({"spec": {"name": name, "type": "pv", "memory_mib": 64, "kernel": "/boot/vmlinuz",
+                        "cmdline": cmdline, "disks": [{"path": format!("/images/{name}.img"), "device": "xvda"}],
+                        "nics": [{}]}})
+    };
+    call(&c, "vm.create", spec("re", "")).await.unwrap();
+    call(&c, "vm.start", json!({"vm": "re"})).await.unwrap();
+    until(
+        &c,
+        "re",
+        "connected",
+        Duration::from_secs(10),
+        all_connected,
+    )
+    .await;
+    let state_of = |v: &Value, kind: &str, dev: &str| {
+        states(v, kind)
+            .into_iter()
+            .find(|(d, _)| d == dev)
+            .map(|(_, s)| s)
+    };
+    for round in 0..3 {
+        let r = call(
+            &c,
+            "vbd.plug",
+            json!({"vm": "re", "disk": {"path": "/images/re-e.img", "device": "xvde"}}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r["device"], "xvde");
+        let r = call(&c, "vif.plug", json!({"vm": "re", "nic": {}}))
+            .await
+            .unwrap();
+        assert_eq!(r["device"], "1");
+        // Answered: connected already, the first time and every time after.
+        let v = call(&c, "vm.get", json!({"vm": "re"})).await.unwrap();
+        assert_eq!(
+            state_of(&v, "vbds", "xvde").as_deref(),
+            Some("Connected"),
+            "round {round}: {v:#}"
+        );
+        assert_eq!(
+            state_of(&v, "vifs", "1").as_deref(),
+            Some("Connected"),
+            "round {round}: {v:#}"
+        );
+        call(&c, "vbd.unplug", json!({"vm": "re", "device": "xvde"}))
+            .await
+            .unwrap();
+        call(&c, "vif.unplug", json!({"vm": "re", "device": "1"}))
+            .await
+            .unwrap();
+    }
+
+    // Frontends that never connect: the plug fails, saying how far it got,
+    // and the device is taken out again.
+    call(&c, "vm.create", spec("stuck", "xenith.hang=1"))
+        .await
+        .unwrap();
+    call(&c, "vm.start", json!({"vm": "stuck"})).await.unwrap();
+    let t0 = std::time::Instant::now();
+    let r = call(
+        &c,
+        "vbd.plug",
+        json!({"vm": "stuck", "disk": {"path": "/images/stuck-b.img", "device": "xvdb"}}),
+    )
+    .await;
+    let e = match r {
+        Err(ClientError::Remote(e)) => e,
+        other => panic!("expected an error, got {other:?}"),
+    };
+    assert_eq!(e.code, "OPERATION_TIMEOUT", "{}", e.message);
+    assert_eq!(
+        e.details,
+        vec!["vbd:xvdb".to_owned(), "InitWait".to_owned()]
+    );
+    assert!(t0.elapsed() >= Duration::from_secs(10));
+    let v = call(&c, "vm.get", json!({"vm": "stuck"})).await.unwrap();
+    assert_eq!(state_of(&v, "vbds", "xvdb"), None, "{v:#}");
+}

@@ -100,6 +100,10 @@ impl From<VmError> for ApiError {
             VmError::StepTimeout { step, .. } => {
                 ApiError::new(ErrorCode::OperationTimeout, message).with_details(vec![step])
             }
+            VmError::NotConnected {
+                device, reached, ..
+            } => ApiError::new(ErrorCode::OperationTimeout, message)
+                .with_details(vec![device, reached.name().to_owned()]),
             VmError::GuestTimeout { .. } => ApiError::new(ErrorCode::OperationTimeout, message)
                 .with_details(vec!["wait for the guest's shutdown".into()]),
             VmError::NotEnoughMemory {

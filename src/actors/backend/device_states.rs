@@ -39,6 +39,27 @@ impl DeviceStates {
             .send_if_modified(|m| m.remove(&(kind, name.to_owned())).is_some());
     }
 
+    /// Waits until the device's state is `want`, at most `timeout`; returns
+    /// the state it has then (`want`, or where it stopped).
+    pub async fn wait_for(
+        &self,
+        kind: DeviceKind,
+        name: &str,
+        want: XenbusState,
+        timeout: std::time::Duration,
+    ) -> XenbusState {
+        let key = (kind, name.to_owned());
+        let mut rx = self.0.subscribe();
+        let reached = tokio::time::timeout(timeout, async {
+            rx.wait_for(|m| m.get(&key) == Some(&want)).await.is_ok()
+        })
+        .await;
+        match reached {
+            Ok(true) => want,
+            _ => self.get(kind, name),
+        }
+    }
+
     /// The device's state (Unknown when no actor set one).
     pub fn get(&self, kind: DeviceKind, name: &str) -> XenbusState {
         self.0

@@ -23,6 +23,14 @@ pub enum VmError {
     /// A step of the operation took longer than it may.
     #[error("{step} did not finish within {after:?}")]
     StepTimeout { step: String, after: Duration },
+    /// A device plugged into a running guest did not connect in time (it
+    /// was taken out again).
+    #[error("the guest did not connect {device} within {after:?} (its backend reached {reached}); the device was taken out again")]
+    NotConnected {
+        device: String,
+        reached: crate::xs::XenbusState,
+        after: Duration,
+    },
     /// The guest did not do what it was asked in time.
     #[error("the guest did not {what} within {after:?} (use force)")]
     GuestTimeout { what: &'static str, after: Duration },

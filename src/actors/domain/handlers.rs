@@ -40,7 +40,7 @@ impl Handler<Run> for DomainActor {
         }
         let (tx, rx) = oneshot::channel();
         let what = op.name();
-        let work = ops::work(self.c.clone(), self.running.clone(), op);
+        let work = ops::work(self.c.clone(), self.running.clone(), self.state, op);
         self.run(ctx, what, work, Some(tx));
         Box::pin(async move { rx.await.unwrap_or(Err(VmError::Interrupted)) })
     }

@@ -27,6 +27,9 @@ use super::error::VmError;
 /// How long one step may take.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a device plugged into a running guest may take to connect.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Where an HVM guest boots from when its spec names no kernel.
 const HVMLOADER: &str = "/usr/lib/xen/boot/hvmloader";
 
@@ -197,20 +200,40 @@ async fn start_child(c: &Ctx, domid: DomId, id: &ChildId, spec: ChildSpec) -> Re
     Ok(())
 }
 
-/// Plugs a device of `spec` into the running domain.
+/// Plugs a device of `spec` into the domain. With `connect` (the guest
+/// runs), it answers once the guest's frontend has connected; a device
+/// that does not connect in time is taken out again, and the error says
+/// the state it reached.
 pub async fn plug_device(
     c: &Ctx,
     domid: DomId,
     spec: &VmSpec,
     kind: DeviceKind,
     name: &str,
+    connect: bool,
 ) -> Result<ChildId, VmError> {
     let device = device_spec(domid, spec, kind, name).ok_or_else(|| VmError::NoDevice {
         what: "device",
         name: name.to_owned(),
     })?;
     let id = device.child_id();
-    start_child(c, domid, &id, backend_child(c, domid, device)).await?;
+    start_child(c, domid, &id, backend_child(c, domid, device.clone())).await?;
+    if connect {
+        let reached = c
+            .device_states
+            .wait_for(kind, name, XenbusState::Connected, CONNECT_TIMEOUT)
+            .await;
+        if reached != XenbusState::Connected {
+            if let Err(e) = unplug_device(c, domid, &device, false).await {
+                tracing::warn!(device = %id, error = %crate::error::chain(&e), "taking out a device that did not connect");
+            }
+            return Err(VmError::NotConnected {
+                device: id.to_string(),
+                reached,
+                after: CONNECT_TIMEOUT,
+            });
+        }
+    }
     Ok(id)
 }
 

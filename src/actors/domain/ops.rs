@@ -16,11 +16,16 @@ use crate::drivers::{DomId, DomainEvent, ShutdownReason};
 use crate::vm::layout;
 
 /// The work of `op` on a VM in this state.
-pub(super) async fn work(c: Ctx, running: Option<Running>, op: Operation) -> Outcome {
+pub(super) async fn work(
+    c: Ctx,
+    running: Option<Running>,
+    state: PowerState,
+    op: Operation,
+) -> Outcome {
     match op {
         Operation::Power(op) => power(c, running, op).await,
         Operation::Device(change) => match plan(&c.spec, &c.uuid, change) {
-            Ok(plan) => match reconfigure(&c, running.as_ref(), plan).await {
+            Ok(plan) => match reconfigure(&c, running.as_ref(), state, plan).await {
                 Ok(outcome) => outcome,
                 Err(e) => Outcome::Failed(e),
             },
@@ -167,11 +172,19 @@ async fn stop_domain(
 
 /// Carries out a device change: on a running domain the device's backend
 /// is plugged or unplugged; then the VM's record is saved with the new spec.
-async fn reconfigure(c: &Ctx, running: Option<&Running>, plan: Plan) -> Result<Outcome, VmError> {
+async fn reconfigure(
+    c: &Ctx,
+    running: Option<&Running>,
+    state: PowerState,
+    plan: Plan,
+) -> Result<Outcome, VmError> {
     let id = crate::actors::child::ChildId::Device(plan.kind, plan.name.clone());
     if let Some(r) = running {
         if plan.plug {
-            lifecycle::plug_device(c, r.domid, &plan.spec, plan.kind, &plan.name).await?;
+            // A running guest connects the device before the plug answers;
+            // a paused one does when it runs again.
+            let connect = state == PowerState::Running;
+            lifecycle::plug_device(c, r.domid, &plan.spec, plan.kind, &plan.name, connect).await?;
         } else if let Some(device) = lifecycle::device_spec(r.domid, &c.spec, plan.kind, &plan.name)
         {
             lifecycle::unplug_device(c, r.domid, &device, true).await?;

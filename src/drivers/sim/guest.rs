@@ -154,7 +154,11 @@ impl Guest {
         let mut control = xs.watch("control/shutdown").await?;
         let mut target = xs.watch("memory/target").await?;
         let mut devices = xs.watch("device").await?;
+        // The frontends running, by "vbd/51712"; each says when it ends (its
+        // device was removed), so a device plugged again with that id gets a
+        // new one, as Linux's xenbus probes it again.
         let mut known: HashSet<String> = HashSet::new();
+        let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel::<String>();
         loop {
             tokio::select! {
                 event = control.next() => {
@@ -190,35 +194,57 @@ impl Guest {
                         }
                     }
                 }
+                key = done.recv() => {
+                    if let Some(key) = key {
+                        known.remove(&key);
+                    }
+                    self.probe(&xs, &mut known, &done_tx).await?;
+                }
                 event = devices.next() => {
                     event.ok_or(Gone)?;
-                    for kind in DeviceKind::ALL {
-                        let ids = match xs.directory(&format!("device/{kind}")).await {
-                            Ok(ids) => ids,
-                            Err(XsClientError::Xs(_)) => continue,
-                            Err(e) => return Err(e.into()),
-                        };
-                        for id in ids {
-                            let key = format!("{kind}/{id}");
-                            if known.insert(key.clone()) {
-                                let frontend = Frontend {
-                                    xs: xs.clone(),
-                                    path: format!("device/{key}"),
-                                    kind,
-                                    devid: id.parse().unwrap_or(0),
-                                    profile: self.profile.clone(),
-                                    running: self.running.clone(),
-                                    faults: self.faults.clone(),
-                                    hv: self.hv.clone(),
-                                    domid: self.domid,
-                                };
-                                tokio::spawn(frontend.run());
-                            }
-                        }
-                    }
+                    self.probe(&xs, &mut known, &done_tx).await?;
                 }
             }
         }
+    }
+
+    /// Starts a frontend for each device of the guest that has none.
+    async fn probe(
+        &self,
+        xs: &XsClient,
+        known: &mut HashSet<String>,
+        done: &tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Result<(), Gone> {
+        for kind in DeviceKind::ALL {
+            let ids = match xs.directory(&format!("device/{kind}")).await {
+                Ok(ids) => ids,
+                Err(XsClientError::Xs(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for id in ids {
+                let key = format!("{kind}/{id}");
+                if !known.insert(key.clone()) {
+                    continue;
+                }
+                let frontend = Frontend {
+                    xs: xs.clone(),
+                    path: format!("device/{key}"),
+                    kind,
+                    devid: id.parse().unwrap_or(0),
+                    profile: self.profile.clone(),
+                    running: self.running.clone(),
+                    faults: self.faults.clone(),
+                    hv: self.hv.clone(),
+                    domid: self.domid,
+                };
+                let done = done.clone();
+                tokio::spawn(async move {
+                    frontend.run().await;
+                    let _ = done.send(key);
+                });
+            }
+        }
+        Ok(())
     }
 
     async fn agent_report(&self, xs: &XsClient) -> Result<(), Gone> {
