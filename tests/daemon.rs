@@ -536,6 +536,8 @@ fn sighup_is_logged_and_ignored() {
     std::thread::sleep(Duration::from_millis(200));
     assert!(d.shell(&["host", "info"]).status.success(), "still serving");
     d.signal(nix::sys::signal::Signal::SIGHUP);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(d.shell(&["host", "info"]).status.success(), "still serving");
     let (status, log) = d.stop();
     assert_eq!(status.code(), Some(0));
     assert_eq!(log.matches("SIGHUP: ignored").count(), 2, "{log}");

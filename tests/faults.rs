@@ -260,3 +260,94 @@ async fn each_fault_is_handled_by_policy_and_the_other_vm_is_untouched() {
     let after = restarts(&c, &bystander).await;
     assert!(after.iter().all(|(_, n)| *n == 0), "{after:?}");
 }
+
+/// What users did: one asked a guest that does not answer to shut down
+/// (waiting up to a minute); meanwhile another tried to pause it, reboot it,
+/// start it, and then killed it. What must hold: the conflicting calls are
+/// refused at once (OTHER_OPERATION_IN_PROGRESS, or VM_BAD_POWER_STATE),
+/// never queued; the kill pre-empts the wait and returns at once; the
+/// waiting shutdown returns as soon as the VM halts, saying why. The same
+/// when the domain is destroyed behind xenith's back.
+#[tokio::test(flavor = "current_thread")]
+async fn a_waiting_shutdown_returns_when_the_vm_halts_and_conflicts_are_refused() {
+    let d = Xenithd::start(XENITHD, &["--allow-fault-injection"]);
+    let a = RpcClient::connect(&d.socket).await.unwrap();
+    let b = RpcClient::connect(&d.socket).await.unwrap();
+    let uuid = call(&a, "vm.create", json!({"spec": spec("mute", "destroy")}))
+        .await
+        .unwrap()["uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for how in ["kill", "destroyed"] {
+        call(&a, "vm.start", json!({"vm": "mute"})).await.unwrap();
+        until(&a, "mute", "connected", connected).await;
+        inject(&a, "mute", "domain", "hang").await.unwrap();
+        let t0 = Instant::now();
+        let waiting = tokio::spawn({
+            let a = a.clone();
+            async move { call(&a, "vm.shutdown", json!({"vm": "mute", "timeout_s": 60})).await }
+        });
+        until(&b, "mute", "the shutdown waiting", |v| {
+            v["operation"] == "shutdown"
+        })
+        .await;
+        for (method, params) in [
+            ("vm.pause", json!({"vm": "mute"})),
+            ("vm.reboot", json!({"vm": "mute", "force": true})),
+            ("vm.set_memory_target", json!({"vm": "mute", "mib": 64})),
+        ] {
+            match call(&b, method, params).await {
+                Err(ClientError::Remote(e)) => {
+                    assert_eq!(
+                        e.code, "OTHER_OPERATION_IN_PROGRESS",
+                        "{method}: {}",
+                        e.message
+                    );
+                    assert_eq!(e.details, vec![uuid.clone(), "shutdown".to_owned()]);
+                }
+                other => panic!("{method}: expected a refusal, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            code(call(&b, "vm.start", json!({"vm": "mute"})).await),
+            "VM_BAD_POWER_STATE"
+        );
+        let expect = match how {
+            "kill" => {
+                let killed = call(&b, "vm.kill", json!({"vm": "mute"})).await.unwrap();
+                assert_eq!(killed["power_state"], "Halted");
+                "killed (vm.kill) while the guest was asked to poweroff"
+            }
+            _ => {
+                inject(&b, "mute", "domain", "kill").await.unwrap();
+                "the domain was destroyed"
+            }
+        };
+        let done = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the waiting shutdown returned")
+            .unwrap()
+            .unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        assert_eq!(done["power_state"], "Halted");
+        assert_eq!(done["reason"], expect, "{done}");
+        let v = call(&a, "vm.get", json!({"vm": "mute"})).await.unwrap();
+        assert_eq!(
+            (v["power_state"].clone(), v["operation"].clone()),
+            (json!("Halted"), Value::Null)
+        );
+    }
+    // A timeout beyond an hour is refused.
+    assert_eq!(
+        code(
+            call(
+                &a,
+                "vm.shutdown",
+                json!({"vm": "mute", "timeout_s": 1_000_000_000u64})
+            )
+            .await
+        ),
+        "INVALID_PARAMS"
+    );
+}

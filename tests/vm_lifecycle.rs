@@ -18,7 +18,7 @@ fn spec(name: &str, memory_mib: u64) -> Value {
     json!({
         "name": name, "type": "pv", "memory_mib": memory_mib, "vcpus": 1,
         "kernel": "/boot/vmlinuz", "cmdline": "console=hvc0",
-        "disks": [{"path": "/var/lib/xenith/d.img", "device": "xvda", "mode": "rw"}],
+        "disks": [{"path": format!("/var/lib/xenith/{name}.img"), "device": "xvda", "mode": "rw"}],
         "nics": [{"bridge": "xenbr0", "mac": "00:16:3e:00:00:01"}],
     })
 }
@@ -92,7 +92,8 @@ async fn a_vm_lives_and_dies_as_asked() {
     let list = call(&c, "vm.list", json!({})).await.unwrap();
     assert_eq!(
         list,
-        json!([{"uuid": uuid, "name": "web", "power_state": "Halted", "domid": null}])
+        // Labelled: a simulated VM is never passed off as real.
+        json!([{"uuid": uuid, "name": "web", "power_state": "Halted", "domid": null, "hypervisor": "sim"}])
     );
     let host = call(&c, "host.info", json!({})).await.unwrap();
     assert_eq!(host["vms"], 1);
@@ -110,6 +111,7 @@ async fn a_vm_lives_and_dies_as_asked() {
     })
     .await;
     assert_eq!(v["guest"]["os_distro"], "debian");
+    assert_eq!(v["hypervisor"], "sim");
     assert_eq!(v["vifs"][0]["mac"], "00:16:3e:00:00:01");
     assert_eq!(
         xs_read(&d, &format!("/local/domain/{domid}/name")).as_deref(),

@@ -26,6 +26,9 @@ pub enum ErrorCode {
     InternalError,
     /// A disk (a VDI, or a path) another VM holds (details: the disk, the VM).
     VdiInUse,
+    /// Another operation is under way on the VM (details: the VM, the
+    /// operation): refused, not queued.
+    OtherOperationInProgress,
 }
 
 impl ErrorCode {
@@ -44,6 +47,7 @@ impl ErrorCode {
             ErrorCode::XenstoreError => "XENSTORE_ERROR",
             ErrorCode::InternalError => "INTERNAL_ERROR",
             ErrorCode::VdiInUse => "VDI_IN_USE",
+            ErrorCode::OtherOperationInProgress => "OTHER_OPERATION_IN_PROGRESS",
         }
     }
 }
@@ -97,6 +101,10 @@ impl From<VmError> for ApiError {
                 expected.name().to_owned(),
                 state.name().to_owned(),
             ]),
+            VmError::OtherOperation { vm, op } => {
+                ApiError::new(ErrorCode::OtherOperationInProgress, message)
+                    .with_details(vec![vm.to_string(), op.to_owned()])
+            }
             VmError::StepTimeout { step, .. } => {
                 ApiError::new(ErrorCode::OperationTimeout, message).with_details(vec![step])
             }

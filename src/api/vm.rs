@@ -22,6 +22,11 @@ pub struct VmSummary {
     /// What runs the VM: "sim" (the simulated hypervisor) or "xen" (an
     /// extension of the contract: no answer passes a simulated VM off as real).
     pub hypervisor: String,
+    /// Why the VM halted, when it did while the operation waited for it (a
+    /// clean shutdown that a kill pre-empted, a guest that crashed instead:
+    /// an extension of the contract).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// `vm.get`.
@@ -118,6 +123,7 @@ impl Api {
             power_state: s.power_state.name().to_owned(),
             domid: s.domid,
             hypervisor: self.inner.hypervisor.to_owned(),
+            reason: None,
         }
     }
 
@@ -209,8 +215,15 @@ impl Api {
     /// `vm.kill`, `vm.set_memory_target`.
     pub async fn vm_op(&self, key: &str, op: VmOp) -> Result<VmSummary, ApiError> {
         let vm = self.resolve(key).await?;
-        vm.op(op).await?;
-        Ok(self.summary(&vm.snapshot()))
+        let reply = vm.op(op).await?;
+        let reason = match reply {
+            crate::actors::domain::OpReply::Halted(why) => Some(why),
+            _ => None,
+        };
+        Ok(VmSummary {
+            reason,
+            ..self.summary(&vm.snapshot())
+        })
     }
 
     /// `vm.remove`: forgets a Halted VM.
@@ -250,7 +263,18 @@ impl Api {
     }
 }
 
-/// The clean-shutdown wait, from the API's seconds.
-pub fn shutdown_timeout(timeout_s: Option<u64>) -> std::time::Duration {
-    timeout_s.map_or(super::SHUTDOWN_TIMEOUT, std::time::Duration::from_secs)
+/// The longest a clean shutdown may wait for the guest (`timeout_s`).
+pub const MAX_SHUTDOWN_TIMEOUT_S: u64 = 3600;
+
+/// The clean-shutdown wait, from the API's seconds (at most an hour).
+pub fn shutdown_timeout(timeout_s: Option<u64>) -> Result<std::time::Duration, ApiError> {
+    match timeout_s {
+        None => Ok(super::SHUTDOWN_TIMEOUT),
+        Some(s) if s <= MAX_SHUTDOWN_TIMEOUT_S => Ok(std::time::Duration::from_secs(s)),
+        Some(s) => Err(ApiError::new(
+            ErrorCode::InvalidParams,
+            format!("timeout_s: {s} is above {MAX_SHUTDOWN_TIMEOUT_S} (an hour)"),
+        )
+        .with_details(vec!["timeout_s".into()])),
+    }
 }

@@ -20,6 +20,9 @@ pub enum VmError {
         /// The state it could have run from.
         expected: PowerState,
     },
+    /// Another operation is under way on the VM (it is refused, not queued).
+    #[error("another operation is under way on the VM ({op}): try again once it is done")]
+    OtherOperation { vm: uuid::Uuid, op: &'static str },
     /// A step of the operation took longer than it may.
     #[error("{step} did not finish within {after:?}")]
     StepTimeout { step: String, after: Duration },

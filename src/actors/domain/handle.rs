@@ -114,16 +114,17 @@ impl VmHandle {
         addr.send(Run(op)).await?
     }
 
-    /// Runs a power operation.
-    pub async fn op(&self, op: VmOp) -> Result<(), VmError> {
-        self.run(Operation::Power(op)).await.map(drop)
+    /// Runs a power operation; answers when the VM has reached its new
+    /// state (why, when it halted while the operation waited).
+    pub async fn op(&self, op: VmOp) -> Result<OpReply, VmError> {
+        self.run(Operation::Power(op)).await
     }
 
     /// Plugs or unplugs a device; returns its name ("xvdb", "1").
     pub async fn reconfigure(&self, change: DeviceChange) -> Result<String, VmError> {
         match self.run(Operation::Device(change)).await? {
             OpReply::Device(name) => Ok(name),
-            OpReply::Done => Err(VmError::Interrupted),
+            OpReply::Done | OpReply::Halted(_) => Err(VmError::Interrupted),
         }
     }
 

@@ -15,15 +15,22 @@ use crate::vm::OnEvent;
 impl Handler<Run> for DomainActor {
     type Result = ResponseFuture<Result<OpReply, VmError>>;
 
-    /// The gate: the operation runs only from a state it allows, and not on
-    /// a VM that is being removed.
+    /// The gate: an operation runs only from a state it allows, not on a VM
+    /// being removed, and not while another runs (refused, not queued; a
+    /// kill or a hard shutdown pre-empts a clean stop waiting for the guest).
     fn handle(&mut self, Run(op): Run, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        let answer = Box::pin(async move { rx.await.unwrap_or(Err(VmError::Interrupted)) });
         let refused = match &op {
             Operation::Unretire => {
                 self.retired = false;
                 return Box::pin(std::future::ready(Ok(OpReply::Done)));
             }
             _ if self.retired => Some(VmError::Removed),
+            _ if self.busy.is_some() => Some(VmError::OtherOperation {
+                vm: self.c.uuid,
+                op: self.busy.unwrap_or("an operation"),
+            }),
             op if !op.allowed().contains(&self.state) => Some(VmError::BadPowerState {
                 vm: self.c.uuid,
                 op: op.name(),
@@ -35,14 +42,19 @@ impl Handler<Run> for DomainActor {
         if let Some(e) = refused {
             return Box::pin(std::future::ready(Err(e)));
         }
+        let (op, tx) = match self.while_stopping(ctx, op, tx) {
+            Ok(go) => go,
+            // Joined the stop under way: answered with it.
+            Err(None) => return answer,
+            Err(Some(e)) => return Box::pin(std::future::ready(Err(e))),
+        };
         if matches!(op, Operation::Retire) {
             self.retired = true;
         }
-        let (tx, rx) = oneshot::channel();
         let what = op.name();
         let work = ops::work(self.c.clone(), self.running.clone(), self.state, op);
         self.run(ctx, what, work, Some(tx));
-        Box::pin(async move { rx.await.unwrap_or(Err(VmError::Interrupted)) })
+        answer
     }
 }
 
@@ -60,7 +72,7 @@ impl DomainActor {
             }
             ShutdownReason::Suspend => {
                 self.state = PowerState::Suspended;
-                self.publish(None);
+                self.publish();
                 return;
             }
         };
@@ -72,7 +84,7 @@ impl DomainActor {
         match action {
             OnEvent::Preserve => {
                 self.state = preserved;
-                self.publish(None);
+                self.publish();
             }
             OnEvent::Destroy => self.run(
                 ctx,
@@ -96,15 +108,21 @@ impl DomainActor {
     }
 }
 
-impl StreamHandler<(u64, DomainEvent)> for DomainActor {
-    fn handle(&mut self, (epoch, event): (u64, DomainEvent), ctx: &mut Context<Self>) {
-        if epoch != self.epoch {
-            return; // from a domain this actor no longer follows
-        }
+impl DomainActor {
+    /// The domain's own event: a clean stop waiting for it is finished;
+    /// otherwise a shutdown applies the VM's on_* action and a destruction
+    /// behind xenith's back is cleaned up.
+    pub(super) fn domain_event(&mut self, event: DomainEvent, ctx: &mut Context<Self>) {
         match event {
-            DomainEvent::Shutdown(reason) => self.on_shutdown(reason, ctx),
+            DomainEvent::Shutdown(reason) => {
+                if !self.stop_event(ctx, Some(reason)) {
+                    self.on_shutdown(reason, ctx);
+                }
+            }
             DomainEvent::Destroyed => {
-                // Destroyed behind our back: clean up what is left.
+                if self.stop_event(ctx, None) {
+                    return;
+                }
                 if let Some(r) = self.running.clone() {
                     let c = self.c.clone();
                     self.run(
@@ -119,6 +137,20 @@ impl StreamHandler<(u64, DomainEvent)> for DomainActor {
                 }
             }
         }
+    }
+}
+
+impl StreamHandler<(u64, DomainEvent)> for DomainActor {
+    fn handle(&mut self, (epoch, event): (u64, DomainEvent), ctx: &mut Context<Self>) {
+        if epoch != self.epoch {
+            return; // from a domain this actor no longer follows
+        }
+        if self.busy.is_some() {
+            // Handled once the operation under way is done.
+            self.deferred.push((epoch, event));
+            return;
+        }
+        self.domain_event(event, ctx);
     }
 
     fn finished(&mut self, _ctx: &mut Context<Self>) {

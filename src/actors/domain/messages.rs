@@ -94,6 +94,9 @@ impl Operation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpReply {
     Done,
+    /// The VM halted while the operation waited for it; why it did (the
+    /// guest powered off, it was killed meanwhile...).
+    Halted(String),
     /// A device change: the device's name ("xvdb", "1").
     Device(String),
 }

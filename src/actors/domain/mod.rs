@@ -27,6 +27,7 @@ pub mod lifecycle;
 mod messages;
 mod ops;
 mod state;
+mod stop;
 
 use std::time::Duration;
 

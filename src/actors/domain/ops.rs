@@ -12,7 +12,7 @@ use super::lifecycle::{self, Running};
 use super::messages::{Operation, VmOp};
 use super::state::{Outcome, PowerState};
 use super::SHUTDOWN_TIMEOUT;
-use crate::drivers::{DomId, DomainEvent, ShutdownReason};
+use crate::drivers::{DomId, ShutdownReason};
 use crate::vm::layout;
 
 /// The work of `op` on a VM in this state.
@@ -46,36 +46,32 @@ async fn power(c: Ctx, running: Option<Running>, op: VmOp) -> Outcome {
     match op {
         VmOp::Start { .. } => Outcome::Done,
         VmOp::Shutdown {
-            force,
+            force: true,
+            timeout: _,
+            fallback: _,
+        } => match c.env.hv.shutdown(r.domid, ShutdownReason::Poweroff).await {
+            Ok(()) => {
+                lifecycle::teardown(&c, &r).await;
+                Outcome::Halted
+            }
+            Err(e) => Outcome::Failed(e.into()),
+        },
+        VmOp::Shutdown {
+            force: false,
             timeout,
             fallback,
-        } => {
-            let mut stopped = stop_domain(&c, &r, ShutdownReason::Poweroff, force, timeout).await;
-            if fallback && matches!(stopped, Err(VmError::GuestTimeout { .. })) {
-                tracing::warn!(
-                    vm = %c.spec.name,
-                    domid = %r.domid,
-                    ?timeout,
-                    "the guest did not shut down in time: shutting it down hard"
-                );
-                stopped = stop_domain(&c, &r, ShutdownReason::Poweroff, true, timeout).await;
-            }
-            match stopped {
-                Ok(()) => {
-                    lifecycle::teardown(&c, &r).await;
-                    Outcome::Halted
-                }
-                Err(e) => Outcome::Failed(e),
-            }
-        }
-        VmOp::Reboot { force } => {
-            match stop_domain(&c, &r, ShutdownReason::Reboot, force, SHUTDOWN_TIMEOUT).await {
+        } => ask_guest(&c, &r, ShutdownReason::Poweroff, timeout, fallback).await,
+        VmOp::Reboot { force: true } => {
+            match c.env.hv.shutdown(r.domid, ShutdownReason::Reboot).await {
                 Ok(()) => {
                     lifecycle::teardown(&c, &r).await;
                     start(&c, false).await
                 }
-                Err(e) => Outcome::Failed(e),
+                Err(e) => Outcome::Failed(e.into()),
             }
+        }
+        VmOp::Reboot { force: false } => {
+            ask_guest(&c, &r, ShutdownReason::Reboot, SHUTDOWN_TIMEOUT, false).await
         }
         VmOp::Pause => match c.env.hv.pause(r.domid).await {
             Ok(()) => Outcome::State(PowerState::Paused),
@@ -135,39 +131,29 @@ async fn set_memory_target(c: &Ctx, domid: DomId, mib: u64) -> Result<(), VmErro
         .map_err(|e| VmError::step("write memory/target", &e))
 }
 
-/// Asks the guest to shut down (or reboot) through control/shutdown and
-/// waits for the domain to do so; `force` does it the hard way at once.
-async fn stop_domain(
+/// Asks the guest to shut down (or reboot) through control/shutdown; the
+/// domain actor then waits for the domain to do so (stop.rs).
+async fn ask_guest(
     c: &Ctx,
     r: &Running,
     reason: ShutdownReason,
-    force: bool,
     timeout: Duration,
-) -> Result<(), VmError> {
-    let domid = r.domid;
-    if force {
-        return Ok(c.env.hv.shutdown(domid, reason).await?);
-    }
-    let mut events = c.env.hv.subscribe(domid).await?;
+    fallback: bool,
+) -> Outcome {
     let word = reason.control_word().unwrap_or("poweroff");
-    c.env
+    match c
+        .env
         .xs
-        .write(&layout::control_shutdown(domid), word)
+        .write(&layout::control_shutdown(r.domid), word)
         .await
-        .map_err(|e| VmError::step("ask the guest to shut down", &e))?;
-    let wait = async {
-        while let Some(event) = events.recv().await {
-            if matches!(event, DomainEvent::Shutdown(_) | DomainEvent::Destroyed) {
-                return;
-            }
-        }
-    };
-    tokio::time::timeout(timeout, wait)
-        .await
-        .map_err(|_| VmError::GuestTimeout {
-            what: reason.control_word().unwrap_or("shut down"),
-            after: timeout,
-        })
+    {
+        Ok(()) => Outcome::StopRequested {
+            reason,
+            timeout,
+            fallback,
+        },
+        Err(e) => Outcome::Failed(VmError::step("ask the guest to shut down", &e)),
+    }
 }
 
 /// Carries out a device change: on a running domain the device's backend

@@ -13,6 +13,7 @@ use super::env::{Ctx, VmParts};
 use super::error::VmError;
 use super::lifecycle::{self, Running};
 use super::messages::OpReply;
+use super::stop::PendingStop;
 use crate::actors::agent::GuestMetrics;
 use crate::actors::child::ChildId;
 use crate::actors::events::{EventClass, EventKind};
@@ -101,6 +102,14 @@ pub struct DomainActor {
     pub(super) running: Option<Running>,
     /// Removed (or about to be): no operation is taken any more.
     pub(super) retired: bool,
+    /// The operation whose work is under way: no other starts meanwhile.
+    pub(super) busy: Option<&'static str>,
+    /// A clean shutdown or reboot waiting for the guest (no work is under
+    /// way; a hard kill may pre-empt it).
+    pub(super) stopping: Option<PendingStop>,
+    /// The domain's own events that came while an operation's work ran:
+    /// handled after it.
+    pub(super) deferred: Vec<(u64, DomainEvent)>,
     snapshot: Arc<watch::Sender<VmSnapshot>>,
     events: Option<SpawnHandle>,
     /// Which subscription's events count: actix cancels a stream lazily,
@@ -127,6 +136,13 @@ pub(super) enum Outcome {
         id: ChildId,
         plugged: bool,
         name: String,
+    },
+    /// The guest was asked to shut down or reboot: the answer comes when
+    /// it has (or the wait ends).
+    StopRequested {
+        reason: ShutdownReason,
+        timeout: std::time::Duration,
+        fallback: bool,
     },
     Failed(VmError),
     /// Failed, and the VM is Halted (a start undone).
@@ -185,6 +201,9 @@ impl DomainActor {
                     state,
                     running,
                     retired: false,
+                    busy: None,
+                    stopping: None,
+                    deferred: Vec::new(),
                     snapshot: parts.snapshot.clone(),
                     events: None,
                     epoch: 0,
@@ -195,7 +214,8 @@ impl DomainActor {
     }
 
     /// Publishes the VM's state (`vm.get`), and a `vm` event if it changed.
-    pub(super) fn publish(&self, busy: Option<&'static str>) {
+    pub(super) fn publish(&self) {
+        let busy = self.busy.or(self.stopping.as_ref().map(PendingStop::name));
         let now = VmSnapshot {
             uuid: self.c.uuid,
             power_state: self.state,
@@ -244,9 +264,11 @@ impl DomainActor {
         }
     }
 
-    /// The one path of every operation: `work` runs with the mailbox
-    /// paused (the busy marker `what` published meanwhile), then its outcome
-    /// is applied and answered on `done`.
+    /// The one path of every operation: `work` runs (the busy marker `what`
+    /// published meanwhile; the mailbox is served, and the gate refuses
+    /// what conflicts), then its outcome is applied and answered on `done`,
+    /// a clean stop it settled is answered, and the domain events that came
+    /// meanwhile are handled.
     pub(super) fn run<F>(
         &mut self,
         ctx: &mut Context<Self>,
@@ -256,25 +278,57 @@ impl DomainActor {
     ) where
         F: std::future::Future<Output = Outcome> + 'static,
     {
-        self.publish(Some(what));
+        self.busy = Some(what);
+        self.publish();
         // Every log line of the operation names the VM and its domain.
         let domid = self.running.as_ref().map(|r| r.domid.0);
         let span = tracing::info_span!("vm", vm = %self.c.spec.name, domid, op = what);
-        ctx.wait(
+        ctx.spawn(
             work.instrument(span)
                 .into_actor(self)
                 .map(move |outcome, act, ctx| {
-                    let result = act.apply(outcome, ctx);
-                    act.publish(None);
-                    if let Some(done) = done {
-                        let _ = done.send(result);
+                    act.busy = None;
+                    match act.apply(outcome, ctx) {
+                        Some(result) => {
+                            act.settle_stop(ctx, &result);
+                            if let Some(done) = done {
+                                let _ = done.send(result);
+                            }
+                        }
+                        // A clean stop now waits for the guest: its answer
+                        // comes with the stop's.
+                        None => {
+                            if let (Some(stop), Some(done)) = (act.stopping.as_mut(), done) {
+                                stop.waiters.push(done);
+                            }
+                        }
                     }
+                    act.publish();
+                    act.replay(ctx);
                 }),
         );
     }
 
-    fn apply(&mut self, outcome: Outcome, ctx: &mut Context<Self>) -> Result<OpReply, VmError> {
-        match outcome {
+    /// Handles the domain events deferred while an operation ran.
+    fn replay(&mut self, ctx: &mut Context<Self>) {
+        for (epoch, event) in std::mem::take(&mut self.deferred) {
+            if self.busy.is_some() {
+                // An event started an operation of its own: the rest wait for it.
+                self.deferred.push((epoch, event));
+            } else if epoch == self.epoch {
+                self.domain_event(event, ctx);
+            }
+        }
+    }
+
+    /// Applies an operation's outcome; None when the answer comes later (a
+    /// clean stop waiting for the guest).
+    fn apply(
+        &mut self,
+        outcome: Outcome,
+        ctx: &mut Context<Self>,
+    ) -> Option<Result<OpReply, VmError>> {
+        Some(match outcome {
             Outcome::Started {
                 running,
                 events,
@@ -313,12 +367,20 @@ impl DomainActor {
                 }
                 Ok(OpReply::Device(name))
             }
+            Outcome::StopRequested {
+                reason,
+                timeout,
+                fallback,
+            } => {
+                self.wait_for_stop(ctx, reason, timeout, fallback);
+                return None;
+            }
             Outcome::Failed(e) => Err(e),
             Outcome::FailedHalted(e) => {
                 self.halted(ctx);
                 Err(e)
             }
-        }
+        })
     }
 
     fn halted(&mut self, ctx: &mut Context<Self>) {
@@ -333,7 +395,7 @@ impl Actor for DomainActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.slot.publish(ctx.address());
-        self.publish(None);
+        self.publish();
         // What the guest agent reports is part of the VM's events.
         let guest = self.c.guest.subscribe();
         ctx.add_stream(futures_util::stream::unfold(guest, |mut rx| async move {

@@ -203,15 +203,15 @@ pub fn parse_call(method: &str, args: Value) -> Result<Call, ApiError> {
         "vm.start" => {
             params::<StartArgs>(method, args).map(|a| op(a.vm, VmOp::Start { paused: a.paused }))
         }
-        "vm.shutdown" => params::<ShutdownArgs>(method, args).map(|a| {
-            op(
+        "vm.shutdown" => params::<ShutdownArgs>(method, args).and_then(|a| {
+            Ok(op(
                 a.vm,
                 VmOp::Shutdown {
                     force: a.force,
-                    timeout: crate::api::vm::shutdown_timeout(a.timeout_s),
+                    timeout: crate::api::vm::shutdown_timeout(a.timeout_s)?,
                     fallback: a.fallback,
                 },
-            )
+            ))
         }),
         "vm.reboot" => {
             params::<RebootArgs>(method, args).map(|a| op(a.vm, VmOp::Reboot { force: a.force }))
