@@ -692,3 +692,72 @@ fn the_systemd_unit_verifies_as_installed() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && out.stderr.is_empty(), "{stderr}");
 }
+
+/// What an administrator needs after the fact: who created, started,
+/// killed and removed a VM, and what came of it. Every state-changing call
+/// leaves one audit line (method, VM name and uuid, caller, result,
+/// duration); reads leave none.
+#[test]
+fn each_state_changing_call_leaves_an_audit_line() {
+    let d = Daemon::start(&["--hypervisor", "sim"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audited.toml");
+    std::fs::write(
+        &file,
+        "name = \"audited\"\ntype = \"pv\"\nmemory_mib = 64\nkernel = \"/boot/vmlinuz\"\n",
+    )
+    .unwrap();
+    assert!(d
+        .shell(&["vm", "create", file.to_str().unwrap()])
+        .status
+        .success());
+    assert!(d.shell(&["vm", "start", "audited"]).status.success());
+    assert!(!d.shell(&["vm", "start", "audited"]).status.success());
+    assert!(d.shell(&["vm", "get", "audited"]).status.success());
+    assert!(d.shell(&["vm", "kill", "audited"]).status.success());
+    assert!(d.shell(&["vm", "remove", "audited"]).status.success());
+    let (status, log) = d.stop();
+    assert_eq!(status.code(), Some(0));
+    let audit: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("xenith::audit"))
+        .collect();
+    let methods: Vec<&str> = audit
+        .iter()
+        .map(|l| {
+            l.split("method=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        methods,
+        ["vm.create", "vm.start", "vm.start", "vm.kill", "vm.remove"],
+        "{log}"
+    );
+    let uid = nix::unistd::getuid();
+    for line in &audit {
+        assert!(line.contains("vm=audited"), "{line}");
+        assert!(line.contains(&format!("caller=uid {uid} (pid ")), "{line}");
+        assert!(line.contains("duration_ms="), "{line}");
+    }
+    // The uuid is known from the creation on.
+    let uuid = audit[0]
+        .split("uuid=")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    assert_eq!(uuid.len(), 36, "{}", audit[0]);
+    assert!(audit.iter().all(|l| l.contains(&format!("uuid={uuid}"))));
+    assert!(audit[1].contains("result=\"ok\""), "{}", audit[1]);
+    assert!(
+        audit[2].contains("result=\"VM_BAD_POWER_STATE\""),
+        "{}",
+        audit[2]
+    );
+}

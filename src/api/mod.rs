@@ -9,6 +9,7 @@
 //! What frontends need of the layers below (the call vocabulary, the event
 //! classes) is re-exported here: they import this module only.
 
+mod audit;
 mod error;
 pub mod vm;
 pub mod xs;
@@ -17,6 +18,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
+pub use audit::Caller;
 pub use error::{xs_error, ApiError, ErrorCode};
 
 pub use crate::actors::domain::{DeviceChange, FaultKind, VmOp, SHUTDOWN_TIMEOUT};
@@ -173,9 +175,36 @@ impl Api {
         }
     }
 
-    /// Runs one parsed call (once the API is ready).
-    pub async fn execute(&self, call: Call) -> Result<Reply, ApiError> {
+    /// Runs one parsed call for `caller` (once the API is ready); a call
+    /// that changes something leaves an audit line.
+    pub async fn execute(&self, call: Call, caller: &Caller) -> Result<Reply, ApiError> {
         self.wait_ready().await;
+        let audit = match audit::audited(&call) {
+            Some((method, key)) => {
+                let vm = match (key, &call) {
+                    (Some(name), Call::VmCreate(_)) => Some((name.to_owned(), String::new())),
+                    (Some(key), _) => Some(match self.inner.inventory.resolve(key).await {
+                        Ok(vm) => (vm.name(), vm.uuid.to_string()),
+                        Err(_) => (key.to_owned(), String::new()),
+                    }),
+                    (None, _) => None,
+                };
+                let path = match &call {
+                    Call::Xs(x) => Some(x.path().to_owned()),
+                    _ => None,
+                };
+                Some(audit::Audit::begin(method, vm, path, caller))
+            }
+            None => None,
+        };
+        let result = self.dispatch(call).await;
+        if let Some(audit) = audit {
+            audit.end(&result);
+        }
+        result
+    }
+
+    async fn dispatch(&self, call: Call) -> Result<Reply, ApiError> {
         match call {
             Call::HostInfo => self.host_info().await.map(Reply::HostInfo),
             Call::HostDevices => self.host_devices().await.map(Reply::HostDevices),

@@ -17,6 +17,21 @@ pub enum XsCall {
     SetPerms(String, Vec<String>),
 }
 
+impl XsCall {
+    /// The path the call is about.
+    pub fn path(&self) -> &str {
+        match self {
+            XsCall::Read(p)
+            | XsCall::Write(p, _)
+            | XsCall::Ls(p)
+            | XsCall::Rm(p)
+            | XsCall::Mkdir(p)
+            | XsCall::GetPerms(p)
+            | XsCall::SetPerms(p, _) => p,
+        }
+    }
+}
+
 /// What an `xs.*` call returns.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(untagged)]

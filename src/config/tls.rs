@@ -157,21 +157,30 @@ impl TlsConfig {
 /// Compares a presented token with the configured ones in time that does
 /// not depend on where they differ.
 pub fn token_matches(tokens: &[String], presented: &str) -> bool {
-    let mut found = false;
-    for t in tokens {
+    token_index(tokens, presented).is_some()
+}
+
+/// Which configured token (1 for the first) `presented` is, compared with
+/// every one in time that does not depend on where they differ: what the
+/// audit log names a token login by (never the token itself).
+pub fn token_index(tokens: &[String], presented: &str) -> Option<usize> {
+    let mut found = None;
+    for (i, t) in tokens.iter().enumerate() {
         let (a, b) = (t.as_bytes(), presented.as_bytes());
         let mut diff = a.len() ^ b.len();
-        for i in 0..a.len().max(b.len()) {
-            diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
+        for j in 0..a.len().max(b.len()) {
+            diff |= usize::from(a.get(j).copied().unwrap_or(0) ^ b.get(j).copied().unwrap_or(0));
         }
-        found |= diff == 0;
+        if diff == 0 && found.is_none() {
+            found = Some(i + 1);
+        }
     }
     found
 }
 
 #[cfg(test)]
 mod tests {
-    use super::token_matches;
+    use super::{token_index, token_matches};
 
     #[test]
     fn tokens_match_exactly() {
@@ -181,5 +190,6 @@ mod tests {
         assert!(!token_matches(&t, "fedcba98765432100"));
         assert!(!token_matches(&t, ""));
         assert!(!token_matches(&[], "x"));
+        assert_eq!(token_index(&t, "fedcba9876543210"), Some(2));
     }
 }

@@ -425,7 +425,8 @@ async fn reap_device_models(emulator: &Arc<EmulatorConfig>, hv: &Hv) {
         .await
         .unwrap_or_default();
     if !reaped.is_empty() {
-        tracing::info!(?reaped, "stopped device models of domains that are gone");
+        let domids = reaped.iter().map(ToString::to_string).collect::<Vec<_>>();
+        tracing::info!(domids = %domids.join(" "), "stopped device models of domains that are gone");
     }
 }
 

@@ -74,6 +74,19 @@ pub enum ShutdownReason {
     SoftReset = 5,
 }
 
+impl std::fmt::Display for ShutdownReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Poweroff => "poweroff",
+            Self::Reboot => "reboot",
+            Self::Suspend => "suspend",
+            Self::Crash => "crash",
+            Self::Watchdog => "watchdog",
+            Self::SoftReset => "soft_reset",
+        })
+    }
+}
+
 impl ShutdownReason {
     pub fn code(self) -> u32 {
         self as u32

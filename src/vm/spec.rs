@@ -33,6 +33,16 @@ pub enum OnEvent {
     Preserve,
 }
 
+impl std::fmt::Display for OnEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OnEvent::Destroy => "destroy",
+            OnEvent::Restart => "restart",
+            OnEvent::Preserve => "preserve",
+        })
+    }
+}
+
 /// Disk access.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -76,7 +76,7 @@ impl DomainActor {
                 return;
             }
         };
-        tracing::info!(vm = %self.c.spec.name, reason = ?reason, action = ?action, "domain shut down");
+        tracing::info!(vm = %self.c.spec.name, %reason, %action, "domain shut down");
         let Some(r) = self.running.clone() else {
             return;
         };

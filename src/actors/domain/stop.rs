@@ -195,7 +195,8 @@ impl DomainActor {
             return;
         }
         if stop.fallback {
-            tracing::warn!(vm = %self.c.spec.name, timeout = ?stop.timeout, "the guest did not shut down in time: shutting it down hard");
+            let timeout_s = stop.timeout.as_secs();
+            tracing::warn!(vm = %self.c.spec.name, timeout_s, "the guest did not shut down in time: shutting it down hard");
             stop.resolved = Some(format!(
                 "the guest did not {} within {:?}: shut down hard",
                 stop.word(),

@@ -21,6 +21,8 @@ use crate::vm::layout;
 #[derive(Debug)]
 pub struct EmulatorActor {
     pub(super) domid: DomId,
+    /// The VM's name (what its log lines say).
+    pub(super) vm: String,
     pub(super) pid: Option<Pid>,
     /// None: the device model was found dead at a restart.
     pub(super) qmp: Option<QmpClient>,
@@ -48,7 +50,7 @@ impl EmulatorActor {
             let (launch, config, hv, xs) = (launch.clone(), config.clone(), hv.clone(), xs.clone());
             let may_launch = may_launch.clone();
             async move {
-                let domid = launch.domid;
+                let (domid, vm) = (launch.domid, launch.name.clone());
                 let found = {
                     let config = config.clone();
                     let launch_now = may_launch.swap(false, Ordering::SeqCst);
@@ -66,6 +68,7 @@ impl EmulatorActor {
                     // crashes the domain at once.
                     return Ok(EmulatorActor {
                         domid,
+                        vm: vm.clone(),
                         pid: None,
                         qmp: None,
                         events: None,
@@ -89,7 +92,7 @@ impl EmulatorActor {
                         return Err(StartError::new(format!("QMP: {}", crate::error::chain(&e))));
                     }
                 };
-                tracing::info!(%domid, %pid, %status, fresh, "device model ready");
+                tracing::info!(vm = %vm, %domid, %pid, %status, fresh, "device model ready");
                 if fresh {
                     // What libxl records after the spawn, and what QEMU
                     // itself writes once it is ready (the simulated host's
@@ -107,6 +110,7 @@ impl EmulatorActor {
                 }
                 Ok(EmulatorActor {
                     domid,
+                    vm: vm.clone(),
                     pid: Some(pid),
                     qmp: Some(qmp),
                     events: Some(events),
@@ -145,14 +149,14 @@ impl EmulatorActor {
         }
         let (domid, hv) = (self.domid, self.hv.clone());
         let pid = self.pid.map_or(0, Pid::as_raw);
-        tracing::warn!(%domid, pid, "the device model died; crashing the domain");
+        tracing::warn!(vm = %self.vm, %domid, pid, "the device model died; crashing the domain");
         ctx.wait(
             async move { hv.shutdown(domid, ShutdownReason::Crash).await }
                 .into_actor(self)
                 .map(|r, act, ctx| {
                     if let Err(e) = r {
                         let error = crate::error::chain(&e);
-                        tracing::warn!(domid = %act.domid, %error, "cannot crash the domain");
+                        tracing::warn!(vm = %act.vm, domid = %act.domid, %error, "cannot crash the domain");
                     }
                     ctx.stop();
                 }),

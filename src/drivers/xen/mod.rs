@@ -592,7 +592,8 @@ impl XenstoreFollower for XenHypervisor {
                         tracing::warn!("the @releaseDomain watch ended: watching again");
                     }
                     Err(error) => {
-                        tracing::warn!(%error, ?retry, "cannot watch @releaseDomain: domains are polled until it works");
+                        let retry_s = retry.as_secs();
+                        tracing::warn!(%error, retry_s, "cannot watch @releaseDomain: domains are polled until it works");
                     }
                 }
                 tokio::time::sleep(retry).await;

@@ -15,7 +15,7 @@ use super::codec::MsgpackCodec;
 use super::methods::parse_call;
 use super::wire::{self, Incoming};
 use crate::actors::supervisor::ChildSpec;
-use crate::api::{Api, ApiError, Call, ErrorCode, EventClass, WatchStream};
+use crate::api::{Api, ApiError, Call, Caller, ErrorCode, EventClass, WatchStream};
 use crate::config::RpcConfig;
 use crate::proto::socket::{Service, SocketListener};
 use tokio::sync::broadcast::error::RecvError;
@@ -45,18 +45,30 @@ impl Service for RpcService {
         stream: UnixStream,
         cancel: CancellationToken,
     ) -> impl std::future::Future<Output = ()> + 'static {
+        // The peer's credentials: who the audit log names.
+        let caller = match stream.peer_cred() {
+            Ok(cred) => Caller::Unix {
+                uid: cred.uid(),
+                pid: cred.pid(),
+            },
+            Err(_) => Caller::Unix {
+                uid: u32::MAX,
+                pid: None,
+            },
+        };
         serve(
             stream,
             self.api.clone(),
             self.config.clone(),
             cancel,
             Auth::Trusted,
+            caller,
         )
     }
 }
 
-/// Who a connection's peer is.
-#[derive(Debug, Clone)]
+/// Who a connection's peer is (its tokens are never printed).
+#[derive(Clone)]
 pub enum Auth {
     /// The Unix socket (its file mode decides who connects), or a TLS
     /// client whose certificate the configured CA signed.
@@ -64,6 +76,15 @@ pub enum Auth {
     /// A TLS client without a certificate: `session.login` with one of
     /// these tokens must come first.
     NeedsLogin(Arc<Vec<String>>),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Auth::Trusted => "Trusted",
+            Auth::NeedsLogin(_) => "NeedsLogin",
+        })
+    }
 }
 
 /// Failed logins before a connection is closed.
@@ -82,6 +103,7 @@ pub(crate) async fn serve<S>(
     config: RpcConfig,
     cancel: CancellationToken,
     auth: Auth,
+    mut caller: Caller,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
@@ -123,7 +145,15 @@ pub(crate) async fn serve<S>(
                             if let Ok(Call::SessionLogin { token }) = &call {
                                 let ok = match &auth {
                                     Auth::Trusted => true,
-                                    Auth::NeedsLogin(tokens) => crate::config::tls::token_matches(tokens, token),
+                                    Auth::NeedsLogin(tokens) => match crate::config::tls::token_index(tokens, token) {
+                                        Some(n) => {
+                                            if let Caller::Tls { identity, .. } = &mut caller {
+                                                *identity = format!("token {n}");
+                                            }
+                                            true
+                                        }
+                                        None => false,
+                                    },
                                 };
                                 let r = if ok {
                                     logged_in = true;
@@ -169,7 +199,7 @@ pub(crate) async fn serve<S>(
                                         break;
                                     }
                                 }
-                                Ok(call) => in_flight.push(answer(api.clone(), id, call)),
+                                Ok(call) => in_flight.push(answer(api.clone(), id, call, caller.clone())),
                                 Err(e) => {
                                     if out.send(wire::response_err(Some(id), &e)).await.is_err() {
                                         break;
@@ -202,8 +232,8 @@ fn unauthorized(message: &str) -> ApiError {
     ApiError::new(ErrorCode::Unauthorized, message)
 }
 
-async fn answer(api: Api, id: u32, call: Call) -> Vec<u8> {
-    reply(id, api.execute(call).await)
+async fn answer(api: Api, id: u32, call: Call, caller: Caller) -> Vec<u8> {
+    reply(id, api.execute(call, &caller).await)
 }
 
 fn reply<T: serde::Serialize>(id: u32, result: Result<T, ApiError>) -> Vec<u8> {

@@ -15,12 +15,22 @@ use tokio_util::sync::CancellationToken;
 
 use super::server::{serve, Auth};
 use crate::actors::supervisor::{ChildSpec, ExitSlot, StartError};
-use crate::api::Api;
+use crate::api::{Api, Caller};
 use crate::config::tls::TlsSetup;
 use crate::config::RpcConfig;
 
 /// How long a client has to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A certificate's SHA-256 fingerprint, in hex (as `openssl x509
+/// -fingerprint -sha256` shows it, without the colons).
+fn fingerprint(der: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// The TLS listener actor.
 #[derive(Debug)]
@@ -109,13 +119,25 @@ impl Actor for TlsListener {
                                     return;
                                 }
                             };
-                        let auth = if stream.get_ref().1.peer_certificates().is_some() {
-                            Auth::Trusted
-                        } else {
-                            Auth::NeedsLogin(tokens)
+                        // Known by its certificate's fingerprint, or (once it
+                        // logged in) by its token's number.
+                        let cert = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|certs| certs.first())
+                            .map(|c| fingerprint(c.as_ref()));
+                        let (auth, identity) = match cert {
+                            Some(f) => (Auth::Trusted, format!("cert sha256:{f}")),
+                            None => (Auth::NeedsLogin(tokens), "not logged in".to_owned()),
                         };
-                        tracing::debug!(%peer, ?auth, "rpc-tls connection");
-                        serve(stream, api, config, cancel, auth).await;
+                        let caller = Caller::Tls { peer, identity };
+                        let by = match auth {
+                            Auth::Trusted => "certificate",
+                            Auth::NeedsLogin(_) => "token",
+                        };
+                        tracing::debug!(%peer, by, "rpc-tls connection");
+                        serve(stream, api, config, cancel, auth, caller).await;
                     });
                 }
             }
