@@ -135,3 +135,60 @@ async fn in_process_as_dom0_and_as_a_domain() {
         None
     );
 }
+
+/// What happened: xenstored went away under a persistent client (killed and
+/// started again), with a watch set, a request in flight and a transaction
+/// open. What must hold: the request and the transaction fail with clear
+/// errors; the client connects again by itself; the watch is registered
+/// again (it fires once, then on changes); requests work; a request too
+/// big for the protocol is refused before it is sent and costs nothing.
+#[tokio::test(flavor = "current_thread")]
+async fn a_persistent_client_connects_again_and_says_what_was_lost() {
+    use xenith::drivers::xenstore::Dial;
+    let xsd = Xenstored::start(XENITHD);
+    let c = XsClient::persistent(Dial::Socket(xsd.socket.clone()))
+        .await
+        .unwrap();
+    // Too big: refused here, and the connection stays.
+    let big = "x".repeat(5000);
+    assert!(matches!(
+        c.write("/big", &big).await,
+        Err(XsClientError::Xs(XsError::E2BIG))
+    ));
+    c.write("/w/a", "1").await.unwrap();
+    assert_eq!(c.link().reconnects, 0);
+    let mut watch = c.watch("/w").await.unwrap();
+    assert_eq!(watch.next().await.as_deref(), Some("/w"));
+    let tx = c
+        .request(xenith::xs::MsgType::TransactionStart, 0, vec![0])
+        .await
+        .unwrap();
+    let tx: u32 = String::from_utf8_lossy(&tx).trim_end_matches('\0').parse().unwrap();
+
+    let xsd = xsd.restart(XENITHD);
+    let t0 = std::time::Instant::now();
+    while !(c.link().connected && c.link().reconnects == 1) {
+        // Requests made meanwhile wait for the connection, or fail as lost.
+        let _ = c.read_opt("/w/a").await;
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10), "{:?}", c.link());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The transaction is gone with the old connection.
+    assert!(matches!(
+        c.request(xenith::xs::MsgType::Write, tx, b"/w/b\0v".to_vec()).await,
+        Err(XsClientError::TransactionLost)
+    ));
+    // The new xenstored is empty; the client works against it.
+    assert_eq!(c.read_opt("/w/a").await.unwrap(), None);
+    // The watch was registered again: it fired once, then fires on changes.
+    let fired = tokio::time::timeout(std::time::Duration::from_secs(5), watch.next())
+        .await
+        .unwrap();
+    assert_eq!(fired.as_deref(), Some("/w"));
+    c.write("/w/c", "3").await.unwrap();
+    let fired = tokio::time::timeout(std::time::Duration::from_secs(5), watch.next())
+        .await
+        .unwrap();
+    assert_eq!(fired.as_deref(), Some("/w/c"));
+    drop(xsd);
+}

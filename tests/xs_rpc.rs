@@ -139,3 +139,68 @@ async fn xs_watch_fires_as_notifications_until_unsubscribed() {
         "INVALID_PARAMS"
     );
 }
+
+/// What happened (issue: the xenstore connection that never comes back):
+/// with xenstored outside xenithd (what `auto` picks on a Xen host), one
+/// oversized write, then a restart of xenstored. What must hold: the write
+/// is refused before it is sent (E2BIG) and the connection stays; after the
+/// restart the toolstack's connection is established again by itself,
+/// host.info says so, and VMs and xs.* work.
+#[tokio::test(flavor = "current_thread")]
+async fn the_toolstack_outlives_an_oversized_write_and_a_xenstored_restart() {
+    let xsd = common::xenstored::Xenstored::start(XENITHD);
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run/xenith.sock");
+    let mut child = std::process::Command::new(XENITHD)
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args(["--hypervisor", "sim", "--xenstore"])
+        .arg(&xsd.socket)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let c = loop {
+        if let Ok(c) = RpcClient::connect(&socket).await {
+            break c;
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let link = |h: &Value| (h["xenstore"]["connected"].clone(), h["xenstore"]["reconnects"].clone());
+    let big = "x".repeat(5000);
+    assert_eq!(
+        error(call(&c, "xs.write", json!({"path": "/big", "value": big})).await),
+        ("XENSTORE_ERROR".to_owned(), vec!["E2BIG".to_owned()])
+    );
+    let host = call(&c, "host.info", json!({})).await.unwrap();
+    assert_eq!(link(&host), (json!(true), json!(0)), "{host}");
+    call(&c, "xs.write", json!({"path": "/t", "value": "1"})).await.unwrap();
+
+    let xsd = xsd.restart(XENITHD);
+    let t0 = std::time::Instant::now();
+    loop {
+        let host = call(&c, "host.info", json!({})).await.unwrap();
+        if link(&host) == (json!(true), json!(1)) {
+            break;
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10), "{host}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    call(&c, "xs.write", json!({"path": "/t", "value": "2"})).await.unwrap();
+    assert_eq!(call(&c, "xs.read", json!({"path": "/t"})).await.unwrap(), "2");
+    let spec = json!({"name": "after", "type": "pv", "memory_mib": 64, "kernel": "/boot/vmlinuz"});
+    call(&c, "vm.create", json!({"spec": spec})).await.unwrap();
+    assert_eq!(
+        call(&c, "vm.start", json!({"vm": "after"})).await.unwrap()["power_state"],
+        "Running"
+    );
+    call(&c, "vm.kill", json!({"vm": "after"})).await.unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(xsd);
+}

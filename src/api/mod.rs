@@ -245,9 +245,11 @@ impl Api {
         self.inner.events.subscribe()
     }
 
-    /// `host.info`.
+    /// `host.info`, with the state of the toolstack's xenstore connection.
     pub async fn host_info(&self) -> Result<HostInfo, ApiError> {
-        Ok(self.inner.host.info().await?)
+        let mut info = self.inner.host.info().await?;
+        info.xenstore = self.inner.xs.get().map(XsClient::link);
+        Ok(info)
     }
 
     /// `host.devices`: the loop devices and netback interfaces the host

@@ -46,7 +46,7 @@ use crate::actors::xenstored::{XenstoredActor, XenstoredHandle};
 use crate::api::Api;
 use crate::config::Config;
 use crate::drivers::emulator::EmulatorConfig;
-use crate::drivers::xenstore::{EmbeddedStore, XsClient};
+use crate::drivers::xenstore::{Dial, EmbeddedStore, XsClient};
 use crate::drivers::{self, Hv, HypervisorError, HypervisorKind};
 use crate::proto::rpc::RpcService;
 use crate::proto::socket::SocketListener;
@@ -314,11 +314,15 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     root.handle().publish(&root_slot);
 
     // The toolstack's own xenstore connection, then the VMs it knows.
-    let xs = match &embedded_handle {
-        Some(handle) => XsClient::connect_embedded(handle, None).await,
-        None => XsClient::connect_socket(&xs_socket).await,
-    }
-    .map_err(DaemonError::Xenstore)?;
+    // It is established again whenever it is lost (xenstored restarted,
+    // or dropped it).
+    let dial = match &embedded_handle {
+        Some(handle) => Dial::Embedded(Arc::new(handle.clone())),
+        None => Dial::Socket(xs_socket.clone()),
+    };
+    let xs = XsClient::persistent(dial)
+        .await
+        .map_err(DaemonError::Xenstore)?;
     if let Some(follower) = &host.follower {
         follower.follow(&xs);
     }

@@ -16,6 +16,18 @@ impl Xenstored {
     /// Starts it and waits (up to 10 s) until its socket answers.
     pub fn start(xenithd: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        Self::start_in(xenithd, dir)
+    }
+
+    /// Kills it (SIGKILL) and starts a fresh one on the same socket.
+    pub fn restart(mut self, xenithd: &str) -> Self {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
+        Self::start_in(xenithd, dir)
+    }
+
+    fn start_in(xenithd: &str, dir: tempfile::TempDir) -> Self {
         let socket = dir.path().join("xenstored.sock");
         let child = Command::new(xenithd)
             .args(["xenstored", "--socket"])

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use super::{read_metrics, GuestMetrics};
 use crate::actors::child::ChildId;
 use crate::actors::supervisor::{ChildSpec, ExitSlot, Restart};
-use crate::drivers::xenstore::XsClient;
+use crate::drivers::xenstore::{XsClient, XsClientError};
 use crate::drivers::DomId;
 use crate::vm::layout;
 
@@ -68,6 +68,9 @@ impl AgentActor {
                                 changed
                             });
                         }
+                        // The connection is being established again: its
+                        // watches fire once it is, and this reads again.
+                        Err(XsClientError::Lost) => {}
                         Err(e) => {
                             act.exit.error(format!("cannot read the guest's keys: {e}"));
                             ctx.stop();

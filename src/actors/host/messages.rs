@@ -28,6 +28,10 @@ pub struct HostInfo {
     pub cpus: u32,
     /// VMs xenith knows of.
     pub vms: u64,
+    /// The toolstack's xenstore connection: whether it is up, and how many
+    /// times it was established again (an extension of the contract).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xenstore: Option<crate::drivers::xenstore::XsLink>,
 }
 
 /// `host.devices`: what the host holds for guests' devices.

@@ -173,6 +173,7 @@ impl HostActor {
             free_mib: self.phys.info.free_mib,
             cpus: self.phys.info.cpus,
             vms: u64::try_from(*self.vms.borrow()).unwrap_or(u64::MAX),
+            xenstore: None,
         }
     }
 

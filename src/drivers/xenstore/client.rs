@@ -10,11 +10,11 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_util::codec::FramedRead;
 
 use super::EmbeddedStore;
-use crate::xs::{ConnId, MsgType, Outbound, Packet, Perm, XsCodec, XsError};
+use crate::xs::{ConnId, MsgType, Outbound, Packet, Perm, XsCodec, XsError, PAYLOAD_MAX};
 
 /// How many times a transaction is tried before EAGAIN is returned.
 const TRANSACTION_TRIES: usize = 100;
@@ -34,11 +34,19 @@ pub enum XsClientError {
     Embedded(String),
     #[error("the xenstore connection closed")]
     Closed,
+    /// The connection was lost with the request in flight (it is being
+    /// established again): the request may or may not have been applied.
+    #[error("the xenstore connection was lost with the request in flight (it is being re-established)")]
+    Lost,
+    /// The connection was lost during the transaction: xenstored forgot
+    /// it; the whole transaction must be done again.
+    #[error("the xenstore connection was lost during the transaction")]
+    TransactionLost,
     #[error("xenstored sent a reply that does not parse")]
     BadReply,
 }
 
-type Reply = Result<Vec<u8>, XsError>;
+type Reply = Result<Vec<u8>, XsClientError>;
 
 enum Cmd {
     Request {
@@ -46,6 +54,7 @@ enum Cmd {
         reply: oneshot::Sender<Reply>,
     },
     Watch {
+        path: String,
         token: Vec<u8>,
         events: mpsc::UnboundedSender<String>,
     },
@@ -54,12 +63,22 @@ enum Cmd {
     },
 }
 
+/// The state of a client's connection, as `host.info` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct XsLink {
+    /// Whether the connection is up now.
+    pub connected: bool,
+    /// How many times it was lost and established again.
+    pub reconnects: u64,
+}
+
 /// A connection to xenstored. Cheap to clone; clones share it.
 #[derive(Debug, Clone)]
 pub struct XsClient {
     cmds: mpsc::UnboundedSender<Cmd>,
     tokens: Arc<AtomicU64>,
     limit: Option<Arc<Semaphore>>,
+    link: watch::Receiver<XsLink>,
 }
 
 impl std::fmt::Debug for Cmd {
@@ -77,17 +96,50 @@ enum Wire {
     ),
 }
 
+/// Where a persistent client connects again when its connection is lost.
+#[derive(Debug, Clone)]
+pub enum Dial {
+    /// A xenstored socket (the host's, or xenith's embedded one).
+    Socket(std::path::PathBuf),
+    /// The embedded xenstored, in process, privileged.
+    Embedded(Arc<dyn EmbeddedStore>),
+}
+
+impl Dial {
+    async fn connect(&self) -> Result<Wire, XsClientError> {
+        match self {
+            Dial::Socket(path) => {
+                let stream = UnixStream::connect(path)
+                    .await
+                    .map_err(|e| XsClientError::Connect(path.display().to_string(), e))?;
+                let (rd, wr) = stream.into_split();
+                Ok(Wire::Socket(wr, FramedRead::new(rd, XsCodec)))
+            }
+            Dial::Embedded(store) => {
+                let (conn, rx) = store.connect(None).await.map_err(XsClientError::Embedded)?;
+                Ok(Wire::Embedded(store.clone(), conn, rx))
+            }
+        }
+    }
+}
+
 impl XsClient {
-    /// Connects to a xenstored socket.
+    /// Connects to a xenstored socket (once: a lost connection stays lost).
     pub async fn connect_socket(path: &Path) -> Result<Self, XsClientError> {
-        let stream = UnixStream::connect(path)
-            .await
-            .map_err(|e| XsClientError::Connect(path.display().to_string(), e))?;
-        let (rd, wr) = stream.into_split();
-        Ok(Self::spawn(
-            Wire::Socket(wr, FramedRead::new(rd, XsCodec)),
-            None,
-        ))
+        let wire = Dial::Socket(path.to_owned()).connect().await?;
+        Ok(Self::spawn(wire, None, None))
+    }
+
+    /// A privileged connection that is established again whenever it is
+    /// lost (xenstored restarted, or dropped it): with back-off, its watches
+    /// registered again (each fires once, so watchers read the state
+    /// again), the requests in flight failed ([`XsClientError::Lost`]),
+    /// those of a transaction it had open too
+    /// ([`XsClientError::TransactionLost`]), and those made meanwhile sent
+    /// once it is up. The first connection must succeed.
+    pub async fn persistent(dial: Dial) -> Result<Self, XsClientError> {
+        let wire = dial.connect().await?;
+        Ok(Self::spawn(wire, None, Some(dial)))
     }
 
     /// Connects in process to the embedded xenstored: privileged (dom0)
@@ -112,17 +164,27 @@ impl XsClient {
             Some(d) if d != 0 => Some(Arc::new(Semaphore::new(DOMAIN_OUTSTANDING))),
             _ => None,
         };
-        Ok(Self::spawn(Wire::Embedded(store, conn, rx), limit))
+        Ok(Self::spawn(Wire::Embedded(store, conn, rx), limit, None))
     }
 
-    fn spawn(wire: Wire, limit: Option<Arc<Semaphore>>) -> Self {
+    fn spawn(wire: Wire, limit: Option<Arc<Semaphore>>, redial: Option<Dial>) -> Self {
         let (cmds, rx) = mpsc::unbounded_channel();
-        tokio::spawn(drive(wire, rx));
+        let (link_tx, link) = watch::channel(XsLink {
+            connected: true,
+            reconnects: 0,
+        });
+        tokio::spawn(drive(wire, rx, redial, link_tx));
         Self {
             cmds,
             tokens: Arc::new(AtomicU64::new(0)),
             limit,
+            link,
         }
+    }
+
+    /// The connection's state now.
+    pub fn link(&self) -> XsLink {
+        *self.link.borrow()
     }
 
     /// One request; the reply's payload.
@@ -132,6 +194,11 @@ impl XsClient {
         tx_id: u32,
         payload: Vec<u8>,
     ) -> Result<Vec<u8>, XsClientError> {
+        // xenstored drops a connection that sends more (xs_wire.h): such a
+        // request is refused here, before it could cost the connection.
+        if payload.len() > PAYLOAD_MAX {
+            return Err(XsClientError::Xs(XsError::E2BIG));
+        }
         let _permit = match &self.limit {
             Some(s) => Some(s.acquire().await.map_err(|_| XsClientError::Closed)?),
             None => None,
@@ -141,7 +208,7 @@ impl XsClient {
         self.cmds
             .send(Cmd::Request { packet, reply })
             .map_err(|_| XsClientError::Closed)?;
-        Ok(rx.await.map_err(|_| XsClientError::Closed)??)
+        rx.await.map_err(|_| XsClientError::Closed)?
     }
 
     pub async fn read(&self, path: &str) -> Result<Vec<u8>, XsClientError> {
@@ -228,6 +295,7 @@ impl XsClient {
         let (events, rx) = mpsc::unbounded_channel();
         self.cmds
             .send(Cmd::Watch {
+                path: path.to_owned(),
                 token: token.clone(),
                 events,
             })
@@ -399,64 +467,205 @@ fn split(payload: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// The connection's task: writes requests (everything queued, in one go),
-/// routes replies by req_id and watch events by token.
-async fn drive(mut wire: Wire, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
-    let mut pending: HashMap<u32, oneshot::Sender<Reply>> = HashMap::new();
-    let mut watches: HashMap<Vec<u8>, mpsc::UnboundedSender<String>> = HashMap::new();
-    let mut next_id: u32 = 0;
-    let mut out: Vec<Packet> = Vec::new();
-    loop {
-        let incoming = tokio::select! {
-            cmd = cmds.recv() => {
-                let Some(first) = cmd else { break };
-                let mut next = Some(first);
-                while let Some(cmd) = next {
-                    match cmd {
-                        Cmd::Request { mut packet, reply } => {
-                            next_id = next_id.wrapping_add(1).max(1);
-                            packet.req_id = next_id;
-                            pending.insert(next_id, reply);
-                            out.push(packet);
-                        }
-                        Cmd::Watch { token, events } => {
-                            watches.insert(token, events);
-                        }
-                        Cmd::Forget { token } => {
-                            watches.remove(&token);
-                        }
-                    }
-                    next = cmds.try_recv().ok();
+/// A watch the connection holds: its path, and where its events go.
+struct Held {
+    path: String,
+    events: mpsc::UnboundedSender<String>,
+}
+
+/// What the connection's task keeps across connections.
+#[derive(Default)]
+struct Conn {
+    pending: HashMap<u32, oneshot::Sender<Reply>>,
+    watches: HashMap<Vec<u8>, Held>,
+    /// Transactions opened on the current connection (a request in one that
+    /// the connection no longer has fails at once).
+    transactions: std::collections::HashSet<u32>,
+    /// Requests of transactions being opened, by req_id.
+    opening: std::collections::HashSet<u32>,
+    next_id: u32,
+    out: Vec<Packet>,
+}
+
+impl Conn {
+    /// Queues a command for the connection.
+    fn take(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Request { mut packet, reply } => {
+                if packet.tx_id != 0 && !self.transactions.contains(&packet.tx_id) {
+                    let _ = reply.send(Err(XsClientError::TransactionLost));
+                    return;
                 }
-                if !send(&mut wire, &mut out).await {
-                    break;
+                if packet.ty == MsgType::TransactionEnd as u32 {
+                    self.transactions.remove(&packet.tx_id);
                 }
-                continue;
+                self.next_id = self.next_id.wrapping_add(1).max(1);
+                packet.req_id = self.next_id;
+                if packet.ty == MsgType::TransactionStart as u32 {
+                    self.opening.insert(self.next_id);
+                }
+                self.pending.insert(self.next_id, reply);
+                self.out.push(packet);
             }
-            packet = receive(&mut wire) => packet,
-        };
-        let Some(p) = incoming else { break };
+            Cmd::Watch {
+                path,
+                token,
+                events,
+            } => {
+                self.watches.insert(token, Held { path, events });
+            }
+            Cmd::Forget { token } => {
+                self.watches.remove(&token);
+            }
+        }
+    }
+
+    /// A packet from xenstored: a watch event or a reply.
+    fn received(&mut self, p: Packet) {
         if p.ty == MsgType::WatchEvent as u32 {
             let mut parts = p.payload.split(|b| *b == 0);
             let (Some(path), Some(token)) = (parts.next(), parts.next()) else {
-                continue;
+                return;
             };
-            if let Some(tx) = watches.get(token) {
-                let _ = tx.send(String::from_utf8_lossy(path).into_owned());
+            if let Some(held) = self.watches.get(token) {
+                let _ = held.events.send(String::from_utf8_lossy(path).into_owned());
             }
-        } else if let Some(reply) = pending.remove(&p.req_id) {
+        } else if let Some(reply) = self.pending.remove(&p.req_id) {
+            if self.opening.remove(&p.req_id) {
+                if let Some(id) = split(&p.payload).first().and_then(|s| s.parse().ok()) {
+                    self.transactions.insert(id);
+                }
+            }
             let result = match p.as_error() {
-                Some(e) => Err(e),
-                None if p.ty == MsgType::Error as u32 => Err(XsError::EIO),
+                Some(e) => Err(XsClientError::Xs(e)),
+                None if p.ty == MsgType::Error as u32 => Err(XsClientError::Xs(XsError::EIO)),
                 None => Ok(p.payload),
             };
             let _ = reply.send(result);
         }
     }
+
+    /// The connection is gone: what was in flight fails (as lost when the
+    /// connection is to be established again, else as closed), the
+    /// transactions are forgotten; the watches stay, to be registered again.
+    fn lost(&mut self, again: bool) {
+        for (_, reply) in self.pending.drain() {
+            let _ = reply.send(Err(if again {
+                XsClientError::Lost
+            } else {
+                XsClientError::Closed
+            }));
+        }
+        self.transactions.clear();
+        self.opening.clear();
+        self.out.clear();
+    }
+
+    /// On a new connection: every watch registered again (replies ignored).
+    fn rewatch(&mut self) {
+        let watches: Vec<(String, Vec<u8>)> = self
+            .watches
+            .iter()
+            .map(|(token, held)| (held.path.clone(), token.clone()))
+            .collect();
+        for (path, token) in watches {
+            let mut payload = nul(&path);
+            payload.extend_from_slice(&token);
+            payload.push(0);
+            let (reply, _) = oneshot::channel();
+            self.take(Cmd::Request {
+                packet: Packet::new(MsgType::Watch, 0, 0, payload),
+                reply,
+            });
+        }
+    }
+}
+
+/// The connection's task: writes requests (everything queued, in one go),
+/// routes replies by req_id and watch events by token; with `redial`, it
+/// establishes the connection again whenever it is lost.
+async fn drive(
+    mut wire: Wire,
+    mut cmds: mpsc::UnboundedReceiver<Cmd>,
+    redial: Option<Dial>,
+    link: watch::Sender<XsLink>,
+) {
+    let mut c = Conn::default();
+    'connection: loop {
+        loop {
+            let incoming = tokio::select! {
+                cmd = cmds.recv() => {
+                    let Some(first) = cmd else { break 'connection };
+                    let mut next = Some(first);
+                    while let Some(cmd) = next {
+                        c.take(cmd);
+                        next = cmds.try_recv().ok();
+                    }
+                    if !send(&mut wire, &mut c.out).await {
+                        break;
+                    }
+                    continue;
+                }
+                packet = receive(&mut wire) => packet,
+            };
+            match incoming {
+                Some(p) => c.received(p),
+                None => break,
+            }
+        }
+        if let Wire::Embedded(store, conn, _) = &wire {
+            store.disconnect(*conn);
+        }
+        c.lost(redial.is_some());
+        let Some(dial) = &redial else { break };
+        link.send_modify(|l| l.connected = false);
+        tracing::warn!("the xenstore connection was lost: establishing it again");
+        let mut delay = std::time::Duration::from_millis(10);
+        wire = loop {
+            match dial.connect().await {
+                Ok(w) => break w,
+                Err(e) => {
+                    let error = crate::error::chain(&e);
+                    tracing::debug!(%error, "xenstore not back yet");
+                }
+            }
+            // Commands meanwhile: requests wait for the connection (or fail
+            // at once, for a transaction it lost).
+            let wait = tokio::time::sleep(delay);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    _ = &mut wait => break,
+                    cmd = cmds.recv() => match cmd {
+                        Some(cmd) => c.take(cmd),
+                        None => break 'connection,
+                    },
+                }
+            }
+            delay = (delay * 2).min(std::time::Duration::from_secs(2));
+        };
+        c.rewatch();
+        // What was queued while down goes out behind the watches.
+        let queued = std::mem::take(&mut c.out);
+        let (watches, requests): (Vec<Packet>, Vec<Packet>) = queued
+            .into_iter()
+            .partition(|p| p.ty == MsgType::Watch as u32 && p.tx_id == 0);
+        c.out = watches;
+        c.out.extend(requests);
+        if !send(&mut wire, &mut c.out).await {
+            continue 'connection;
+        }
+        link.send_modify(|l| {
+            l.connected = true;
+            l.reconnects += 1;
+        });
+        tracing::info!(reconnects = link.borrow().reconnects, "the xenstore connection is back");
+    }
     if let Wire::Embedded(store, conn, _) = &wire {
         store.disconnect(*conn);
     }
-    // Dropping `pending` and `watches` tells every waiter the connection closed.
+    link.send_modify(|l| l.connected = false);
+    // Dropping `c` tells every waiter the connection closed.
 }
 
 async fn send(wire: &mut Wire, out: &mut Vec<Packet>) -> bool {

@@ -11,7 +11,7 @@ use std::pin::Pin;
 
 use tokio::sync::mpsc;
 
-pub use client::{Transaction, WatchStream, XsClient, XsClientError};
+pub use client::{Dial, Transaction, WatchStream, XsClient, XsClientError, XsLink};
 
 use crate::xs::{ConnId, Outbound, Packet};
 
