@@ -163,19 +163,27 @@ async fn a_persistent_client_connects_again_and_says_what_was_lost() {
         .request(xenith::xs::MsgType::TransactionStart, 0, vec![0])
         .await
         .unwrap();
-    let tx: u32 = String::from_utf8_lossy(&tx).trim_end_matches('\0').parse().unwrap();
+    let tx: u32 = String::from_utf8_lossy(&tx)
+        .trim_end_matches('\0')
+        .parse()
+        .unwrap();
 
     let xsd = xsd.restart(XENITHD);
     let t0 = std::time::Instant::now();
     while !(c.link().connected && c.link().reconnects == 1) {
         // Requests made meanwhile wait for the connection, or fail as lost.
         let _ = c.read_opt("/w/a").await;
-        assert!(t0.elapsed() < std::time::Duration::from_secs(10), "{:?}", c.link());
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "{:?}",
+            c.link()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     // The transaction is gone with the old connection.
     assert!(matches!(
-        c.request(xenith::xs::MsgType::Write, tx, b"/w/b\0v".to_vec()).await,
+        c.request(xenith::xs::MsgType::Write, tx, b"/w/b\0v".to_vec())
+            .await,
         Err(XsClientError::TransactionLost)
     ));
     // The new xenstored is empty; the client works against it.

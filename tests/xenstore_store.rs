@@ -324,6 +324,16 @@ fn permissions_ownership_and_errors() {
     assert_eq!(h.err(d5, 0, MsgType::Control, b"check\0"), "EACCES");
     assert_eq!(h.ok(d0, 0, MsgType::Control, b"check\0"), b"OK\0");
     assert_eq!(h.err(d0, 0, MsgType::Control, b"bogus\0"), "EINVAL");
+    // Reserved ids name no domain.
+    for reserved in [b"4294967295\x001\x001\0".as_slice(), b"32752\x001\x001\0"] {
+        assert_eq!(h.err(d0, 0, MsgType::Introduce, reserved), "EINVAL");
+    }
+    // The protocol's limit holds for clients in process too: a value over
+    // 4096 bytes is refused, so no reply can grow past it.
+    let mut big = b"/local/domain/5/data/big\0".to_vec();
+    big.extend(std::iter::repeat_n(b'x', 4100));
+    assert_eq!(h.err(d0, 0, MsgType::Write, &big), "E2BIG");
+    assert!(h.read(d0, 0, "/local/domain/5/data/big").is_err());
 }
 
 #[test]

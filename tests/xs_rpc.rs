@@ -171,7 +171,12 @@ async fn the_toolstack_outlives_an_oversized_write_and_a_xenstored_restart() {
         assert!(t0.elapsed() < std::time::Duration::from_secs(10));
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
-    let link = |h: &Value| (h["xenstore"]["connected"].clone(), h["xenstore"]["reconnects"].clone());
+    let link = |h: &Value| {
+        (
+            h["xenstore"]["connected"].clone(),
+            h["xenstore"]["reconnects"].clone(),
+        )
+    };
     let big = "x".repeat(5000);
     assert_eq!(
         error(call(&c, "xs.write", json!({"path": "/big", "value": big})).await),
@@ -179,7 +184,9 @@ async fn the_toolstack_outlives_an_oversized_write_and_a_xenstored_restart() {
     );
     let host = call(&c, "host.info", json!({})).await.unwrap();
     assert_eq!(link(&host), (json!(true), json!(0)), "{host}");
-    call(&c, "xs.write", json!({"path": "/t", "value": "1"})).await.unwrap();
+    call(&c, "xs.write", json!({"path": "/t", "value": "1"}))
+        .await
+        .unwrap();
 
     let xsd = xsd.restart(XENITHD);
     let t0 = std::time::Instant::now();
@@ -191,8 +198,13 @@ async fn the_toolstack_outlives_an_oversized_write_and_a_xenstored_restart() {
         assert!(t0.elapsed() < std::time::Duration::from_secs(10), "{host}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    call(&c, "xs.write", json!({"path": "/t", "value": "2"})).await.unwrap();
-    assert_eq!(call(&c, "xs.read", json!({"path": "/t"})).await.unwrap(), "2");
+    call(&c, "xs.write", json!({"path": "/t", "value": "2"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        call(&c, "xs.read", json!({"path": "/t"})).await.unwrap(),
+        "2"
+    );
     let spec = json!({"name": "after", "type": "pv", "memory_mib": 64, "kernel": "/boot/vmlinuz"});
     call(&c, "vm.create", json!({"spec": spec})).await.unwrap();
     assert_eq!(
@@ -203,4 +215,42 @@ async fn the_toolstack_outlives_an_oversized_write_and_a_xenstored_restart() {
     let _ = child.kill();
     let _ = child.wait();
     drop(xsd);
+}
+
+/// A directory whose names pass the protocol's 4096 bytes is listed whole
+/// (DIRECTORY_PART, as libxenstore does); a value past it is refused and
+/// nothing is written, so no reply can break xenstore-read.
+#[tokio::test(flavor = "current_thread")]
+async fn big_directories_list_whole_and_big_values_are_refused() {
+    let d = Xenithd::start(XENITHD, &[]);
+    let c = RpcClient::connect(&d.socket).await.unwrap();
+    for i in 0..300 {
+        call(
+            &c,
+            "xs.write",
+            json!({"path": format!("/many/child-with-a-long-name-{i:04}"), "value": ""}),
+        )
+        .await
+        .unwrap();
+    }
+    let names = call(&c, "xs.ls", json!({"path": "/many"})).await.unwrap();
+    let names: Vec<String> = serde_json::from_value(names).unwrap();
+    assert_eq!(names.len(), 300);
+    assert!(names.iter().map(|n| n.len() + 1).sum::<usize>() > 4096);
+    assert!(names.contains(&"child-with-a-long-name-0299".to_owned()));
+    assert_eq!(
+        error(
+            call(
+                &c,
+                "xs.write",
+                json!({"path": "/big", "value": "x".repeat(4096)})
+            )
+            .await
+        ),
+        ("XENSTORE_ERROR".to_owned(), vec!["E2BIG".to_owned()])
+    );
+    assert_eq!(
+        error(call(&c, "xs.read", json!({"path": "/big"})).await).1,
+        vec!["ENOENT".to_owned()]
+    );
 }

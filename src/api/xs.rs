@@ -79,7 +79,7 @@ impl Api {
             XsCall::Ls(p) => {
                 check(&p)?;
                 Ok(XsReply::List(
-                    xs.directory(&p).await.map_err(|e| xs_error(&p, e))?,
+                    xs.directory_all(&p).await.map_err(|e| xs_error(&p, e))?,
                 ))
             }
             XsCall::Rm(p) => {

@@ -9,7 +9,12 @@ use super::tree::{dom0_only, SharedPerms, Tree, ROOT};
 use super::txn::Txn;
 use super::watch::{Watch, Watches};
 use crate::xs::path::{domain_path, relative_to, XsPath};
-use crate::xs::{parse_request, ConnId, MsgType, Packet, Perm, PermLetter, Request, XsError};
+use crate::xs::{
+    parse_request, ConnId, MsgType, Packet, Perm, PermLetter, Request, XsError, PAYLOAD_MAX,
+};
+
+/// The first domain id that names no domain (xen.h's DOMID_FIRST_RESERVED).
+const DOMID_FIRST_RESERVED: u32 = 0x7ff0;
 
 /// Per-domain limits for unprivileged domains (the C daemon's defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,6 +217,12 @@ impl Store {
     /// causes go to `out` (the reply first).
     pub fn handle(&mut self, conn: ConnId, p: &Packet, out: &mut Vec<Out>) {
         let Some(who) = self.who(conn) else { return };
+        // The protocol's limit, for clients in process too (the socket's
+        // codec drops a connection that sends more).
+        if p.payload.len() > PAYLOAD_MAX {
+            out.push(Out::Send(conn, p.error(XsError::E2BIG)));
+            return;
+        }
         let mut events = Vec::new();
         let reply = match parse_request(p) {
             Ok(req) => match self.dispatch(conn, who, p, req, &mut events) {
@@ -320,6 +331,11 @@ impl Store {
             }
             Request::Introduce { domid, .. } => {
                 privileged(who)?;
+                // Ids from DOMID_FIRST_RESERVED (0x7ff0) up name no domain
+                // (DOMID_SELF, DOMID_IO, DOMID_INVALID...).
+                if domid >= DOMID_FIRST_RESERVED {
+                    return Err(XsError::EINVAL);
+                }
                 self.introduce(domid, ev);
                 Ok(Reply::Ok)
             }

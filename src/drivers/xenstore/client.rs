@@ -36,7 +36,9 @@ pub enum XsClientError {
     Closed,
     /// The connection was lost with the request in flight (it is being
     /// established again): the request may or may not have been applied.
-    #[error("the xenstore connection was lost with the request in flight (it is being re-established)")]
+    #[error(
+        "the xenstore connection was lost with the request in flight (it is being re-established)"
+    )]
     Lost,
     /// The connection was lost during the transaction: xenstored forgot
     /// it; the whole transaction must be done again.
@@ -242,6 +244,51 @@ impl XsClient {
         self.request(MsgType::Directory, 0, nul(path))
             .await
             .map(|p| split(&p))
+    }
+
+    /// DIRECTORY, and for a directory too big for one reply (E2BIG),
+    /// DIRECTORY_PART until the whole list is read (as libxenstore does).
+    pub async fn directory_all(&self, path: &str) -> Result<Vec<String>, XsClientError> {
+        match self.directory(path).await {
+            Err(XsClientError::Xs(XsError::E2BIG)) => {}
+            other => return other,
+        }
+        // Each part: the node's generation, then names from `offset`, each
+        // NUL-terminated, and an empty name once the list is done. A
+        // generation that moves means the directory changed: start again.
+        'again: for _ in 0..TRANSACTION_TRIES {
+            let mut names = Vec::new();
+            let mut offset = 0usize;
+            let mut generation: Option<Vec<u8>> = None;
+            loop {
+                let mut payload = nul(path);
+                payload.extend_from_slice(offset.to_string().as_bytes());
+                payload.push(0);
+                let part = self.request(MsgType::DirectoryPart, 0, payload).await?;
+                let mut fields = part.split(|b| *b == 0);
+                let gen = fields.next().ok_or(XsClientError::BadReply)?.to_vec();
+                if generation.get_or_insert_with(|| gen.clone()) != &gen {
+                    continue 'again;
+                }
+                let body = part.get(gen.len() + 1..).unwrap_or_default();
+                let mut rest = body;
+                let mut took = false;
+                while let Some(end) = rest.iter().position(|b| *b == 0) {
+                    if end == 0 {
+                        // The empty name: the list is done.
+                        return Ok(names);
+                    }
+                    names.push(String::from_utf8_lossy(&rest[..end]).into_owned());
+                    offset += end + 1;
+                    rest = &rest[end + 1..];
+                    took = true;
+                }
+                if !took {
+                    return Ok(names);
+                }
+            }
+        }
+        Err(XsClientError::Xs(XsError::EAGAIN))
     }
 
     pub async fn get_perms(&self, path: &str) -> Result<Vec<Perm>, XsClientError> {
@@ -659,7 +706,10 @@ async fn drive(
             l.connected = true;
             l.reconnects += 1;
         });
-        tracing::info!(reconnects = link.borrow().reconnects, "the xenstore connection is back");
+        tracing::info!(
+            reconnects = link.borrow().reconnects,
+            "the xenstore connection is back"
+        );
     }
     if let Wire::Embedded(store, conn, _) = &wire {
         store.disconnect(*conn);
