@@ -14,9 +14,14 @@ use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use crate::actors::xenstored::XenstoredHandle;
+use std::sync::Arc;
+
+use crate::actors::xenstored::{OutBudget, XenstoredHandle, OUT_SOFT_LIMIT};
 use crate::proto::socket::Service;
 use crate::xs::{ConnId, Outbound, XsCodec};
+
+/// The most requests one batch carries to the store.
+const MAX_BATCH: usize = 64;
 
 /// Serves xenstore clients on a Unix socket.
 #[derive(Debug, Clone)]
@@ -41,7 +46,8 @@ impl Service for XsService {
 }
 
 async fn serve(stream: UnixStream, store: XenstoredHandle, cancel: CancellationToken) {
-    let (conn, outbound) = match store.connect(None).await {
+    let budget = Arc::new(OutBudget::default());
+    let (conn, outbound) = match store.connect_with(None, Some(budget.clone())).await {
         Ok(c) => c,
         Err(error) => {
             tracing::warn!(%error, "xenstore connection refused");
@@ -52,6 +58,7 @@ async fn serve(stream: UnixStream, store: XenstoredHandle, cancel: CancellationT
         io: Some((stream, outbound, cancel)),
         store,
         conn,
+        budget,
     }
     .start();
 }
@@ -66,6 +73,7 @@ pub struct XsConnection {
     )>,
     store: XenstoredHandle,
     conn: ConnId,
+    budget: Arc<OutBudget>,
 }
 
 impl Actor for XsConnection {
@@ -75,7 +83,14 @@ impl Actor for XsConnection {
         let Some((stream, outbound, cancel)) = self.io.take() else {
             return;
         };
-        let io = run(stream, outbound, cancel, self.store.clone(), self.conn);
+        let io = run(
+            stream,
+            outbound,
+            cancel,
+            self.store.clone(),
+            self.conn,
+            self.budget.clone(),
+        );
         ctx.spawn(io.into_actor(self).map(|_, _, ctx| ctx.stop()));
     }
 
@@ -92,11 +107,17 @@ async fn run(
     cancel: CancellationToken,
     store: XenstoredHandle,
     conn: ConnId,
+    budget: Arc<OutBudget>,
 ) {
     let (rd, wr) = stream.into_split();
     let reading = async {
         let mut reader = FramedRead::new(rd, XsCodec);
-        while let Some(first) = reader.next().await {
+        loop {
+            // A client that does not read its replies is not read from.
+            budget.ready(OUT_SOFT_LIMIT).await;
+            let Some(first) = reader.next().await else {
+                break;
+            };
             let mut batch = Vec::new();
             let mut next = Some(first);
             while let Some(frame) = next {
@@ -110,8 +131,15 @@ async fn run(
                         return;
                     }
                 }
-                next = reader.next().now_or_never().flatten();
+                // A batch is what is at hand, up to a bound: the budget is
+                // looked at again before the next one.
+                next = if batch.len() < MAX_BATCH {
+                    reader.next().now_or_never().flatten()
+                } else {
+                    None
+                };
             }
+            budget.sent(batch.len());
             if store.send(conn, batch).is_err() {
                 return;
             }
@@ -119,7 +147,7 @@ async fn run(
     };
     tokio::select! {
         _ = reading => {}
-        _ = write_out(wr, outbound) => {}
+        _ = write_out(wr, outbound, &budget) => {}
         _ = cancel.cancelled() => {}
     }
 }
@@ -129,6 +157,7 @@ async fn run(
 async fn write_out(
     mut wr: tokio::net::unix::OwnedWriteHalf,
     mut outbound: mpsc::UnboundedReceiver<Outbound>,
+    budget: &OutBudget,
 ) {
     let mut buf = Vec::with_capacity(8192);
     while let Some(first) = outbound.recv().await {
@@ -148,6 +177,9 @@ async fn write_out(
         if wr.write_all(&buf).await.is_err() || closing {
             return;
         }
+        budget.written(buf.len());
+        // Capacity a burst made is not kept for the connection's life.
         buf.clear();
+        buf.shrink_to(8192);
     }
 }

@@ -12,6 +12,8 @@ pub struct Connect {
     /// None: a privileged socket connection; Some: acting for that domain.
     pub domid: Option<u32>,
     pub outbound: mpsc::UnboundedSender<Outbound>,
+    /// What is queued for it, for a socket connection.
+    pub budget: Option<std::sync::Arc<super::OutBudget>>,
 }
 
 impl Message for Connect {

@@ -5,6 +5,8 @@
 mod messages;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use actix::{Actor, AsyncContext, Context, Handler};
 use tokio::sync::mpsc;
@@ -15,7 +17,7 @@ use super::slot::AddrSlot;
 use super::supervisor::ChildSpec;
 use crate::xenstored::{Out, Quota, Store};
 use crate::xs::{ConnId, Outbound};
-use crate::xs::{Packet, XsError};
+use crate::xs::{MsgType, Packet, XsError, HEADER_LEN};
 
 /// What a xenstored request can fail with (outside the protocol's errors).
 #[derive(Debug, thiserror::Error)]
@@ -32,11 +34,88 @@ impl From<actix::MailboxError> for XenstoredError {
     }
 }
 
+/// Output queued for a socket connection and not yet written: what stops
+/// a client that does not read its replies from costing memory without end
+/// (as oxenstored and cxenstored bound theirs).
+pub const OUT_SOFT_LIMIT: usize = 256 * 1024;
+/// Past this, a watch event is not queued: the connection is dropped (a
+/// watcher that falls this far behind has lost track anyway).
+pub const OUT_HARD_LIMIT: usize = 1024 * 1024;
+
+/// What a socket connection has queued and not yet written: the actor adds
+/// to it, the connection's writer takes from it, its reader waits while it
+/// is above [`OUT_SOFT_LIMIT`] (no more requests are read meanwhile). And
+/// the requests it has handed the store and the store has not handled: one
+/// batch at a time, so the reader cannot outrun the store either.
+#[derive(Debug, Default)]
+pub struct OutBudget {
+    bytes: AtomicUsize,
+    requests: AtomicUsize,
+    drained: tokio::sync::Notify,
+}
+
+impl OutBudget {
+    pub fn queued(&self) -> usize {
+        self.bytes.load(Ordering::Acquire)
+    }
+
+    fn add(&self, n: usize) {
+        self.bytes.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// `n` bytes were written.
+    pub fn written(&self, n: usize) {
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                Some(b.saturating_sub(n))
+            });
+        self.drained.notify_waiters();
+    }
+
+    /// `n` requests go to the store.
+    pub fn sent(&self, n: usize) {
+        self.requests.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// The store handled `n` requests.
+    fn handled(&self, n: usize) {
+        let _ = self
+            .requests
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
+                Some(r.saturating_sub(n))
+            });
+        self.drained.notify_waiters();
+    }
+
+    /// Returns once the store has handled what it was sent and what is
+    /// queued for the client is at most `limit`.
+    pub async fn ready(&self, limit: usize) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.queued() <= limit && self.requests.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            drained.await;
+        }
+    }
+}
+
+/// A connection's way back.
+#[derive(Debug)]
+struct Outlet {
+    tx: mpsc::UnboundedSender<Outbound>,
+    /// Socket connections account for what they have queued.
+    budget: Option<Arc<OutBudget>>,
+}
+
 /// The actor.
 #[derive(Debug)]
 pub struct XenstoredActor {
     store: Store,
-    outbound: HashMap<ConnId, mpsc::UnboundedSender<Outbound>>,
+    outbound: HashMap<ConnId, Outlet>,
     slot: AddrSlot<XenstoredActor>,
     scratch: Vec<Out>,
 }
@@ -55,20 +134,45 @@ impl XenstoredActor {
     }
 
     fn deliver(&mut self) {
-        for out in self.scratch.drain(..) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        for out in scratch.drain(..) {
             match out {
                 Out::Send(conn, packet) => {
-                    if let Some(tx) = self.outbound.get(&conn) {
-                        // A closed channel: the connection is going away.
-                        let _ = tx.send(Outbound::Packet(packet));
+                    let Some(outlet) = self.outbound.get(&conn) else {
+                        continue;
+                    };
+                    if let Some(budget) = &outlet.budget {
+                        let size = HEADER_LEN + packet.payload.len();
+                        let event = packet.ty == MsgType::WatchEvent as u32;
+                        if event && budget.queued() + size > OUT_HARD_LIMIT {
+                            tracing::warn!(
+                                conn,
+                                queued = budget.queued(),
+                                "a xenstore client does not read its watch events: disconnected"
+                            );
+                            self.close(conn);
+                            continue;
+                        }
+                        budget.add(size);
                     }
+                    // A closed channel: the connection is going away.
+                    let _ = outlet.tx.send(Outbound::Packet(packet));
                 }
                 Out::Close(conn) => {
-                    if let Some(tx) = self.outbound.remove(&conn) {
-                        let _ = tx.send(Outbound::Close);
+                    if let Some(outlet) = self.outbound.remove(&conn) {
+                        let _ = outlet.tx.send(Outbound::Close);
                     }
                 }
             }
+        }
+        self.scratch = scratch;
+    }
+
+    /// Drops a connection: the store forgets it, its writer closes it.
+    fn close(&mut self, conn: ConnId) {
+        self.store.disconnect(conn);
+        if let Some(outlet) = self.outbound.remove(&conn) {
+            let _ = outlet.tx.send(Outbound::Close);
         }
     }
 }
@@ -90,7 +194,13 @@ impl Handler<Connect> for XenstoredActor {
             None => self.store.connect_privileged(),
             Some(domid) => self.store.connect_domain(domid)?,
         };
-        self.outbound.insert(conn, msg.outbound);
+        self.outbound.insert(
+            conn,
+            Outlet {
+                tx: msg.outbound,
+                budget: msg.budget,
+            },
+        );
         Ok(conn)
     }
 }
@@ -114,6 +224,9 @@ impl Handler<Requests> for XenstoredActor {
         }
         self.scratch = scratch;
         self.deliver();
+        if let Some(budget) = self.outbound.get(&conn).and_then(|o| o.budget.as_ref()) {
+            budget.handled(packets.len());
+        }
     }
 }
 
@@ -166,12 +279,23 @@ impl XenstoredHandle {
         &self,
         domid: Option<u32>,
     ) -> Result<(ConnId, mpsc::UnboundedReceiver<Outbound>), XenstoredError> {
+        self.connect_with(domid, None).await
+    }
+
+    /// Like [`connect`](Self::connect), accounting what is queued for the
+    /// connection in `budget` (socket connections).
+    pub async fn connect_with(
+        &self,
+        domid: Option<u32>,
+        budget: Option<Arc<OutBudget>>,
+    ) -> Result<(ConnId, mpsc::UnboundedReceiver<Outbound>), XenstoredError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let conn = self
             .addr()?
             .send(Connect {
                 domid,
                 outbound: tx,
+                budget,
             })
             .await?;
         conn.map(|c| (c, rx)).map_err(XenstoredError::Refused)
