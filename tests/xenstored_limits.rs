@@ -51,9 +51,8 @@ fn push(s: &mut UnixStream, bytes: &[u8], within: Duration) -> usize {
     let t0 = Instant::now();
     let mut sent = 0;
     while sent < bytes.len() && t0.elapsed() < within {
-        match s.write(&bytes[sent..]) {
-            Ok(n) => sent += n,
-            Err(_) => {}
+        if let Ok(n) = s.write(&bytes[sent..]) {
+            sent += n;
         }
     }
     sent
