@@ -46,6 +46,7 @@ const SMOKE: Scale = Scale {
     nodes: 2000,
 };
 
+#[allow(dead_code)]
 #[path = "../tests/common/xenstored.rs"]
 mod xenstored;
 
