@@ -351,3 +351,100 @@ async fn a_waiting_shutdown_returns_when_the_vm_halts_and_conflicts_are_refused(
         "INVALID_PARAMS"
     );
 }
+
+/// What happened (issue: an escalation that orphans every VM): the
+/// `domains` supervisor gave up (here after one VM's supervisor gave up
+/// twice, with `[supervisor] domains_max_restarts = 1`). What must hold:
+/// `domains` comes back with every VM taken back from the records and the
+/// hypervisor: running VMs still run (same domain) and answer kill and
+/// shutdown, halted ones start, and a domain destroyed meanwhile shows.
+#[tokio::test(flavor = "current_thread")]
+async fn a_restarted_domains_supervisor_takes_every_vm_back() {
+    common::quiet_injected_panics();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("xenith.toml");
+    std::fs::write(&config, "[supervisor]\ndomains_max_restarts = 1\n").unwrap();
+    let d = Xenithd::start_in(
+        XENITHD,
+        dir,
+        &[
+            "--allow-fault-injection",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    let c = RpcClient::connect(&d.socket).await.unwrap();
+    for name in ["flaky", "steady", "idle"] {
+        call(&c, "vm.create", json!({"spec": spec(name, "destroy")}))
+            .await
+            .unwrap();
+    }
+    for name in ["flaky", "steady"] {
+        call(&c, "vm.start", json!({"vm": name})).await.unwrap();
+        until(&c, name, "connected", connected).await;
+    }
+    let steady = call(&c, "vm.get", json!({"vm": "steady"})).await.unwrap();
+    // Panics until flaky's supervisor has given up twice: `domains` gives up.
+    let t0 = Instant::now();
+    let vms_restarts = |tree: &Value| {
+        common::rpc::find_node(tree, "vms").unwrap()["children"][0]["restarts"]
+            .as_u64()
+            .unwrap()
+    };
+    loop {
+        let tree = call(&c, "supervisor.tree", json!({})).await.unwrap();
+        if vms_restarts(&tree) >= 1 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "domains never gave up"
+        );
+        let _ = inject(&c, "flaky", "domain", "panic").await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Every VM is known and manageable again.
+    let t0 = Instant::now();
+    let listed = loop {
+        if let Ok(list) = call(&c, "vm.list", json!({})).await {
+            if list.as_array().map(Vec::len) == Some(3) {
+                break list;
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the VMs did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["flaky", "idle", "steady"]);
+    let v = until(&c, "steady", "re-synced", connected).await;
+    assert_eq!(
+        v["domid"], steady["domid"],
+        "the same domain, not a new one"
+    );
+    assert_eq!(
+        call(&c, "vm.shutdown", json!({"vm": "steady"}))
+            .await
+            .unwrap()["power_state"],
+        "Halted"
+    );
+    assert_eq!(
+        call(&c, "vm.start", json!({"vm": "idle"})).await.unwrap()["power_state"],
+        "Running"
+    );
+    // A domain destroyed behind xenith's back is seen as such.
+    until(&c, "flaky", "re-synced", connected).await;
+    inject(&c, "flaky", "domain", "kill").await.unwrap();
+    until(&c, "flaky", "cleaned up", |v| v["power_state"] == "Halted").await;
+    assert_eq!(
+        call(&c, "vm.kill", json!({"vm": "idle"})).await.unwrap()["power_state"],
+        "Halted"
+    );
+}

@@ -118,6 +118,7 @@ impl Default for RpcSection {
 pub struct SupervisorSection {
     pub max_restarts: u32,
     pub period_s: u64,
+    pub domains_max_restarts: u32,
 }
 
 impl Default for SupervisorSection {
@@ -125,6 +126,7 @@ impl Default for SupervisorSection {
         Self {
             max_restarts: 5,
             period_s: 30,
+            domains_max_restarts: 1000,
         }
     }
 }
@@ -315,6 +317,7 @@ impl ConfigFile {
             },
             supervisor: IntensityConfig {
                 max_restarts: s.max_restarts,
+                domains_max_restarts: s.domains_max_restarts,
                 period: Duration::from_secs(period_s as u64),
             },
             sim: SimConfig {

@@ -92,6 +92,10 @@ pub struct RpcConfig {
 pub struct IntensityConfig {
     pub max_restarts: u32,
     pub period: Duration,
+    /// The domains supervisor's: VM supervisors it restarts per minute
+    /// before it gives up (and the `vms` supervisor starts it, and the
+    /// inventory that takes every VM back, again).
+    pub domains_max_restarts: u32,
 }
 
 /// The simulated host's size.

@@ -181,6 +181,7 @@ pub fn vms_spec(
     env: Arc<VmEnv>,
     inventory: AddrSlot<InventoryActor>,
     count: Arc<watch::Sender<usize>>,
+    domains_max_restarts: u32,
 ) -> ChildSpec {
     let domains: AddrSlot<Supervisor> = AddrSlot::new();
     let events = env.events.clone();
@@ -190,7 +191,10 @@ pub fn vms_spec(
         vec![
             ChildSpec::supervisor_observed(
                 "domains",
-                DOMAINS_FLAGS,
+                SupervisorFlags {
+                    max_restarts: domains_max_restarts,
+                    ..DOMAINS_FLAGS
+                },
                 vec![],
                 Some(domains.clone()),
                 Some(events.clone()),
@@ -339,7 +343,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         records,
     });
     root.handle()
-        .start_child(vms_spec(env, inventory_slot, Arc::new(count)))
+        .start_child(vms_spec(
+            env,
+            inventory_slot,
+            Arc::new(count),
+            config.supervisor.domains_max_restarts,
+        ))
         .await?;
     api.set_ready();
     notify(&[sd_notify::NotifyState::Ready]);
