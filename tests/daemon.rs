@@ -761,3 +761,77 @@ fn each_state_changing_call_leaves_an_audit_line() {
         audit[2]
     );
 }
+
+/// Reads frames until the daemon closes the connection (or 5 s pass).
+fn read_until_closed(s: &mut UnixStream) -> (Vec<Value>, bool) {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut frames = Vec::new();
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    let mut cursor: &[u8] = &bytes;
+    while !cursor.is_empty() {
+        match rmpv::decode::read_value(&mut cursor) {
+            Ok(v) => frames.push(v),
+            Err(_) => break,
+        }
+    }
+    (frames, closed)
+}
+
+/// What a client did: sent a valid request and garbage in one write; held
+/// an event subscription and then sent garbage, or closed its side; sent a
+/// request nested 60 deep. What must hold: the valid request is answered
+/// before the connection closes; a connection with subscriptions closes
+/// all the same; nesting up to 64 is a request like any other.
+#[test]
+fn malformed_frames_and_half_closes_end_connections_with_subscriptions_too() {
+    let d = Daemon::start(&[]);
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    let mut both = request(1, "host.info", Value::Map(vec![]));
+    both.push(0xc1);
+    s.write_all(&both).unwrap();
+    let (frames, closed) = read_until_closed(&mut s);
+    assert!(closed, "closed after the garbage");
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert!(
+        frames[0].as_array().unwrap()[2].is_nil(),
+        "host.info answered: {:?}",
+        frames[0]
+    );
+
+    for how in ["garbage", "half-close"] {
+        let mut s = UnixStream::connect(&d.socket).unwrap();
+        s.write_all(&request(1, "event.subscribe", Value::Map(vec![])))
+            .unwrap();
+        let _ = read_frame(&mut s);
+        match how {
+            "garbage" => s.write_all(&[0xc1]).unwrap(),
+            _ => s.shutdown(std::net::Shutdown::Write).unwrap(),
+        }
+        let (_, closed) = read_until_closed(&mut s);
+        assert!(closed, "{how}: the connection stayed open");
+    }
+
+    let mut deep = Value::Nil;
+    for _ in 0..60 {
+        deep = Value::Array(vec![deep]);
+    }
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    s.write_all(&request(
+        7,
+        "host.info",
+        Value::Map(vec![("x".into(), deep)]),
+    ))
+    .unwrap();
+    let r = read_frame(&mut s);
+    let items = r.as_array().unwrap();
+    assert_eq!(items[1].as_u64(), Some(7));
+    assert_eq!(field(&items[2], "code").as_str(), Some("INVALID_PARAMS"));
+}

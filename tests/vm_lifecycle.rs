@@ -298,3 +298,64 @@ async fn a_memory_target_is_what_the_guest_balloons_to() {
     })
     .await;
 }
+
+/// What happened: xenithd was killed while two creations of one name were
+/// under way (before names were reserved), or someone copied a record by
+/// hand: two records share a name. What must hold after a restart: both
+/// VMs are taken back, the older record keeps the name, the other is
+/// flagged and named by its uuid, and can be removed; a record edited into
+/// something vm.create refuses is not loaded at all.
+#[tokio::test(flavor = "current_thread")]
+async fn records_that_share_a_name_are_reported_and_can_be_removed() {
+    let d = Xenithd::start(XENITHD, &[]);
+    let c = RpcClient::connect(&d.socket).await.unwrap();
+    let first = call(&c, "vm.create", json!({"spec": spec("twin", 64)}))
+        .await
+        .unwrap()["uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    drop(c);
+    let (code, dir) = d.stop();
+    assert_eq!(code, Some(0));
+    let vms = dir.path().join("state/vms");
+    let text = std::fs::read_to_string(vms.join(format!("{first}.toml"))).unwrap();
+    // A copy with another uuid, written later; and one with a name that is a path.
+    std::thread::sleep(Duration::from_millis(20));
+    let second = uuid::Uuid::new_v4().to_string();
+    std::fs::write(
+        vms.join(format!("{second}.toml")),
+        text.replace(&first, &second),
+    )
+    .unwrap();
+    let evil = uuid::Uuid::new_v4().to_string();
+    let evil_text = text
+        .replace(&first, &evil)
+        .replace("name = \"twin\"", "name = \"../../evil/name\"");
+    std::fs::write(vms.join(format!("{evil}.toml")), evil_text).unwrap();
+
+    let d = Xenithd::start_in(XENITHD, dir, &[]);
+    let c = RpcClient::connect(&d.socket).await.unwrap();
+    let list = call(&c, "vm.list", json!({})).await.unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    let flagged: Vec<&Value> = list.iter().filter(|v| v["name_conflict"] == true).collect();
+    assert_eq!(flagged.len(), 1);
+    assert_eq!(
+        flagged[0]["uuid"], second,
+        "the newer record is the one flagged"
+    );
+    assert_eq!(
+        call(&c, "vm.get", json!({"vm": "twin"})).await.unwrap()["uuid"],
+        first
+    );
+    let v = call(&c, "vm.get", json!({"vm": second})).await.unwrap();
+    assert_eq!(v["name_conflict"], true);
+    call(&c, "vm.remove", json!({"vm": second})).await.unwrap();
+    let list = call(&c, "vm.list", json!({})).await.unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(
+        call(&c, "vm.get", json!({"vm": "twin"})).await.unwrap()["uuid"],
+        first
+    );
+}

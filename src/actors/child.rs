@@ -94,9 +94,14 @@ where
     }
 
     /// Fault injection: the actor's handler panics (the send fails, which
-    /// is the point).
-    pub async fn inject_panic(&self) {
+    /// is the point). False when the incarnation this handle reached had
+    /// stopped already: nothing was injected.
+    pub async fn inject_panic(&self) -> bool {
+        if !self.addr.connected() {
+            return false;
+        }
         let _ = self.addr.send(InjectPanic).await;
+        true
     }
 
     pub(crate) fn addr(&self) -> &Addr<A> {

@@ -27,6 +27,10 @@ pub struct VmSummary {
     /// an extension of the contract).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Another VM has this VM's name (two records gave one name): it is
+    /// named by its uuid only (an extension of the contract).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub name_conflict: bool,
 }
 
 /// `vm.get`.
@@ -42,6 +46,9 @@ pub struct VmInfo {
     pub vcpus: u32,
     /// "sim" or "xen" (an extension of the contract).
     pub hypervisor: String,
+    /// As in `vm.list` (an extension of the contract).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub name_conflict: bool,
     pub vbds: Vec<DeviceInfo>,
     pub vifs: Vec<DeviceInfo>,
     pub guest: GuestInfo,
@@ -124,6 +131,7 @@ impl Api {
             domid: s.domid,
             hypervisor: self.inner.hypervisor.to_owned(),
             reason: None,
+            name_conflict: false,
         }
     }
 
@@ -139,12 +147,20 @@ impl Api {
     /// `vm.list`.
     pub async fn vm_list(&self) -> Result<Vec<VmSummary>, ApiError> {
         let vms = self.inner.inventory.list().await?;
-        Ok(vms.iter().map(|vm| self.summary(&vm.snapshot())).collect())
+        Ok(vms
+            .iter()
+            .map(|vm| VmSummary {
+                name_conflict: vm.name_conflict(),
+                ..self.summary(&vm.snapshot())
+            })
+            .collect())
     }
 
     /// `vm.get`.
     pub async fn vm_get(&self, key: &str) -> Result<VmInfo, ApiError> {
-        let d = self.resolve(key).await?.details().await;
+        let vm = self.resolve(key).await?;
+        let name_conflict = vm.name_conflict();
+        let d = vm.details().await;
         let s = &d.snapshot;
         let spec = &s.spec;
         let mut vbds = Vec::new();
@@ -180,6 +196,7 @@ impl Api {
             memory_mib: spec.memory_mib,
             vcpus: spec.vcpus,
             hypervisor: self.inner.hypervisor.to_owned(),
+            name_conflict,
             vbds,
             vifs,
             guest: GuestInfo::from(d.guest),

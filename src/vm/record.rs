@@ -118,42 +118,82 @@ impl RecordStore {
             .map_err(io("fsync", &self.dir))
     }
 
-    /// Every readable record; each unreadable one is logged and skipped
-    /// (blocking).
+    /// Every readable record whose spec validates (a record a person edited
+    /// is held to what `vm.create` accepts); each other one is logged and
+    /// skipped. Sorted by name, then oldest record file first (which keeps a
+    /// name two records share), then uuid. Temporary files a write left
+    /// behind (a crash, a full disk) more than a minute ago are removed.
+    /// Blocking.
     pub fn load_all(&self) -> Result<Vec<VmRecord>, RecordError> {
         crate::drivers::blocking::debug_assert_blocking_allowed("the VM records' read");
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.dir).map_err(io("list", &self.dir))? {
             let entry = entry.map_err(io("list", &self.dir))?;
             let path = entry.path();
-            if path.extension().is_none_or(|e| e != "toml")
-                || entry.file_name().to_string_lossy().starts_with('.')
-            {
+            let hidden = entry.file_name().to_string_lossy().starts_with('.');
+            if hidden && path.extension().is_some_and(|e| e == "tmp") {
+                remove_stale(&path);
                 continue;
             }
-            let parsed = std::fs::read_to_string(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|text| {
-                    toml::from_str::<VmRecord>(&text).map_err(|e| e.message().to_owned())
-                });
-            match parsed {
+            if path.extension().is_none_or(|e| e != "toml") || hidden {
+                continue;
+            }
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                // Removed since it was listed (a concurrent vm.remove).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(error) => {
+                    tracing::warn!(record = %path.display(), %error, "unreadable VM record: skipped");
+                    continue;
+                }
+            };
+            let written = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            match toml::from_str::<VmRecord>(&text) {
                 Ok(r)
                     if path
                         .file_stem()
-                        .is_some_and(|s| s == r.uuid.to_string().as_str()) =>
+                        .is_none_or(|s| s != r.uuid.to_string().as_str()) =>
                 {
-                    out.push(r)
-                }
-                Ok(r) => {
                     tracing::warn!(record = %path.display(), uuid = %r.uuid, "VM record named for another uuid: skipped")
                 }
-                Err(error) => {
+                Ok(r) => match r.spec.check() {
+                    Ok(()) => out.push((written, r)),
+                    Err(error) => {
+                        tracing::warn!(record = %path.display(), %error, "VM record that does not validate: skipped")
+                    }
+                },
+                Err(e) => {
+                    let error = e.message().to_owned();
                     tracing::warn!(record = %path.display(), %error, "corrupt VM record: skipped")
                 }
             }
         }
-        out.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
-        Ok(out)
+        out.sort_by(|(ta, a), (tb, b)| {
+            (a.spec.name.as_str(), *ta, a.uuid).cmp(&(b.spec.name.as_str(), *tb, b.uuid))
+        });
+        Ok(out.into_iter().map(|(_, r)| r).collect())
+    }
+}
+
+/// Removes a temporary record file no write has touched for a minute.
+fn remove_stale(path: &Path) {
+    let old = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > std::time::Duration::from_secs(60));
+    if old {
+        match std::fs::remove_file(path) {
+            Ok(()) => {
+                tracing::info!(file = %path.display(), "removed a record write left unfinished")
+            }
+            Err(error) => {
+                tracing::warn!(file = %path.display(), %error, "cannot remove an unfinished record write")
+            }
+        }
     }
 }
 
@@ -182,5 +222,39 @@ mod tests {
         store.remove(&uuid).unwrap();
         store.remove(&uuid).unwrap();
         assert!(store.load_all().unwrap().is_empty());
+    }
+
+    #[test]
+    fn hand_edited_records_are_validated_and_old_writes_left_behind_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        let uuid = uuid::Uuid::new_v4();
+        let spec =
+            VmSpecFile::from_toml("name=\"a\"\ntype=\"pvh\"\nmemory_mib=64\nkernel=\"/k\"\n")
+                .unwrap()
+                .validate(&uuid)
+                .unwrap();
+        let mut evil = VmRecord { uuid, spec };
+        evil.spec.name = "../../evil/name".into();
+        let text = toml::to_string(&evil).unwrap();
+        std::fs::write(dir.path().join(format!("vms/{uuid}.toml")), text).unwrap();
+        assert!(
+            store.load_all().unwrap().is_empty(),
+            "a name vm.create refuses"
+        );
+        // A write a crash cut short: removed once it is a minute old.
+        let tmp = dir.path().join("vms/.x.tmp");
+        std::fs::write(&tmp, "half").unwrap();
+        store.load_all().unwrap();
+        assert!(tmp.exists(), "a write that may be under way stays");
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        std::fs::File::options()
+            .write(true)
+            .open(&tmp)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        store.load_all().unwrap();
+        assert!(!tmp.exists());
     }
 }

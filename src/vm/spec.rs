@@ -211,12 +211,7 @@ fn validate_disk(d: DiskFile, at: &str, existing: &[Disk]) -> Result<Disk, VmSpe
     if existing.iter().any(|x| x.devid == devid) {
         return Err(bad(field("device"), format!("{} is used twice", d.device)));
     }
-    if !d.path.is_absolute() {
-        return Err(bad(
-            field("path"),
-            format!("{} is not an absolute path", d.path.display()),
-        ));
-    }
+    check_path(&field("path"), &d.path)?;
     Ok(Disk {
         path: d.path,
         device: d.device,
@@ -251,13 +246,168 @@ fn validate_nic(
         ));
     }
     let bridge = n.bridge.unwrap_or_else(|| DEFAULT_BRIDGE.to_owned());
-    if bridge.is_empty() || bridge.len() > 15 || bridge.contains(['/', ' ']) {
+    if !valid_ifname(&bridge) {
         return Err(bad(
             format!("{at}.bridge"),
-            format!("{bridge:?} is not an interface name"),
+            format!("{bridge:?} is not an interface name (1 to 15 bytes, no '/', ':', white space or NUL, not . or ..)"),
         ));
     }
     Ok(Nic { bridge, mac, devid })
+}
+
+/// The longest path a spec may name (kernel, ramdisk, disk): it goes into
+/// xenstore nodes, whose values the protocol bounds.
+pub const MAX_PATH: usize = 1024;
+/// The longest kernel command line (Linux's COMMAND_LINE_SIZE on x86).
+pub const MAX_CMDLINE: usize = 2048;
+
+/// An absolute path of at most [`MAX_PATH`] bytes, without NUL.
+fn check_path(field: &str, p: &std::path::Path) -> Result<(), VmSpecError> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = p.as_os_str().as_bytes();
+    if bytes.contains(&0) {
+        return Err(bad(field, "holds a NUL byte"));
+    }
+    if bytes.len() > MAX_PATH {
+        return Err(bad(
+            field,
+            format!("{} bytes: a path has at most {MAX_PATH}", bytes.len()),
+        ));
+    }
+    if !p.is_absolute() {
+        return Err(bad(
+            field,
+            format!("{} is not an absolute path", p.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// What Linux takes as an interface name (dev_valid_name): 1 to 15 bytes,
+/// not `.` or `..`, without '/', ':', white space or NUL.
+fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace())
+}
+
+/// A VM's name: 1 to 64 of `[A-Za-z0-9-_.]`, not shaped like a uuid.
+fn check_name(name: &str) -> Result<(), VmSpecError> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(bad("name", "must be 1 to 64 characters"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(bad(
+            "name",
+            format!("{name:?} may hold only letters, digits, '-', '_' and '.'"),
+        ));
+    }
+    if uuid::Uuid::parse_str(name).is_ok() {
+        return Err(bad(
+            "name",
+            "a name may not look like a uuid (VMs are named by either)",
+        ));
+    }
+    Ok(())
+}
+
+/// The fields a spec file and a validated spec share.
+fn check_common(
+    memory_mib: u64,
+    vcpus: u32,
+    domain_type: DomainType,
+    kernel: Option<&std::path::Path>,
+    ramdisk: Option<&std::path::Path>,
+    cmdline: &str,
+) -> Result<(), VmSpecError> {
+    if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&memory_mib) {
+        return Err(bad(
+            "memory_mib",
+            format!(
+                "{} is outside {MIN_MEMORY_MIB}..={MAX_MEMORY_MIB}",
+                memory_mib
+            ),
+        ));
+    }
+    if !(1..=128).contains(&vcpus) {
+        return Err(bad("vcpus", format!("{} is outside 1..=128", vcpus)));
+    }
+    if matches!(domain_type, DomainType::Pv | DomainType::Pvh) && kernel.is_none() {
+        return Err(bad("kernel", "a pv or pvh VM needs a kernel"));
+    }
+    for (field, p) in [("kernel", kernel), ("ramdisk", ramdisk)] {
+        if let Some(p) = p {
+            check_path(field, p)?;
+        }
+    }
+    if cmdline.len() > MAX_CMDLINE {
+        return Err(bad(
+            "cmdline",
+            format!(
+                "{} bytes: a command line has at most {MAX_CMDLINE}",
+                cmdline.len()
+            ),
+        ));
+    }
+    if cmdline.contains('\0') {
+        return Err(bad("cmdline", "holds a NUL byte"));
+    }
+    Ok(())
+}
+
+impl VmSpec {
+    /// Checks a spec read back from a record (which a person may have
+    /// edited): what [`VmSpecFile::validate`] would refuse is refused.
+    pub fn check(&self) -> Result<(), VmSpecError> {
+        check_name(&self.name)?;
+        check_common(
+            self.memory_mib,
+            self.vcpus,
+            self.domain_type,
+            self.kernel.as_deref(),
+            self.ramdisk.as_deref(),
+            &self.cmdline,
+        )?;
+        for (i, d) in self.disks.iter().enumerate() {
+            let at = format!("disks[{i}]");
+            check_path(&format!("{at}.path"), &d.path)?;
+            if xvd_devid(&d.device) != Some(d.devid)
+                || self.disks[..i].iter().any(|x| x.devid == d.devid)
+            {
+                return Err(bad(
+                    format!("{at}.device"),
+                    format!("{:?} does not fit", d.device),
+                ));
+            }
+        }
+        if self.nics.len() > MAX_NICS as usize {
+            return Err(bad("nics", format!("a VM has at most {MAX_NICS} NICs")));
+        }
+        for (i, n) in self.nics.iter().enumerate() {
+            let at = format!("nics[{i}]");
+            if let Some(why) = mac_problem(&n.mac) {
+                return Err(bad(format!("{at}.mac"), format!("{:?} {why}", n.mac)));
+            }
+            if !valid_ifname(&n.bridge) {
+                return Err(bad(
+                    format!("{at}.bridge"),
+                    format!("{:?} is not an interface name", n.bridge),
+                ));
+            }
+            let earlier = &self.nics[..i];
+            if n.devid >= MAX_NICS || earlier.iter().any(|x| x.devid == n.devid || x.mac == n.mac) {
+                return Err(bad(at, "a device id or MAC used twice"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The most NICs a VM may have (device ids 0..).
@@ -320,49 +470,15 @@ impl VmSpecFile {
     /// Checks every field; `uuid` seeds generated MACs.
     pub fn validate(self, uuid: &uuid::Uuid) -> Result<VmSpec, VmSpecError> {
         let name = self.name.trim().to_owned();
-        if name.is_empty() || name.len() > 64 {
-            return Err(bad("name", "must be 1 to 64 characters"));
-        }
-        if !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
-            return Err(bad(
-                "name",
-                format!("{name:?} may hold only letters, digits, '-', '_' and '.'"),
-            ));
-        }
-        if uuid::Uuid::parse_str(&name).is_ok() {
-            return Err(bad(
-                "name",
-                "a name may not look like a uuid (VMs are named by either)",
-            ));
-        }
-        if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&self.memory_mib) {
-            return Err(bad(
-                "memory_mib",
-                format!(
-                    "{} is outside {MIN_MEMORY_MIB}..={MAX_MEMORY_MIB}",
-                    self.memory_mib
-                ),
-            ));
-        }
-        if !(1..=128).contains(&self.vcpus) {
-            return Err(bad("vcpus", format!("{} is outside 1..=128", self.vcpus)));
-        }
-        if matches!(self.domain_type, DomainType::Pv | DomainType::Pvh) && self.kernel.is_none() {
-            return Err(bad("kernel", "a pv or pvh VM needs a kernel"));
-        }
-        for (field, p) in [("kernel", &self.kernel), ("ramdisk", &self.ramdisk)] {
-            if let Some(p) = p {
-                if !p.is_absolute() {
-                    return Err(bad(
-                        field,
-                        format!("{} is not an absolute path", p.display()),
-                    ));
-                }
-            }
-        }
+        check_name(&name)?;
+        check_common(
+            self.memory_mib,
+            self.vcpus,
+            self.domain_type,
+            self.kernel.as_deref(),
+            self.ramdisk.as_deref(),
+            &self.cmdline,
+        )?;
         let mut disks: Vec<Disk> = Vec::with_capacity(self.disks.len());
         for (i, d) in self.disks.into_iter().enumerate() {
             let disk = validate_disk(d, &format!("disks[{i}]"), &disks)?;
@@ -519,6 +635,44 @@ mod examples {
             .contains("already"));
         let e = spec(&"[[nics]]\n".repeat(65)).unwrap_err();
         assert_eq!(e.field, "nics");
+    }
+
+    #[test]
+    fn paths_command_lines_and_bridges_are_held_to_what_the_host_takes() {
+        let uuid = uuid::Uuid::new_v4();
+        let spec = |extra: &str| {
+            VmSpecFile::from_toml(&format!("name=\"m\"\ntype=\"pv\"\nmemory_mib=64\n{extra}"))
+                .and_then(|s| s.validate(&uuid))
+        };
+        let long = format!("/{}", "a".repeat(MAX_PATH));
+        for (extra, field) in [
+            ("kernel=\"/k\\u0000x\"".to_owned(), "kernel"),
+            (format!("kernel=\"{long}\""), "kernel"),
+            (
+                format!("kernel=\"/k\"\ncmdline=\"{}\"", "x".repeat(MAX_CMDLINE + 1)),
+                "cmdline",
+            ),
+            ("kernel=\"/k\"\ncmdline=\"a\\u0000b\"".to_owned(), "cmdline"),
+            (
+                "kernel=\"/k\"\n[[disks]]\npath=\"/d\\u0000\"\ndevice=\"xvda\"".to_owned(),
+                "disks[0].path",
+            ),
+            (
+                "kernel=\"/k\"\n[[nics]]\nbridge=\"br:0\"".to_owned(),
+                "nics[0].bridge",
+            ),
+            (
+                "kernel=\"/k\"\n[[nics]]\nbridge=\"..\"".to_owned(),
+                "nics[0].bridge",
+            ),
+            (
+                "kernel=\"/k\"\n[[nics]]\nbridge=\"a-bridge-name-16\"".to_owned(),
+                "nics[0].bridge",
+            ),
+        ] {
+            assert_eq!(spec(&extra).unwrap_err().field, field, "{extra}");
+        }
+        assert!(spec("kernel=\"/k\"\n[[nics]]\nbridge=\"xenbr-0.15_abcd\"").is_ok());
     }
 
     #[test]

@@ -7,7 +7,6 @@ use super::messages::{DeviceStatus, Release, Unplug};
 use super::state::BackendActor;
 use crate::actors::child::ChildId;
 use crate::actors::supervisor::SupervisorHandle;
-use crate::actors::InjectPanic;
 use crate::xs::XenbusState;
 
 /// What a backend request can fail with.
@@ -53,10 +52,5 @@ impl BackendHandle {
     /// Releases the device of a domain that is going (see [`Release`]).
     pub async fn release(&self) -> Result<(), BackendError> {
         Ok(self.addr.send(Release).await??)
-    }
-
-    /// Fault injection: the actor panics (the send fails, which is the point).
-    pub async fn inject_panic(&self) {
-        let _ = self.addr.send(InjectPanic).await;
     }
 }

@@ -142,8 +142,11 @@ impl VmHandle {
         let child = ChildHandle::<A>::find(&self.sup()?, id)
             .await
             .ok_or_else(|| self.not_running(id))?;
-        child.inject_panic().await;
-        Ok(())
+        if child.inject_panic().await {
+            Ok(())
+        } else {
+            Err(self.not_running(id))
+        }
     }
 
     /// A misbehaviour of the guest itself: only a simulated one can.

@@ -41,6 +41,9 @@ pub struct VmHandle {
     guest: watch::Receiver<GuestMetrics>,
     device_states: DeviceStates,
     env: Arc<VmEnv>,
+    /// Its name is another VM's: two records gave one name (only this
+    /// VM's uuid names it).
+    name_conflict: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What `vm.get` shows of a VM: its state, its devices' states, what its
@@ -72,6 +75,7 @@ impl VmHandle {
             guest: guest.subscribe(),
             device_states: device_states.clone(),
             env: env.clone(),
+            name_conflict: Arc::default(),
         };
         let events = env.events.clone();
         let parts = VmParts {
@@ -101,6 +105,17 @@ impl VmHandle {
     /// The VM's spec as it is now.
     pub fn spec(&self) -> Arc<VmSpec> {
         self.snapshot.borrow().spec.clone()
+    }
+
+    /// Whether another VM has this VM's name (it is named by its uuid only).
+    pub fn name_conflict(&self) -> bool {
+        self.name_conflict
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_name_conflict(&self) {
+        self.name_conflict
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The VM's name as it is now.

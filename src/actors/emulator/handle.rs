@@ -56,9 +56,4 @@ impl EmulatorHandle {
             .await?
             .map_err(EmulatorError::Failed)
     }
-
-    /// Fault injection: the actor panics.
-    pub async fn inject_panic(&self) {
-        self.0.inject_panic().await;
-    }
 }

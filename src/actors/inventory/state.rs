@@ -93,9 +93,12 @@ impl InventoryActor {
         let mut images = Vec::new();
         for record in records {
             let (uuid, name) = (record.uuid, record.spec.name.clone());
-            if let Some(other) = self.names.get(&name) {
-                tracing::error!(vm = %name, %uuid, other = %other, "cannot take this VM back: its name is another VM's");
-                continue;
+            // Two records with one name (written before names were reserved,
+            // or by hand): the older keeps the name; the other is taken back
+            // too, named by its uuid only, flagged in vm.list and vm.get.
+            let conflict = self.names.get(&name).copied();
+            if let Some(other) = conflict {
+                tracing::warn!(vm = %name, %uuid, keeps_the_name = %other, "two VMs have one name: this one is named by its uuid only (remove it, or the other)");
             }
             let vm_disks = uses.remove(&uuid).unwrap_or_default();
             if let Some((new, held)) = self.disks.conflict(&vm_disks) {
@@ -107,7 +110,13 @@ impl InventoryActor {
             match adopt(&self.env, &self.domains, record).await {
                 Ok(handle) => {
                     self.disks.set(uuid, vm_disks);
-                    self.register(handle);
+                    if conflict.is_some() {
+                        handle.set_name_conflict();
+                        self.vms.insert(uuid, handle);
+                        self.count.send_replace(self.vms.len());
+                    } else {
+                        self.register(handle);
+                    }
                 }
                 Err(e) => {
                     let error = crate::error::chain(&e);

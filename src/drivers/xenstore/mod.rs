@@ -5,6 +5,7 @@
 //! domain (with that domain's permissions and quotas).
 
 mod client;
+mod connection;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -22,16 +22,26 @@ pub enum CodecError {
 
 /// Decodes and encodes MessagePack values; a frame over `max_frame` bytes is
 /// an error (the connection is then closed).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct MsgpackCodec {
     max_frame: usize,
+    scanner: Scanner,
 }
 
 impl MsgpackCodec {
     pub fn new(max_frame: usize) -> Self {
-        Self { max_frame }
+        Self {
+            max_frame,
+            scanner: Scanner::default(),
+        }
     }
 }
+
+/// The most elements (values inside arrays and maps, keys included) one
+/// frame may hold: what decoding it may cost is bounded by this and the
+/// frame's size (a megabyte of one-byte nils would otherwise decode into
+/// tens of megabytes of values).
+const MAX_ELEMENTS: usize = 65_536;
 
 /// Where scanning a frame stopped short.
 enum Scan {
@@ -40,64 +50,98 @@ enum Scan {
     Malformed(String),
 }
 
-fn take(buf: &[u8], pos: &mut usize, n: usize) -> Result<(), Scan> {
-    let end = pos.checked_add(n).ok_or(Scan::Incomplete)?;
-    if end > buf.len() {
-        return Err(Scan::Incomplete);
-    }
-    *pos = end;
-    Ok(())
-}
-
-fn be_len(buf: &[u8], pos: &mut usize, width: usize) -> Result<usize, Scan> {
-    let start = *pos;
-    take(buf, pos, width)?;
-    Ok(buf[start..*pos]
+fn be_len(buf: &[u8], pos: usize, width: usize) -> Result<usize, Scan> {
+    let bytes = buf.get(pos..pos + width).ok_or(Scan::Incomplete)?;
+    Ok(bytes
         .iter()
         .fold(0usize, |acc, b| (acc << 8) | usize::from(*b)))
 }
 
-/// Skips one MessagePack value starting at `pos`, checking its structure
-/// (no reserved byte 0xc1, bounded nesting) without building anything.
-fn skip(buf: &[u8], pos: &mut usize, depth: usize) -> Result<(), Scan> {
-    if depth > MAX_DEPTH {
-        return Err(Scan::Malformed(format!("nested deeper than {MAX_DEPTH}")));
-    }
-    let marker = *buf.get(*pos).ok_or(Scan::Incomplete)?;
-    *pos += 1;
-    let (items, bytes) = match marker {
-        0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => (0, 0),
-        0x80..=0x8f => (2 * usize::from(marker & 0x0f), 0),
-        0x90..=0x9f => (usize::from(marker & 0x0f), 0),
-        0xa0..=0xbf => (0, usize::from(marker & 0x1f)),
+/// One value's header at `pos`: (header length, elements it contains,
+/// payload bytes after the header).
+fn header(buf: &[u8], pos: usize) -> Result<(usize, usize, usize), Scan> {
+    let marker = *buf.get(pos).ok_or(Scan::Incomplete)?;
+    let at = pos + 1;
+    Ok(match marker {
+        0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => (1, 0, 0),
+        0x80..=0x8f => (1, 2 * usize::from(marker & 0x0f), 0),
+        0x90..=0x9f => (1, usize::from(marker & 0x0f), 0),
+        0xa0..=0xbf => (1, 0, usize::from(marker & 0x1f)),
         0xc1 => return Err(Scan::Malformed("reserved byte 0xc1".into())),
-        0xc4 | 0xd9 => (0, be_len(buf, pos, 1)?),
-        0xc5 | 0xda => (0, be_len(buf, pos, 2)?),
-        0xc6 | 0xdb => (0, be_len(buf, pos, 4)?),
-        0xc7 => (0, be_len(buf, pos, 1)? + 1),
-        0xc8 => (0, be_len(buf, pos, 2)? + 1),
-        0xc9 => (0, be_len(buf, pos, 4)? + 1),
-        0xcc | 0xd0 => (0, 1),
-        0xcd | 0xd1 => (0, 2),
-        0xca | 0xce | 0xd2 => (0, 4),
-        0xcb | 0xcf | 0xd3 => (0, 8),
-        0xd4 => (0, 2),
-        0xd5 => (0, 3),
-        0xd6 => (0, 5),
-        0xd7 => (0, 9),
-        0xd8 => (0, 17),
-        0xdc => (be_len(buf, pos, 2)?, 0),
-        0xdd => (be_len(buf, pos, 4)?, 0),
-        0xde => (2 * be_len(buf, pos, 2)?, 0),
-        0xdf => (2 * be_len(buf, pos, 4)?, 0),
-    };
-    take(buf, pos, bytes)?;
-    // Each element takes at least a byte, so a huge announced count runs
-    // out of input (Incomplete) long before it costs anything.
-    for _ in 0..items {
-        skip(buf, pos, depth + 1)?;
+        0xc4 | 0xd9 => (2, 0, be_len(buf, at, 1)?),
+        0xc5 | 0xda => (3, 0, be_len(buf, at, 2)?),
+        0xc6 | 0xdb => (5, 0, be_len(buf, at, 4)?),
+        0xc7 => (2, 0, be_len(buf, at, 1)? + 1),
+        0xc8 => (3, 0, be_len(buf, at, 2)? + 1),
+        0xc9 => (5, 0, be_len(buf, at, 4)? + 1),
+        0xcc | 0xd0 => (1, 0, 1),
+        0xcd | 0xd1 => (1, 0, 2),
+        0xca | 0xce | 0xd2 => (1, 0, 4),
+        0xcb | 0xcf | 0xd3 => (1, 0, 8),
+        0xd4 => (1, 0, 2),
+        0xd5 => (1, 0, 3),
+        0xd6 => (1, 0, 5),
+        0xd7 => (1, 0, 9),
+        0xd8 => (1, 0, 17),
+        0xdc => (3, be_len(buf, at, 2)?, 0),
+        0xdd => (5, be_len(buf, at, 4)?, 0),
+        0xde => (3, 2 * be_len(buf, at, 2)?, 0),
+        0xdf => (5, 2 * be_len(buf, at, 4)?, 0),
+    })
+}
+
+/// Scans a frame's structure as its bytes arrive (no reserved byte 0xc1,
+/// nesting and element count bounded), without building anything and
+/// without going over what it has scanned before: a frame that arrives
+/// in many pieces costs time linear in its size.
+#[derive(Debug, Clone, Default)]
+struct Scanner {
+    /// Where the next value starts.
+    pos: usize,
+    /// The elements left in each container still open, outermost first.
+    open: Vec<usize>,
+    /// Elements seen in this frame.
+    elements: usize,
+}
+
+impl Scanner {
+    /// The frame's length once it is whole.
+    fn scan(&mut self, buf: &[u8]) -> Result<usize, Scan> {
+        loop {
+            let (head, items, bytes) = header(buf, self.pos)?;
+            let end = self.pos + head + bytes;
+            if end > buf.len() {
+                return Err(Scan::Incomplete);
+            }
+            self.pos = end;
+            if items > 0 {
+                if self.open.len() >= MAX_DEPTH {
+                    return Err(Scan::Malformed(format!("nested deeper than {MAX_DEPTH}")));
+                }
+                self.elements = self.elements.saturating_add(items);
+                if self.elements > MAX_ELEMENTS {
+                    return Err(Scan::Malformed(format!(
+                        "more than {MAX_ELEMENTS} elements in one frame"
+                    )));
+                }
+                self.open.push(items);
+                continue;
+            }
+            // A value is whole: so is each container it completes.
+            loop {
+                match self.open.last_mut() {
+                    None => return Ok(self.pos),
+                    Some(left) => {
+                        *left -= 1;
+                        if *left > 0 {
+                            break;
+                        }
+                        self.open.pop();
+                    }
+                }
+            }
+        }
     }
-    Ok(())
 }
 
 impl Decoder for MsgpackCodec {
@@ -108,13 +152,15 @@ impl Decoder for MsgpackCodec {
         if src.is_empty() {
             return Ok(None);
         }
-        let mut len = 0;
-        match skip(src, &mut len, 0) {
-            Ok(()) if len > self.max_frame => Err(CodecError::TooLarge(self.max_frame)),
-            Ok(()) => {
+        match self.scanner.scan(src) {
+            Ok(len) if len > self.max_frame => Err(CodecError::TooLarge(self.max_frame)),
+            Ok(len) => {
+                self.scanner = Scanner::default();
                 let frame = src.split_to(len);
                 let mut cursor: &[u8] = &frame;
-                rmpv::decode::read_value_with_max_depth(&mut cursor, MAX_DEPTH + 1)
+                // The scanner bounded the nesting already; rmpv counts a
+                // map's keys and values as levels of their own.
+                rmpv::decode::read_value_with_max_depth(&mut cursor, 4 * MAX_DEPTH + 4)
                     .map(Some)
                     .map_err(|e| CodecError::Malformed(e.to_string()))
             }
@@ -208,15 +254,72 @@ mod tests {
             MsgpackCodec::new(4096).decode(&mut buf),
             Err(CodecError::Malformed(_))
         ));
-        // An array announcing 4 billion elements is just incomplete.
+        // An array announcing 4 billion elements is refused at once.
         let mut buf = BytesMut::from(&[0xdd, 0xff, 0xff, 0xff, 0xff, 0x01][..]);
-        assert!(matches!(MsgpackCodec::new(4096).decode(&mut buf), Ok(None)));
-        // Deep nesting.
-        let mut buf = BytesMut::from(&[0x91u8; 200][..]);
-        buf.extend_from_slice(&[0xc0]);
         assert!(matches!(
             MsgpackCodec::new(4096).decode(&mut buf),
             Err(CodecError::Malformed(_))
         ));
+        // Deep nesting: 64 levels of arrays and of maps decode; 65 do not.
+        for (open, depth, ok) in [
+            (0x91u8, 64, true),
+            (0x91, 65, false),
+            (0x81, 64, true),
+            (0x81, 65, false),
+        ] {
+            let mut bytes = Vec::new();
+            for _ in 0..depth {
+                bytes.push(open);
+                if open == 0x81 {
+                    bytes.push(0xa1);
+                    bytes.push(b'k');
+                }
+            }
+            bytes.push(0xc0);
+            let mut buf = BytesMut::from(&bytes[..]);
+            let r = MsgpackCodec::new(4096).decode(&mut buf);
+            assert_eq!(
+                matches!(r, Ok(Some(_))),
+                ok,
+                "{depth} deep ({open:#x}): {r:?}"
+            );
+        }
+        // Too many elements for one frame, however small they are.
+        let mut bytes = vec![0xdd, 0x00, 0x01, 0x00, 0x01];
+        bytes.extend(std::iter::repeat_n(0xc0u8, 65_537));
+        let mut buf = BytesMut::from(&bytes[..]);
+        assert!(matches!(
+            MsgpackCodec::new(1 << 20).decode(&mut buf),
+            Err(CodecError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_frame_that_arrives_in_pieces_is_scanned_once() {
+        // A 200 KiB array of small strings, fed 200 bytes at a time: each
+        // call scans only what came since (counted by the scanner's position).
+        let v = Value::Array(
+            (0..20_000)
+                .map(|i| Value::from(format!("{i:08}")))
+                .collect(),
+        );
+        let bytes = encode(&v);
+        let mut codec = MsgpackCodec::new(1 << 20);
+        let mut buf = BytesMut::new();
+        let mut got = None;
+        for chunk in bytes.chunks(200) {
+            let before = codec.scanner.pos;
+            buf.extend_from_slice(chunk);
+            if let Some(v) = codec.decode(&mut buf).unwrap() {
+                got = Some(v);
+                break;
+            }
+            assert!(codec.scanner.pos >= before, "it never goes back");
+            assert!(
+                codec.scanner.pos + 200 >= buf.len(),
+                "it is never far behind"
+            );
+        }
+        assert_eq!(got, Some(v));
     }
 }

@@ -49,7 +49,7 @@ fn params<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, ApiErro
     } else {
         params
     };
-    super::wire::from_named_value(&params)
+    super::wire::from_params(&params)
         .map_err(|e| ApiError::new(ErrorCode::InvalidParams, format!("{method}: {e}")))
 }
 
@@ -282,6 +282,55 @@ mod tests {
                 assert_ne!(e.code, ErrorCode::UnknownMethod, "{m}");
             }
         }
+    }
+
+    fn map(entries: Vec<(&str, Value)>) -> Value {
+        Value::Map(entries.into_iter().map(|(k, v)| (k.into(), v)).collect())
+    }
+
+    #[test]
+    fn enums_are_names_and_nil_is_left_out() {
+        let spec = |ty: Value| {
+            map(vec![(
+                "spec",
+                map(vec![
+                    ("name", "a".into()),
+                    ("type", ty),
+                    ("memory_mib", 64.into()),
+                    ("kernel", "/k".into()),
+                    ("ramdisk", Value::Nil),
+                ]),
+            )])
+        };
+        let e = parse_call("vm.create", spec(1.into())).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidParams, "an enum by its index");
+        assert!(matches!(
+            parse_call("vm.create", spec("pvh".into())).unwrap(),
+            Call::VmCreate(_)
+        ));
+        // Optional arguments given as nil.
+        let start = map(vec![("vm", "a".into()), ("paused", Value::Nil)]);
+        assert!(matches!(
+            parse_call("vm.start", start).unwrap(),
+            Call::VmOp(_, VmOp::Start { paused: false })
+        ));
+        let shutdown = map(vec![
+            ("vm", "a".into()),
+            ("timeout_s", Value::Nil),
+            ("force", Value::Nil),
+        ]);
+        assert!(parse_call("vm.shutdown", shutdown).is_ok());
+        // Binary is not a string; a required argument given as nil is missing.
+        let bin = map(vec![("path", Value::Binary(b"/x".to_vec()))]);
+        assert_eq!(
+            parse_call("xs.read", bin).unwrap_err().code,
+            ErrorCode::InvalidParams
+        );
+        let nil = map(vec![("vm", Value::Nil)]);
+        assert!(parse_call("vm.get", nil)
+            .unwrap_err()
+            .message
+            .contains("missing field `vm`"));
     }
 
     #[test]

@@ -119,8 +119,11 @@ pub(crate) async fn serve<S>(
         let _ = writer.send_all(&mut frames).await;
     };
     let subs_cancel = cancel.child_token();
-    let _stop_subscriptions = subs_cancel.clone().drop_guard();
     let reading = async move {
+        // When reading ends (the peer closed its side, sent what does not
+        // decode, or the listener stops), so do the connection's
+        // subscriptions: the writer then finishes and the connection closes.
+        let _stop_subscriptions = subs_cancel.clone().drop_guard();
         let mut reader = FramedRead::new(rd, MsgpackCodec::new(config.max_frame_bytes));
         let mut in_flight = FuturesUnordered::new();
         let mut subs = Subscriptions::new(api.clone(), out.clone(), subs_cancel);
@@ -136,8 +139,10 @@ pub(crate) async fn serve<S>(
                 frame = reader.next(), if open && in_flight.len() < config.max_in_flight => match frame {
                     None => open = false,
                     Some(Err(error)) => {
+                        // Nothing more is read; what came before is still
+                        // answered, then the connection closes.
                         tracing::debug!(%error, "closing an RPC connection");
-                        break;
+                        open = false;
                     }
                     Some(Ok(frame)) => match wire::parse(frame) {
                         Ok(Incoming::Request { id, method, params }) => {

@@ -132,6 +132,67 @@ pub fn from_named_value<T: serde::de::DeserializeOwned>(
     rmp_serde::from_slice(&bytes)
 }
 
+/// A call's named arguments, read strictly: maps with string keys, strings
+/// that are UTF-8, and no binary or extension values; an enum is a string
+/// (never its index as a number); a map entry given as nil is as if it
+/// were left out (API.md: optional arguments may be nil), at any depth.
+pub fn from_params<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, String> {
+    serde_json::from_value(to_json(value, "")?).map_err(|e| e.to_string())
+}
+
+fn to_json(value: &Value, at: &str) -> Result<serde_json::Value, String> {
+    use serde_json::Value as J;
+    let here = |what: &str| {
+        if at.is_empty() {
+            what.to_owned()
+        } else {
+            format!("{at}: {what}")
+        }
+    };
+    Ok(match value {
+        Value::Nil => J::Null,
+        Value::Boolean(b) => J::Bool(*b),
+        Value::Integer(i) => match (i.as_u64(), i.as_i64()) {
+            (Some(u), _) => J::from(u),
+            (None, Some(s)) => J::from(s),
+            _ => return Err(here("an integer out of range")),
+        },
+        Value::F32(f) => J::from(f64::from(*f)),
+        Value::F64(f) => J::from(*f),
+        Value::String(s) => match s.as_str() {
+            Some(s) => J::String(s.to_owned()),
+            None => return Err(here("a string that is not UTF-8")),
+        },
+        Value::Binary(_) => return Err(here("a binary value (strings are sent as str)")),
+        Value::Ext(..) => return Err(here("an extension value")),
+        Value::Array(items) => J::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| to_json(v, &format!("{at}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Map(entries) => {
+            let mut map = serde_json::Map::new();
+            for (k, v) in entries {
+                let Some(key) = k.as_str() else {
+                    return Err(here("a map key that is not a string"));
+                };
+                if v.is_nil() {
+                    continue;
+                }
+                let path = if at.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{at}.{key}")
+                };
+                map.insert(key.to_owned(), to_json(v, &path)?);
+            }
+            J::Object(map)
+        }
+    })
+}
+
 /// `[1, msgid, {code, message, details}, nil]`; `msgid` is nil when the
 /// offending frame had none.
 pub fn response_err(id: Option<u32>, error: &ApiError) -> Vec<u8> {
