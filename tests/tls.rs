@@ -88,15 +88,13 @@ fn code(r: Result<Value, ClientError>) -> String {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_clients_need_a_ca_signed_certificate_or_a_token() {
+/// A xenithd with a TLS listener: a CA for client certificates and a
+/// tokens file. Returns it, the listener's address and the CA.
+fn start_tls() -> (Xenithd, String, Ca, Ca) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
     let authority = ca("xenith test CA");
     let (server, server_key) = leaf(&authority, "localhost", false);
-    let (client, client_key) = leaf(&authority, "admin", true);
-    let rogue = ca("rogue CA");
-    let (intruder, intruder_key) = leaf(&rogue, "intruder", true);
     std::fs::write(p.join("server.pem"), server.pem()).unwrap();
     std::fs::write(p.join("server.key"), server_key.serialize_pem()).unwrap();
     std::fs::write(p.join("ca.pem"), authority.cert.pem()).unwrap();
@@ -124,6 +122,16 @@ async fn tls_clients_need_a_ca_signed_certificate_or_a_token() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+
+    let rogue = ca("rogue CA");
+    (d, addr, authority, rogue)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_clients_need_a_ca_signed_certificate_or_a_token() {
+    let (d, addr, authority, rogue) = start_tls();
+    let (client, client_key) = leaf(&authority, "admin", true);
+    let (intruder, intruder_key) = leaf(&rogue, "intruder", true);
 
     // A certificate the CA signed: trusted at once.
     let (c, _) = RpcClient::connect_tls(
@@ -240,4 +248,108 @@ fn a_bad_tls_configuration_stops_xenithd_naming_the_key() {
         assert_eq!(out.status.code(), Some(2), "{tls}: {err}");
         assert!(err.contains(&format!("key {key}")), "{tls}: {err}");
     }
+}
+
+/// What unauthenticated TLS clients did: held connections without a
+/// handshake, sent a big frame and many requests before logging in, and
+/// guessed tokens over many connections. What must hold: past 8 from one
+/// address they are closed at once; a big frame or a 17th request before
+/// a login closes the connection; a logged-in client gets the full frame
+/// limit; after 10 failed logins from an address its logins are refused,
+/// the right token too; the Unix socket answers throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_tls_clients_are_bounded() {
+    let (d, addr, authority, _) = start_tls();
+    let unix = RpcClient::connect(&d.socket).await.unwrap();
+    // One that never logs in: closed after the login deadline (checked last).
+    let t0 = std::time::Instant::now();
+    let (idle, _) = RpcClient::connect_tls(&addr, "localhost", client_config(&authority, None))
+        .await
+        .unwrap();
+
+    // Connections that never handshake: 8 are held, the 9th is closed.
+    let mut held: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut ninth = std::net::TcpStream::connect(&addr).unwrap();
+    ninth
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(ninth.read(&mut buf).unwrap_or(1), 0, "closed at once");
+    let _: Value = unix.call("host.info", json!({})).await.unwrap();
+    held.clear();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Before a login: a frame over 4 KiB closes the connection...
+    let (c, _) = RpcClient::connect_tls(&addr, "localhost", client_config(&authority, None))
+        .await
+        .unwrap();
+    let big = "x".repeat(8000);
+    let _ = c
+        .call::<Value, Value>("session.login", json!({"token": big}))
+        .await;
+    assert!(matches!(
+        c.call::<Value, Value>("vm.list", json!({})).await,
+        Err(ClientError::Closed)
+    ));
+    // ...and so do more than 16 requests.
+    let (c, _) = RpcClient::connect_tls(&addr, "localhost", client_config(&authority, None))
+        .await
+        .unwrap();
+    for _ in 0..16 {
+        assert_eq!(code(c.call("vm.list", json!({})).await), "UNAUTHORIZED");
+    }
+    assert!(matches!(
+        c.call::<Value, Value>("vm.list", json!({})).await,
+        Err(ClientError::Closed)
+    ));
+    // Logged in, a big frame is a request like any other.
+    let (c, _) = RpcClient::connect_tls(&addr, "localhost", client_config(&authority, None))
+        .await
+        .unwrap();
+    let _: Value = c
+        .call("session.login", json!({"token": TOKEN}))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(c.call("vm.get", json!({"vm": "x".repeat(8000)})).await),
+        "NOT_FOUND"
+    );
+
+    // Guessing tokens across connections: throttled for the address.
+    for _ in 0..4 {
+        let (c, _) = RpcClient::connect_tls(&addr, "localhost", client_config(&authority, None))
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            let _ = c
+                .call::<Value, Value>("session.login", json!({"token": "guess-guess-guess"}))
+                .await;
+        }
+    }
+    let (c, _) = RpcClient::connect_tls(&addr, "localhost", client_config(&authority, None))
+        .await
+        .unwrap();
+    match c
+        .call::<Value, Value>("session.login", json!({"token": TOKEN}))
+        .await
+    {
+        Err(ClientError::Remote(e)) => {
+            assert_eq!(e.code, "UNAUTHORIZED");
+            assert!(
+                e.message.contains("too many failed logins"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("the right token was let in while throttled: {other:?}"),
+    }
+    let _: Value = unix.call("host.info", json!({})).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(11).saturating_sub(t0.elapsed())).await;
+    assert!(matches!(
+        idle.call::<Value, Value>("vm.list", json!({})).await,
+        Err(ClientError::Closed)
+    ));
 }

@@ -214,6 +214,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     // One daemon per state directory and per socket, checked before
     // anything reads a record or touches a domain or a process.
     let lock = StateLock::acquire(&config.state_dir)?;
+    raise_descriptor_limit();
     check_socket(&config.socket)?;
     let kind = drivers::select::choose(config.hypervisor, Path::new("/"))?;
     // Xen is opened first: a host without it is told so at once.
@@ -440,6 +441,19 @@ async fn reap_device_models(emulator: &Arc<EmulatorConfig>, hv: &Hv) {
     if !reaped.is_empty() {
         let domids = reaped.iter().map(ToString::to_string).collect::<Vec<_>>();
         tracing::info!(domids = %domids.join(" "), "stopped device models of domains that are gone");
+    }
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit: every VM device,
+/// console and connection holds descriptors.
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(%error, soft, hard, "cannot raise the descriptor limit");
+            }
+        }
     }
 }
 

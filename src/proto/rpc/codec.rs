@@ -35,6 +35,12 @@ impl MsgpackCodec {
             scanner: Scanner::default(),
         }
     }
+
+    /// Changes the frame limit (a TLS connection gets the full one once it
+    /// has authenticated).
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.max_frame = max_frame;
+    }
 }
 
 /// The most elements (values inside arrays and maps, keys included) one

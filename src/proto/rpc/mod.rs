@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod gate;
 pub mod methods;
 pub mod server;
 pub mod tls;

@@ -12,6 +12,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::codec::MsgpackCodec;
+use super::gate::{LOGIN_DEADLINE, PRE_LOGIN_MAX_FRAME, PRE_LOGIN_MAX_REQUESTS};
 use super::methods::parse_call;
 use super::wire::{self, Incoming};
 use crate::actors::supervisor::ChildSpec;
@@ -68,14 +69,31 @@ impl Service for RpcService {
 }
 
 /// Who a connection's peer is (its tokens are never printed).
-#[derive(Clone)]
 pub enum Auth {
     /// The Unix socket (its file mode decides who connects), or a TLS
     /// client whose certificate the configured CA signed.
     Trusted,
     /// A TLS client without a certificate: `session.login` with one of
-    /// these tokens must come first.
-    NeedsLogin(Arc<Vec<String>>),
+    /// the tokens must come first.
+    NeedsLogin(Login),
+}
+
+/// What a connection that must log in carries: the tokens, the listener's
+/// gate (failed logins are throttled across connections) and its place
+/// among the unauthenticated ones.
+pub struct Login {
+    pub tokens: Arc<Vec<String>>,
+    pub gate: Arc<super::gate::Gate>,
+    pub admission: super::gate::Admission,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("tokens", &self.tokens.len())
+            .field("peer", &self.admission.peer())
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for Auth {
@@ -124,18 +142,36 @@ pub(crate) async fn serve<S>(
         // decode, or the listener stops), so do the connection's
         // subscriptions: the writer then finishes and the connection closes.
         let _stop_subscriptions = subs_cancel.clone().drop_guard();
-        let mut reader = FramedRead::new(rd, MsgpackCodec::new(config.max_frame_bytes));
+        let mut login = match auth {
+            Auth::Trusted => None,
+            Auth::NeedsLogin(login) => Some(login),
+        };
+        let mut logged_in = login.is_none();
+        // Before it has authenticated, a connection sends small frames and
+        // few requests, and must log in in time.
+        let max_frame = if logged_in {
+            config.max_frame_bytes
+        } else {
+            PRE_LOGIN_MAX_FRAME
+        };
+        let mut reader = FramedRead::new(rd, MsgpackCodec::new(max_frame));
         let mut in_flight = FuturesUnordered::new();
         let mut subs = Subscriptions::new(api.clone(), out.clone(), subs_cancel);
         let mut open = true;
-        let mut logged_in = matches!(auth, Auth::Trusted);
         let mut failures = 0u32;
+        let mut before_login = 0u32;
+        let deadline = tokio::time::sleep(LOGIN_DEADLINE);
+        tokio::pin!(deadline);
         loop {
             if !open && in_flight.is_empty() {
                 break;
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,
+                _ = &mut deadline, if !logged_in => {
+                    tracing::info!(%caller, "no login within {LOGIN_DEADLINE:?}: closed");
+                    break;
+                }
                 frame = reader.next(), if open && in_flight.len() < config.max_in_flight => match frame {
                     None => open = false,
                     Some(Err(error)) => {
@@ -146,26 +182,39 @@ pub(crate) async fn serve<S>(
                     }
                     Some(Ok(frame)) => match wire::parse(frame) {
                         Ok(Incoming::Request { id, method, params }) => {
+                            if !logged_in {
+                                before_login += 1;
+                                if before_login > PRE_LOGIN_MAX_REQUESTS {
+                                    tracing::info!(%caller, "too many requests before a login: closed");
+                                    break;
+                                }
+                            }
                             let call = parse_call(&method, params);
                             if let Ok(Call::SessionLogin { token }) = &call {
-                                let ok = match &auth {
-                                    Auth::Trusted => true,
-                                    Auth::NeedsLogin(tokens) => match crate::config::tls::token_index(tokens, token) {
-                                        Some(n) => {
+                                let r = match login.as_mut() {
+                                    _ if logged_in => Ok(crate::api::Reply::Done {}),
+                                    None => Ok(crate::api::Reply::Done {}),
+                                    Some(l) => {
+                                        let peer = l.admission.peer();
+                                        if !l.gate.may_try(peer) {
+                                            tracing::warn!(%peer, "TLS login refused: too many failed logins from this address");
+                                            failures = MAX_LOGIN_FAILURES;
+                                            Err(unauthorized("too many failed logins from this address: try again later"))
+                                        } else if let Some(n) = crate::config::tls::token_index(&l.tokens, token) {
                                             if let Caller::Tls { identity, .. } = &mut caller {
                                                 *identity = format!("token {n}");
                                             }
-                                            true
+                                            l.admission.authenticated();
+                                            logged_in = true;
+                                            reader.decoder_mut().set_max_frame(config.max_frame_bytes);
+                                            Ok(crate::api::Reply::Done {})
+                                        } else {
+                                            l.gate.failed(peer);
+                                            failures += 1;
+                                            tracing::warn!(%peer, failures, "TLS login failed: a token that is not accepted");
+                                            Err(unauthorized("that token is not accepted"))
                                         }
-                                        None => false,
-                                    },
-                                };
-                                let r = if ok {
-                                    logged_in = true;
-                                    Ok(crate::api::Reply::Done {})
-                                } else {
-                                    failures += 1;
-                                    Err(unauthorized("that token is not accepted"))
+                                    }
                                 };
                                 if out.send(reply(id, r)).await.is_err() || failures >= MAX_LOGIN_FAILURES {
                                     break;

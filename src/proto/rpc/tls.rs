@@ -13,7 +13,10 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::server::{serve, Auth};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::gate::Gate;
+use super::server::{serve, Auth, Login};
 use crate::actors::supervisor::{ChildSpec, ExitSlot, StartError};
 use crate::api::{Api, Caller};
 use crate::config::tls::TlsSetup;
@@ -21,6 +24,39 @@ use crate::config::RpcConfig;
 
 /// How long a client has to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Descriptors kept free for the Unix socket, the VMs' devices and the
+/// host when TLS clients pile up.
+const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// How many TLS connections may be open at once: what RLIMIT_NOFILE
+/// leaves after [`RESERVED_DESCRIPTORS`] (xenithd raises its soft limit
+/// to the hard one at start; the unit sets LimitNOFILE).
+fn connection_budget() -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft);
+    usize::try_from(soft.saturating_sub(RESERVED_DESCRIPTORS).max(16)).unwrap_or(usize::MAX)
+}
+
+/// One open TLS connection, counted while it lives.
+struct Live(Arc<AtomicUsize>);
+
+impl Live {
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Live> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Live(count.clone()))
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// A certificate's SHA-256 fingerprint, in hex (as `openssl x509
 /// -fingerprint -sha256` shows it, without the colons).
@@ -86,6 +122,10 @@ impl Actor for TlsListener {
             self.config.clone(),
             self.cancel.clone(),
         );
+        let gate = Arc::new(Gate::default());
+        let live = Arc::new(AtomicUsize::new(0));
+        let max_live = connection_budget();
+        tracing::info!(max_connections = max_live, "rpc-tls limits");
         ctx.spawn(
             async move {
                 loop {
@@ -97,14 +137,31 @@ impl Actor for TlsListener {
                             continue;
                         }
                     };
-                    let (acceptor, tokens, api, config, cancel) = (
+                    // Descriptors are kept for the Unix socket and the
+                    // host: past the budget a connection is closed at once.
+                    let Some(live_guard) = Live::take(&live, max_live) else {
+                        tracing::warn!(%peer, "rpc-tls: too many connections: closed");
+                        continue;
+                    };
+                    // Before the handshake: a place among those not yet
+                    // authenticated, overall and for this address.
+                    let mut admission = match gate.admit(peer.ip()) {
+                        Ok(a) => a,
+                        Err(why) => {
+                            tracing::info!(%peer, why, "rpc-tls connection refused");
+                            continue;
+                        }
+                    };
+                    let (acceptor, tokens, api, config, cancel, gate) = (
                         acceptor.clone(),
                         tokens.clone(),
                         api.clone(),
                         config.clone(),
                         cancel.child_token(),
+                        gate.clone(),
                     );
                     actix::spawn(async move {
+                        let _live = live_guard;
                         let stream =
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
                                 .await
@@ -128,8 +185,18 @@ impl Actor for TlsListener {
                             .and_then(|certs| certs.first())
                             .map(|c| fingerprint(c.as_ref()));
                         let (auth, identity) = match cert {
-                            Some(f) => (Auth::Trusted, format!("cert sha256:{f}")),
-                            None => (Auth::NeedsLogin(tokens), "not logged in".to_owned()),
+                            Some(f) => {
+                                admission.authenticated();
+                                (Auth::Trusted, format!("cert sha256:{f}"))
+                            }
+                            None => (
+                                Auth::NeedsLogin(Login {
+                                    tokens,
+                                    gate,
+                                    admission,
+                                }),
+                                "not logged in".to_owned(),
+                            ),
                         };
                         let caller = Caller::Tls { peer, identity };
                         let by = match auth {
