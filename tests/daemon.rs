@@ -835,3 +835,65 @@ fn malformed_frames_and_half_closes_end_connections_with_subscriptions_too() {
     assert_eq!(items[1].as_u64(), Some(7));
     assert_eq!(field(&items[2], "code").as_str(), Some("INVALID_PARAMS"));
 }
+
+/// What happened (issue: a socket permission race): xenithd started under
+/// umask 000, and a watcher looked at its sockets as fast as it could the
+/// whole time. What must hold: neither the RPC socket nor the embedded
+/// xenstored's is ever seen with any mode but 0600.
+#[test]
+fn the_sockets_are_never_reachable_by_others_whatever_the_umask() {
+    use std::os::unix::fs::FileTypeExt;
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("run/xenith.sock");
+        let xs = dir.path().join("run/xenstored.sock");
+        std::fs::create_dir_all(dir.path().join("run")).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let (socket, xs, stop) = (socket.clone(), xs.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut seen = std::collections::BTreeSet::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for p in [&socket, &xs] {
+                        if let Ok(m) = std::fs::symlink_metadata(p) {
+                            if m.file_type().is_socket() {
+                                seen.insert(m.permissions().mode() & 0o777);
+                            }
+                        }
+                    }
+                }
+                seen
+            })
+        };
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg("umask 000; exec \"$0\" \"$@\"")
+            .arg(XENITHD)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .args(["--hypervisor", "sim", "--xenstore", "embedded"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while UnixStream::connect(&socket).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "xenithd did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let seen = watcher.join().unwrap();
+        assert_eq!(
+            seen,
+            std::collections::BTreeSet::from([0o600]),
+            "modes seen"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

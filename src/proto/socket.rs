@@ -43,6 +43,10 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> L
 /// Binds `path`: refuses one a live server answers on, removes one left by
 /// a dead server, then mode 0600 (or 0660 with `group`). Returns the
 /// listener and the socket file's inode (to remove only our own later).
+///
+/// The socket is never reachable with looser permissions, whatever the
+/// umask: it is bound in a new directory only its owner may enter (0700),
+/// given its mode (and group) there, and only then renamed into place.
 pub fn bind(
     path: &Path,
     group: Option<nix::unistd::Gid>,
@@ -64,23 +68,60 @@ pub fn bind(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err("inspect", path)(e)),
     }
-    let listener = StdUnixListener::bind(path).map_err(io_err("bind", path))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(io_err("configure", path))?;
-    let mode = if let Some(gid) = group {
-        nix::unistd::chown(path, None, Some(gid))
-            .map_err(|e| io_err("chown", path)(io::Error::from(e)))?;
-        0o660
-    } else {
-        0o600
-    };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(io_err("chmod", path))?;
+    let private = private_dir(path)?;
+    let staged = private.join("socket");
+    let bound = (|| {
+        let listener = StdUnixListener::bind(&staged).map_err(io_err("bind", path))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(io_err("configure", path))?;
+        let mode = if let Some(gid) = group {
+            nix::unistd::chown(&staged, None, Some(gid))
+                .map_err(|e| io_err("chown", path)(io::Error::from(e)))?;
+            0o660
+        } else {
+            0o600
+        };
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))
+            .map_err(io_err("chmod", path))?;
+        std::fs::rename(&staged, path).map_err(io_err("rename into place", path))?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&private);
+    let listener = bound?;
     let inode = std::fs::metadata(path)
         .map_err(io_err("inspect", path))?
         .ino();
     Ok((listener, inode))
+}
+
+/// A new directory next to `path` that only this user may enter.
+fn private_dir(path: &Path) -> Result<PathBuf, ListenError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let parent = path.parent().unwrap_or_else(|| Path::new("/"));
+    let name = path
+        .file_name()
+        .map_or_else(|| "socket".into(), |n| n.to_string_lossy().into_owned());
+    for attempt in 0..100u32 {
+        let dir = parent.join(format!(".{name}.{}.{attempt}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {
+                // 0700 whatever the umask took away: the umask can only
+                // remove bits, and this sets them exactly.
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io_err("chmod", &dir))?;
+                return Ok(dir);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io_err("create", &dir)(e)),
+        }
+    }
+    Err(ListenError::Io {
+        what: "create a private directory next to",
+        path: path.to_owned(),
+        source: io::Error::from(io::ErrorKind::AlreadyExists),
+    })
 }
 
 /// What a listener serves on each connection.
