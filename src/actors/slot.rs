@@ -56,4 +56,22 @@ impl<A: Actor> AddrSlot<A> {
     pub fn get(&self) -> Option<Addr<A>> {
         self.tx.borrow().clone()
     }
+
+    /// The current incarnation, once one runs (an actor restarting after a
+    /// panic publishes its next one), waiting at most `timeout`.
+    pub async fn running(&self, timeout: std::time::Duration) -> Option<Addr<A>> {
+        let mut rx = self.tx.subscribe();
+        let found = tokio::time::timeout(timeout, async {
+            loop {
+                if let Some(addr) = rx.borrow_and_update().as_ref().filter(|a| a.connected()) {
+                    return Some(addr.clone());
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await;
+        found.ok().flatten()
+    }
 }

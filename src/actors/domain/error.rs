@@ -63,7 +63,7 @@ pub enum VmError {
     Step { step: String, message: String },
     #[error("the VM's domain actor is not running (it may be restarting)")]
     Unavailable,
-    #[error("the VM's domain actor stopped during the operation")]
+    #[error("the VM's domain actor stopped during the operation (it re-reads the domain's state when it restarts: see vm.get)")]
     Interrupted,
     /// The VM is being removed: it takes no more operations.
     #[error("the VM is being removed")]

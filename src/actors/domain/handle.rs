@@ -31,6 +31,9 @@ pub const VM_FLAGS: SupervisorFlags = SupervisorFlags {
     period: Duration::from_secs(60),
 };
 
+/// How long an operation waits for a domain actor that is restarting.
+const RESTART_WAIT: Duration = Duration::from_secs(5);
+
 /// What the rest of xenith holds of a VM.
 #[derive(Debug, Clone)]
 pub struct VmHandle {
@@ -123,10 +126,17 @@ impl VmHandle {
         self.snapshot.borrow().spec.name.clone()
     }
 
-    /// Runs an operation; returns when the VM has reached its new state.
+    /// Runs an operation; returns when the VM has reached its new state. A
+    /// domain actor that is restarting (after a panic) is waited for.
     pub async fn run(&self, op: Operation) -> Result<OpReply, VmError> {
-        let addr = self.domain.get().ok_or(VmError::Unavailable)?;
-        addr.send(Run(op)).await?
+        let addr = self
+            .domain
+            .running(RESTART_WAIT)
+            .await
+            .ok_or(VmError::Unavailable)?;
+        // Sent to a running actor: a failure now means it stopped with the
+        // operation under way.
+        addr.send(Run(op)).await.map_err(|_| VmError::Interrupted)?
     }
 
     /// Runs a power operation; answers when the VM has reached its new

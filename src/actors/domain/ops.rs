@@ -49,27 +49,25 @@ async fn power(c: Ctx, running: Option<Running>, op: VmOp) -> Outcome {
             force: true,
             timeout: _,
             fallback: _,
-        } => match c.env.hv.shutdown(r.domid, ShutdownReason::Poweroff).await {
+        } => match hard_stop(&c, &r, ShutdownReason::Poweroff).await {
             Ok(()) => {
                 lifecycle::teardown(&c, &r).await;
                 Outcome::Halted
             }
-            Err(e) => Outcome::Failed(e.into()),
+            Err(e) => Outcome::Failed(e),
         },
         VmOp::Shutdown {
             force: false,
             timeout,
             fallback,
         } => ask_guest(&c, &r, ShutdownReason::Poweroff, timeout, fallback).await,
-        VmOp::Reboot { force: true } => {
-            match c.env.hv.shutdown(r.domid, ShutdownReason::Reboot).await {
-                Ok(()) => {
-                    lifecycle::teardown(&c, &r).await;
-                    start(&c, false).await
-                }
-                Err(e) => Outcome::Failed(e.into()),
+        VmOp::Reboot { force: true } => match hard_stop(&c, &r, ShutdownReason::Reboot).await {
+            Ok(()) => {
+                lifecycle::teardown(&c, &r).await;
+                start(&c, false).await
             }
-        }
+            Err(e) => Outcome::Failed(e),
+        },
         VmOp::Reboot { force: false } => {
             ask_guest(&c, &r, ShutdownReason::Reboot, SHUTDOWN_TIMEOUT, false).await
         }
@@ -129,6 +127,22 @@ async fn set_memory_target(c: &Ctx, domid: DomId, mib: u64) -> Result<(), VmErro
         .write(&layout::memory_target(domid), &kib.to_string())
         .await
         .map_err(|e| VmError::step("write memory/target", &e))
+}
+
+/// Shuts the domain down at once; one that is gone already (destroyed
+/// behind xenith's back a moment ago) is as good as shut down.
+async fn hard_stop(c: &Ctx, r: &Running, reason: ShutdownReason) -> Result<(), VmError> {
+    match c.env.hv.shutdown(r.domid, reason).await {
+        Err(e)
+            if matches!(
+                e.hypervisor(),
+                Some(crate::drivers::HypervisorError::NoSuchDomain(_))
+            ) =>
+        {
+            Ok(())
+        }
+        r => Ok(r?),
+    }
 }
 
 /// Asks the guest to shut down (or reboot) through control/shutdown; the
