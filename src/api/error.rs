@@ -136,6 +136,9 @@ impl From<VmError> for ApiError {
                 ApiError::new(ErrorCode::NotFound, message).with_details(vec![id])
             }
             VmError::Removed => ApiError::new(ErrorCode::NotFound, message),
+            VmError::DomainGone => {
+                ApiError::new(ErrorCode::NotFound, message).with_details(vec!["domain".into()])
+            }
             VmError::Step { .. } | VmError::Unavailable | VmError::Interrupted => {
                 ApiError::new(ErrorCode::InternalError, message)
             }

@@ -61,6 +61,10 @@ pub enum VmError {
     /// A step failed; the message is its cause.
     #[error("{step}: {message}")]
     Step { step: String, message: String },
+    /// The domain went away (destroyed behind xenith's back): the VM is
+    /// being cleaned up.
+    #[error("the VM's domain is gone (it is being cleaned up: see vm.get)")]
+    DomainGone,
     #[error("the VM's domain actor is not running (it may be restarting)")]
     Unavailable,
     #[error("the VM's domain actor stopped during the operation (it re-reads the domain's state when it restarts: see vm.get)")]
@@ -126,6 +130,10 @@ impl From<HvError> for VmError {
                 source: e @ HypervisorError::Unsupported(_),
                 ..
             } => VmError::Unsupported(e.to_string()),
+            HvError::Failed {
+                source: HypervisorError::NoSuchDomain(_),
+                ..
+            } => VmError::DomainGone,
             HvError::Timeout { after, .. } => VmError::StepTimeout {
                 step: step.to_owned(),
                 after,

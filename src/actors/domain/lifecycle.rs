@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use crate::actors::agent::{AgentActor, GuestMetrics};
-use crate::actors::backend::{release_orphan, BackendActor, BackendHandle, DeviceSpec, Hotplug};
+use crate::actors::backend::{
+    release_orphan, BackendActor, BackendError, BackendHandle, DeviceSpec, Hotplug,
+};
 use crate::actors::child::ChildId;
 use crate::actors::console::ConsoleActor;
 use crate::actors::emulator::{EmulatorActor, EmulatorHandle};
@@ -180,6 +182,30 @@ pub async fn ensure_children(c: &Ctx, domid: DomId) {
     }
 }
 
+/// A domain actor that starts with no domain running finds the actors a
+/// teardown cut short (by a panic) left under the VM's supervisor: each
+/// device is released (its trees, its loop device), the others removed.
+pub async fn clear_leftovers(c: &Ctx) {
+    let Ok(tree) = c.vm_sup.tree().await else {
+        return;
+    };
+    for child in tree.children {
+        let Some(id) = ChildId::parse(&child.id) else {
+            continue;
+        };
+        if id == ChildId::Domain {
+            continue;
+        }
+        if let Some(backend) = BackendHandle::find(&c.vm_sup, &id).await {
+            if let Err(e) = backend.release().await {
+                tracing::warn!(vm = %c.spec.name, device = %id, error = %crate::error::chain(&e), "releasing a device a cut-short teardown left");
+            }
+        }
+        tracing::info!(vm = %c.spec.name, child = %id, "removed what a cut-short teardown left");
+        let _ = c.vm_sup.remove_child(child.id).await;
+    }
+}
+
 /// Starts one of the domain's actors (the one plug step of a device).
 async fn start_child(c: &Ctx, domid: DomId, id: &ChildId, spec: ChildSpec) -> Result<(), VmError> {
     let step = match id {
@@ -188,10 +214,16 @@ async fn start_child(c: &Ctx, domid: DomId, id: &ChildId, spec: ChildSpec) -> Re
         _ => "start the domain's actors",
     };
     timed(step, async {
-        c.vm_sup
-            .start_child(spec)
-            .await
-            .map_err(|e| VmError::child(format!("start {id}"), e))
+        match c.vm_sup.start_child(spec.clone()).await {
+            // One left behind by a teardown a panic cut short: replaced.
+            Err(SupervisorError::AlreadyExists(_)) => {
+                tracing::info!(vm = %c.spec.name, child = %id, "replacing an actor a cut-short teardown left");
+                let _ = c.vm_sup.remove_child(id.to_string()).await;
+                c.vm_sup.start_child(spec).await
+            }
+            r => r,
+        }
+        .map_err(|e| VmError::child(format!("start {id}"), e))
     })
     .await?;
     if let Some((kind, name)) = id.device() {
@@ -254,12 +286,17 @@ pub async fn unplug_device(
         "release a device"
     };
     let done = timed(step, async {
-        match BackendHandle::find(&c.vm_sup, &id).await {
+        let by_actor = match BackendHandle::find(&c.vm_sup, &id).await {
             Some(backend) if graceful => backend.unplug().await.map(drop),
             Some(backend) => backend.release().await,
-            None => release_orphan(&c.env.xs, &c.env.devices, device)
+            None => Err(BackendError::Unavailable),
+        };
+        match by_actor {
+            // Its actor is gone (crashed for good, or just now): done here.
+            Err(BackendError::Unavailable) => release_orphan(&c.env.xs, &c.env.devices, device)
                 .await
-                .map_err(Into::into),
+                .map_err(BackendError::from),
+            r => r,
         }
         .map_err(|e| VmError::step(step, &e))
     })

@@ -401,6 +401,11 @@ impl Actor for DomainActor {
         ctx.add_stream(futures_util::stream::unfold(guest, |mut rx| async move {
             rx.changed().await.ok().map(|()| (GuestChanged, rx))
         }));
+        // No domain: what a teardown cut short left goes first.
+        if self.running.is_none() {
+            let c = self.c.clone();
+            ctx.wait(async move { lifecycle::clear_leftovers(&c).await }.into_actor(self));
+        }
         // Re-synced onto a running domain: its actors run again, and the
         // domain is followed again.
         if let Some(r) = &self.running {
