@@ -359,3 +359,38 @@ async fn records_that_share_a_name_are_reported_and_can_be_removed() {
         first
     );
 }
+
+/// What happened (issue: duplicate records): many clients created a VM of
+/// one name at once. What must hold: exactly one is created (its name is
+/// reserved before its record is written), the others are refused with
+/// ALREADY_EXISTS, and one record is on disk.
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_creations_of_one_name_make_one_vm() {
+    let d = Xenithd::start(XENITHD, &[]);
+    let clients: Vec<RpcClient> =
+        futures_util::future::join_all((0..8).map(|_| RpcClient::connect(&d.socket)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    let results = futures_util::future::join_all(clients.iter().flat_map(|c| {
+        (0..4).map(move |_| call(c, "vm.create", json!({"spec": spec("once", 64)})))
+    }))
+    .await;
+    let made = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(made, 1, "{results:?}");
+    for r in results.into_iter().filter(Result::is_err) {
+        assert_eq!(code(r).0, "ALREADY_EXISTS");
+    }
+    let records = std::fs::read_dir(d.state_dir.join("vms"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "toml")
+        })
+        .count();
+    assert_eq!(records, 1);
+}
