@@ -78,6 +78,18 @@ impl Drop for Xenithd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows the end of the daemon's log.
+        if std::thread::panicking() {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("xenithd.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!(
+                "--- xenithd.log (last {} lines) ---\n{}",
+                tail.len(),
+                tail.join("\n")
+            );
+        }
         // Killed, the daemon could not stop its device models: do it here.
         if let Some(dir) = self.socket.parent() {
             let emulators = xenith::drivers::emulator::EmulatorConfig {

@@ -170,7 +170,7 @@ async fn drive<R, W>(
     R: tokio::io::AsyncRead + Send + Unpin + 'static,
     W: tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let mut reader = FramedRead::new(rd, MsgpackCodec::new(MAX_REPLY));
+    let mut reader = FramedRead::new(rd, MsgpackCodec::for_replies(MAX_REPLY));
     let (out, mut frames) = mpsc::unbounded_channel::<Value>();
     tokio::spawn(async move {
         let mut writer = FramedWrite::new(wr, MsgpackCodec::new(usize::MAX));

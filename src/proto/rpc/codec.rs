@@ -25,14 +25,27 @@ pub enum CodecError {
 #[derive(Debug, Clone)]
 pub struct MsgpackCodec {
     max_frame: usize,
+    max_elements: usize,
     scanner: Scanner,
 }
 
 impl MsgpackCodec {
+    /// A codec for what peers send: frames up to `max_frame` bytes and
+    /// [`MAX_ELEMENTS`] elements.
     pub fn new(max_frame: usize) -> Self {
         Self {
             max_frame,
+            max_elements: MAX_ELEMENTS,
             scanner: Scanner::default(),
+        }
+    }
+
+    /// A codec for what the daemon answers: a reply (a tree or a list of
+    /// thousands of VMs) is bounded by its size alone.
+    pub fn for_replies(max_frame: usize) -> Self {
+        Self {
+            max_elements: max_frame,
+            ..Self::new(max_frame)
         }
     }
 
@@ -47,7 +60,7 @@ impl MsgpackCodec {
 /// frame may hold: what decoding it may cost is bounded by this and the
 /// frame's size (a megabyte of one-byte nils would otherwise decode into
 /// tens of megabytes of values).
-const MAX_ELEMENTS: usize = 65_536;
+pub const MAX_ELEMENTS: usize = 65_536;
 
 /// Where scanning a frame stopped short.
 enum Scan {
@@ -112,7 +125,7 @@ struct Scanner {
 
 impl Scanner {
     /// The frame's length once it is whole.
-    fn scan(&mut self, buf: &[u8]) -> Result<usize, Scan> {
+    fn scan(&mut self, buf: &[u8], max_elements: usize) -> Result<usize, Scan> {
         loop {
             let (head, items, bytes) = header(buf, self.pos)?;
             let end = self.pos + head + bytes;
@@ -125,9 +138,9 @@ impl Scanner {
                     return Err(Scan::Malformed(format!("nested deeper than {MAX_DEPTH}")));
                 }
                 self.elements = self.elements.saturating_add(items);
-                if self.elements > MAX_ELEMENTS {
+                if self.elements > max_elements {
                     return Err(Scan::Malformed(format!(
-                        "more than {MAX_ELEMENTS} elements in one frame"
+                        "more than {max_elements} elements in one frame"
                     )));
                 }
                 self.open.push(items);
@@ -158,7 +171,7 @@ impl Decoder for MsgpackCodec {
         if src.is_empty() {
             return Ok(None);
         }
-        match self.scanner.scan(src) {
+        match self.scanner.scan(src, self.max_elements) {
             Ok(len) if len > self.max_frame => Err(CodecError::TooLarge(self.max_frame)),
             Ok(len) => {
                 self.scanner = Scanner::default();
@@ -297,6 +310,12 @@ mod tests {
         assert!(matches!(
             MsgpackCodec::new(1 << 20).decode(&mut buf),
             Err(CodecError::Malformed(_))
+        ));
+        // A reply (a tree of a thousand VMs) is bounded by its size alone.
+        let mut buf = BytesMut::from(&bytes[..]);
+        assert!(matches!(
+            MsgpackCodec::for_replies(1 << 20).decode(&mut buf),
+            Ok(Some(Value::Array(a))) if a.len() == 65_537
         ));
     }
 
