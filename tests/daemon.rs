@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use rmpv::Value;
 
+mod common;
+
 const XENITHD: &str = env!("CARGO_BIN_EXE_xenithd");
 const XENITH: &str = env!("CARGO_BIN_EXE_xenith");
 
@@ -44,14 +46,7 @@ impl Daemon {
     }
 
     fn wait_ready(&self) {
-        let t0 = Instant::now();
-        while UnixStream::connect(&self.socket).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "xenithd did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        common::daemon::wait_for_socket(&self.socket, "xenithd", 10);
     }
 
     fn signal(&self, sig: nix::sys::signal::Signal) {
@@ -128,27 +123,17 @@ fn serves_host_info_and_the_tree_and_stops_in_order_on_sigterm() {
     let out = d.shell(&["--json", "tree"]);
     assert!(out.status.success());
     let tree: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let ids: Vec<&str> = tree["children"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["host", "xenstored", "rpc", "vms"]);
-    let vms: Vec<&str> = tree["children"][3]["children"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(vms, ["domains", "inventory"]);
-    let xs: Vec<&str> = tree["children"][1]["children"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(xs, ["store", "xenstore-socket"]);
+    let ids = |node: &serde_json::Value| -> Vec<String> {
+        node["children"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&tree), ["host", "xenstored", "rpc", "vms"]);
+    assert_eq!(ids(&tree["children"][3]), ["domains", "inventory"]);
+    assert_eq!(ids(&tree["children"][1]), ["store", "xenstore-socket"]);
     assert_eq!(tree["children"][0]["restarts"], 0);
 
     let socket = d.socket.clone();
@@ -877,14 +862,7 @@ fn the_sockets_are_never_reachable_by_others_whatever_the_umask() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let t0 = Instant::now();
-        while UnixStream::connect(&socket).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "xenithd did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        common::daemon::wait_for_socket(&socket, "xenithd", 10);
         std::thread::sleep(Duration::from_millis(50));
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let seen = watcher.join().unwrap();

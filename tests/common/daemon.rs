@@ -1,9 +1,7 @@
 //! Runs `xenithd` on temporary paths, for tests.
 
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// A running xenithd; killed when dropped.
 pub struct Xenithd {
@@ -40,14 +38,7 @@ impl Xenithd {
             .stderr(std::fs::File::create(dir.path().join("xenithd.log")).unwrap())
             .spawn()
             .unwrap();
-        let t0 = Instant::now();
-        while UnixStream::connect(&socket).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "xenithd did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for_socket(&socket, "xenithd", 20);
         Self {
             child,
             socket,
@@ -99,5 +90,18 @@ impl Drop for Xenithd {
             };
             emulators.reap(&[]);
         }
+    }
+}
+
+/// Waits (up to `secs` seconds) until something listens on `socket`.
+pub fn wait_for_socket(socket: &std::path::Path, what: &str, secs: u64) {
+    let t0 = std::time::Instant::now();
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(secs),
+            "{what} did not come up on {}",
+            socket.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
