@@ -17,6 +17,7 @@ pub mod hypervisor;
 pub mod images;
 pub mod select;
 pub mod sim;
+pub mod statefile;
 pub mod xen;
 pub mod xenstore;
 

@@ -8,12 +8,12 @@
 //! ([`RecordStore::persist`], [`RecordStore::forget`], [`RecordStore::load`]),
 //! which run on the blocking pool.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::spec::VmSpec;
+use crate::drivers::statefile::{StateDir, StateFileError};
 
 /// What xenith keeps of a VM across restarts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,13 +25,8 @@ pub struct VmRecord {
 /// A record could not be written, read or removed.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
-    #[error("cannot {what} {path}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] StateFileError),
     #[error("cannot encode the record of {0}")]
     Encode(uuid::Uuid, #[source] toml::ser::Error),
     #[error(transparent)]
@@ -41,32 +36,15 @@ pub enum RecordError {
 /// The records of one state directory.
 #[derive(Debug, Clone)]
 pub struct RecordStore {
-    dir: PathBuf,
-}
-
-fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> RecordError + 'a {
-    move |source| RecordError::Io {
-        what,
-        path: path.to_owned(),
-        source,
-    }
+    dir: StateDir,
 }
 
 impl RecordStore {
     /// The records under `<state_dir>/vms` (created, 0700).
     pub fn open(state_dir: &Path) -> Result<Self, RecordError> {
-        use std::os::unix::fs::DirBuilderExt;
-        let dir = state_dir.join("vms");
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(io("create", &dir))?;
-        Ok(Self { dir })
-    }
-
-    fn path(&self, uuid: &uuid::Uuid) -> PathBuf {
-        self.dir.join(format!("{uuid}.toml"))
+        Ok(Self {
+            dir: StateDir::open(&state_dir.join("vms"))?,
+        })
     }
 
     /// Writes a record atomically, on the blocking pool.
@@ -89,33 +67,15 @@ impl RecordStore {
 
     /// Writes a record atomically (blocking).
     pub fn save(&self, record: &VmRecord) -> Result<(), RecordError> {
-        crate::drivers::blocking::debug_assert_blocking_allowed("a VM record's write");
         let text = toml::to_string(record).map_err(|e| RecordError::Encode(record.uuid, e))?;
-        let path = self.path(&record.uuid);
-        let tmp = self.dir.join(format!(".{}.tmp", record.uuid));
-        let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
-        f.write_all(text.as_bytes()).map_err(io("write", &tmp))?;
-        f.sync_all().map_err(io("fsync", &tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, &path).map_err(io("rename into place", &path))?;
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("fsync", &self.dir))?;
-        Ok(())
+        Ok(self
+            .dir
+            .write(&format!("{}.toml", record.uuid), text.as_bytes())?)
     }
 
     /// Removes a record (blocking).
     pub fn remove(&self, uuid: &uuid::Uuid) -> Result<(), RecordError> {
-        crate::drivers::blocking::debug_assert_blocking_allowed("a VM record's removal");
-        let path = self.path(uuid);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io("remove", &path)(e)),
-        }
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("fsync", &self.dir))
+        Ok(self.dir.remove(&format!("{uuid}.toml"))?)
     }
 
     /// Every readable record whose spec validates (a record a person edited
@@ -125,49 +85,22 @@ impl RecordStore {
     /// behind (a crash, a full disk) more than a minute ago are removed.
     /// Blocking.
     pub fn load_all(&self) -> Result<Vec<VmRecord>, RecordError> {
-        crate::drivers::blocking::debug_assert_blocking_allowed("the VM records' read");
         let mut out = Vec::new();
-        for entry in std::fs::read_dir(&self.dir).map_err(io("list", &self.dir))? {
-            let entry = entry.map_err(io("list", &self.dir))?;
-            let path = entry.path();
-            let hidden = entry.file_name().to_string_lossy().starts_with('.');
-            if hidden && path.extension().is_some_and(|e| e == "tmp") {
-                remove_stale(&path);
-                continue;
-            }
-            if path.extension().is_none_or(|e| e != "toml") || hidden {
-                continue;
-            }
-            let text = match std::fs::read_to_string(&path) {
-                Ok(text) => text,
-                // Removed since it was listed (a concurrent vm.remove).
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(error) => {
-                    tracing::warn!(record = %path.display(), %error, "unreadable VM record: skipped");
-                    continue;
-                }
-            };
-            let written = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .unwrap_or(std::time::UNIX_EPOCH);
-            match toml::from_str::<VmRecord>(&text) {
-                Ok(r)
-                    if path
-                        .file_stem()
-                        .is_none_or(|s| s != r.uuid.to_string().as_str()) =>
-                {
-                    tracing::warn!(record = %path.display(), uuid = %r.uuid, "VM record named for another uuid: skipped")
+        for file in self.dir.read_all("toml")? {
+            let path = file.path.display();
+            match toml::from_str::<VmRecord>(&file.text) {
+                Ok(r) if file.stem != r.uuid.to_string() => {
+                    tracing::warn!(record = %path, uuid = %r.uuid, "VM record named for another uuid: skipped")
                 }
                 Ok(r) => match r.spec.check() {
-                    Ok(()) => out.push((written, r)),
+                    Ok(()) => out.push((file.written, r)),
                     Err(error) => {
-                        tracing::warn!(record = %path.display(), %error, "VM record that does not validate: skipped")
+                        tracing::warn!(record = %path, %error, "VM record that does not validate: skipped")
                     }
                 },
                 Err(e) => {
                     let error = e.message().to_owned();
-                    tracing::warn!(record = %path.display(), %error, "corrupt VM record: skipped")
+                    tracing::warn!(record = %path, %error, "corrupt VM record: skipped")
                 }
             }
         }
@@ -175,25 +108,6 @@ impl RecordStore {
             (a.spec.name.as_str(), *ta, a.uuid).cmp(&(b.spec.name.as_str(), *tb, b.uuid))
         });
         Ok(out.into_iter().map(|(_, r)| r).collect())
-    }
-}
-
-/// Removes a temporary record file no write has touched for a minute.
-fn remove_stale(path: &Path) {
-    let old = std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .is_some_and(|age| age > std::time::Duration::from_secs(60));
-    if old {
-        match std::fs::remove_file(path) {
-            Ok(()) => {
-                tracing::info!(file = %path.display(), "removed a record write left unfinished")
-            }
-            Err(error) => {
-                tracing::warn!(file = %path.display(), %error, "cannot remove an unfinished record write")
-            }
-        }
     }
 }
 
