@@ -13,6 +13,8 @@
 //!   backends, consoles, agents and emulators are actors of their VM.
 //! - [`vm`]: VM specs (DTOs validated into runtime types), records, the
 //!   libxl xenstore layout, as data and pure functions.
+//! - [`storage`]: SRs and VDIs as data: the storage DTOs validated, the
+//!   storage records (beside `vm`, over the drivers).
 //! - [`drivers`]: the host (the hypervisor behind `Hypervisor` and its
 //!   async adapter `Hv`, the xenstore client, devices, processes); blocking
 //!   work leaves the async threads through `drivers::blocking`.
@@ -39,6 +41,7 @@ pub mod error;
 pub mod paths;
 pub mod proto;
 pub mod shell;
+pub mod storage;
 pub mod vm;
 pub mod xenstored;
 pub mod xs;

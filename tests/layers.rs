@@ -27,11 +27,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("drivers", &["xs", "config", "paths", "error"]),
     // VM specs, records, the libxl layout: pure functions over the drivers' types.
     ("vm", &["drivers", "xs", "config", "paths", "error"]),
+    // SRs and VDIs as data: the storage DTOs, validated; the records.
+    ("storage", &["drivers", "xs", "config", "paths", "error"]),
     // The actors: state and orchestration.
     (
         "actors",
         &[
             "vm",
+            "storage",
             "drivers",
             "xenstored",
             "xs",
@@ -43,7 +46,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     // The API: translation from calls to handles, errors to the wire's.
     (
         "api",
-        &["actors", "vm", "drivers", "xs", "config", "paths", "error"],
+        &[
+            "actors", "vm", "storage", "drivers", "xs", "config", "paths", "error",
+        ],
     ),
     // Transports: they parse bytes into the API's calls.
     (
