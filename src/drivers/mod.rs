@@ -18,6 +18,7 @@ pub mod images;
 pub mod select;
 pub mod sim;
 pub mod statefile;
+pub mod storage;
 pub mod xen;
 pub mod xenstore;
 

@@ -10,9 +10,10 @@ pub mod record;
 pub mod spec;
 
 pub use record::{
-    plain_location, Attachment, Pending, SrRecord, Stamp, StorageRecordError, StorageRecords, VdiRecord,
+    plain_location, Attachment, Pending, SrRecord, Stamp, StorageRecordError, StorageRecords,
+    VdiRecord,
 };
 pub use spec::{
-    check_name, check_size, paths_overlap, SrConfig, SrConfigFile, SrCreate, SrType, StorageSpecError,
-    VdiFormat, MAX_SIZE_MIB,
+    check_name, check_size, paths_overlap, SrConfig, SrConfigFile, SrCreate, SrType,
+    StorageSpecError, VdiFormat, MAX_SIZE_MIB,
 };

@@ -133,7 +133,9 @@ impl StorageRecords {
     /// Writes an SR's record (blocking).
     pub fn save_sr(&self, r: &SrRecord) -> Result<(), StorageRecordError> {
         let text = toml::to_string(r).map_err(|e| StorageRecordError::Encode(r.uuid, e))?;
-        Ok(self.srs.write(&format!("{}.toml", r.uuid), text.as_bytes())?)
+        Ok(self
+            .srs
+            .write(&format!("{}.toml", r.uuid), text.as_bytes())?)
     }
 
     /// Removes an SR's record and its VDIs' (blocking).

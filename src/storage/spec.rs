@@ -20,43 +20,7 @@ fn bad(field: &str, message: impl Into<String>) -> StorageSpecError {
     }
 }
 
-/// What an SR is made of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SrType {
-    /// A directory of qcow2 and raw files.
-    File,
-    /// An LVM volume group with a thin pool; a VDI is a thin LV.
-    Lvm,
-}
-
-impl SrType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SrType::File => "file",
-            SrType::Lvm => "lvm",
-        }
-    }
-}
-
-/// How a VDI's blocks are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VdiFormat {
-    /// A qcow2 image (file SRs): thin, with backing chains.
-    Qcow2,
-    /// Raw blocks: a sparse file, or a thin LV.
-    Raw,
-}
-
-impl VdiFormat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VdiFormat::Qcow2 => "qcow2",
-            VdiFormat::Raw => "raw",
-        }
-    }
-}
+pub use crate::drivers::storage::{SrType, VdiFormat};
 
 /// `sr.create`'s `config`, as sent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -285,7 +249,16 @@ mod tests {
     #[test]
     fn names_refuse_slashes_dots_and_controls() {
         assert_eq!(check_name("name", "  disk 1 ").unwrap(), "disk 1");
-        for bad in ["", "  ", "a/b", "..", "a..b", "x\u{0}", "x\ny", &"n".repeat(129)] {
+        for bad in [
+            "",
+            "  ",
+            "a/b",
+            "..",
+            "a..b",
+            "x\u{0}",
+            "x\ny",
+            &"n".repeat(129),
+        ] {
             assert!(check_name("name", bad).is_err(), "{bad:?}");
         }
     }
@@ -304,7 +277,10 @@ mod tests {
             }
         );
         for p in ["srv", "/srv/../etc", "/srv/./x"] {
-            assert!(SrCreate::validate("a", SrType::File, file(p)).is_err(), "{p}");
+            assert!(
+                SrCreate::validate("a", SrType::File, file(p)).is_err(),
+                "{p}"
+            );
         }
         assert!(SrCreate::validate("a", SrType::File, SrConfigFile::default()).is_err());
         let lvm = SrCreate::validate(
