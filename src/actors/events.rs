@@ -26,15 +26,24 @@ pub enum EventClass {
     Vif,
     Supervisor,
     Host,
+    /// A task (a long operation): its status and progress.
+    Task,
+    /// A storage repository.
+    Sr,
+    /// A virtual disk image.
+    Vdi,
 }
 
 impl EventClass {
-    pub const ALL: [EventClass; 5] = [
+    pub const ALL: [EventClass; 8] = [
         EventClass::Vm,
         EventClass::Vbd,
         EventClass::Vif,
         EventClass::Supervisor,
         EventClass::Host,
+        EventClass::Task,
+        EventClass::Sr,
+        EventClass::Vdi,
     ];
 }
 

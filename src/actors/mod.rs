@@ -19,6 +19,7 @@ pub mod host;
 pub mod inventory;
 pub mod slot;
 pub mod supervisor;
+pub mod tasks;
 pub mod xenstored;
 
 pub use child::ChildId;
