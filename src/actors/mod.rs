@@ -18,6 +18,7 @@ pub mod events;
 pub mod host;
 pub mod inventory;
 pub mod slot;
+pub mod storage;
 pub mod supervisor;
 pub mod tasks;
 pub mod xenstored;

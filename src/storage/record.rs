@@ -66,6 +66,10 @@ pub struct VdiRecord {
     /// The VDI this is a snapshot of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_of: Option<uuid::Uuid>,
+    /// The VDI whose blocks it is backed by (a qcow2 backing file, a thin
+    /// snapshot's origin), as the SR last said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<uuid::Uuid>,
     /// Where it is in its SR: a file name, or a logical volume's name.
     pub location: String,
     /// When it was made (Unix seconds).
@@ -77,6 +81,10 @@ pub struct VdiRecord {
     /// The VMs whose specs name it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attached: Vec<Attachment>,
+    /// The running VMs whose backends use it now (kept across restarts:
+    /// their domains outlive the daemon).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub active: Vec<uuid::Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<Pending>,
     /// What its volume looked like when xenith last changed it (bytes on
@@ -242,6 +250,7 @@ mod tests {
             size_mib: 10,
             read_only: false,
             snapshot_of: None,
+            parent: None,
             location: format!("{uuid}.qcow2"),
             created: 1,
             adopted: false,
@@ -250,6 +259,7 @@ mod tests {
                 device: "xvda".into(),
                 writable: true,
             }],
+            active: vec![],
             pending: Some(Pending::Snapshot {
                 of: uuid::Uuid::new_v4(),
             }),

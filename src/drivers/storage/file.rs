@@ -162,6 +162,18 @@ impl SrDriver for FileSr {
         Ok(out)
     }
 
+    fn volume(&self, loc: &str) -> Result<Option<Volume>, StorageError> {
+        let path = self.file(loc);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() => volume(&path, loc.to_owned(), &m)
+                .map(Some)
+                .map_err(|e| StorageError::io("read", &path, e)),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::io("look at", &path, e)),
+        }
+    }
+
     fn formats(&self) -> &'static [VdiFormat] {
         &[VdiFormat::Qcow2, VdiFormat::Raw]
     }

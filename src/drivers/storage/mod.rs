@@ -191,6 +191,11 @@ pub trait SrDriver: Send + Sync + std::fmt::Debug {
     /// Every volume it holds.
     fn volumes(&self) -> Result<Vec<Volume>, StorageError>;
 
+    /// One volume, if the SR holds it.
+    fn volume(&self, loc: &str) -> Result<Option<Volume>, StorageError> {
+        Ok(self.volumes()?.into_iter().find(|v| v.location == loc))
+    }
+
     /// The formats it makes (the first is the default).
     fn formats(&self) -> &'static [VdiFormat];
 
