@@ -131,8 +131,12 @@ fn serves_host_info_and_the_tree_and_stops_in_order_on_sigterm() {
             .map(|c| c["id"].as_str().unwrap().to_owned())
             .collect()
     };
-    assert_eq!(ids(&tree), ["host", "xenstored", "rpc", "vms"]);
-    assert_eq!(ids(&tree["children"][3]), ["domains", "inventory"]);
+    assert_eq!(
+        ids(&tree),
+        ["host", "xenstored", "tasks", "storage", "rpc", "vms"]
+    );
+    assert_eq!(ids(&tree["children"][3]), ["srs", "catalog"]);
+    assert_eq!(ids(&tree["children"][5]), ["domains", "inventory"]);
     assert_eq!(ids(&tree["children"][1]), ["store", "xenstore-socket"]);
     assert_eq!(tree["children"][0]["restarts"], 0);
 

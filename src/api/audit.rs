@@ -70,6 +70,8 @@ pub fn audited(call: &Call) -> Option<(&'static str, Option<&str>)> {
         Call::Xs(XsCall::Rm(_)) => ("xs.rm", None),
         Call::Xs(XsCall::Mkdir(_)) => ("xs.mkdir", None),
         Call::Xs(XsCall::SetPerms(..)) => ("xs.setperms", None),
+        Call::Storage(c) => (c.audited()?.0, None),
+        Call::Async { call, .. } => return audited(call),
         _ => return None,
     })
 }

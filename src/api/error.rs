@@ -6,7 +6,10 @@ use serde::Serialize;
 use crate::actors::domain::VmError;
 use crate::actors::host::HostError;
 use crate::actors::inventory::InventoryError;
+use crate::actors::storage::SrError;
 use crate::actors::supervisor::SupervisorError;
+use crate::actors::tasks::TaskError;
+use crate::drivers::storage::StorageError;
 use crate::drivers::xenstore::XsClientError;
 
 /// The error codes of CONTRACT.md (RPC errors carry them by name).
@@ -29,6 +32,12 @@ pub enum ErrorCode {
     /// Another operation is under way on the VM (details: the VM, the
     /// operation): refused, not queued.
     OtherOperationInProgress,
+    /// The SR has not the room (details: the SR, needed MiB, free MiB).
+    SrFull,
+    /// A storage tool failed (details: the tool, its message).
+    SrBackendError,
+    /// The operation was cancelled (`task.cancel`) and undone.
+    TaskCancelled,
 }
 
 impl ErrorCode {
@@ -48,6 +57,9 @@ impl ErrorCode {
             ErrorCode::InternalError => "INTERNAL_ERROR",
             ErrorCode::VdiInUse => "VDI_IN_USE",
             ErrorCode::OtherOperationInProgress => "OTHER_OPERATION_IN_PROGRESS",
+            ErrorCode::SrFull => "SR_FULL",
+            ErrorCode::SrBackendError => "SR_BACKEND_ERROR",
+            ErrorCode::TaskCancelled => "TASK_CANCELLED",
         }
     }
 }
@@ -166,6 +178,98 @@ impl From<InventoryError> for ApiError {
             InventoryError::Record(_)
             | InventoryError::Supervisor(_)
             | InventoryError::Unavailable => ApiError::new(ErrorCode::InternalError, message),
+        }
+    }
+}
+
+impl From<SrError> for ApiError {
+    fn from(e: SrError) -> Self {
+        let message = crate::error::chain(&e);
+        match e {
+            SrError::NotFound { key, .. } => {
+                ApiError::new(ErrorCode::NotFound, message).with_details(vec![key])
+            }
+            SrError::Ambiguous { key, .. } => {
+                ApiError::new(ErrorCode::InvalidParams, message).with_details(vec![key])
+            }
+            SrError::Invalid(e) => {
+                ApiError::new(ErrorCode::InvalidParams, message).with_details(vec![e.field])
+            }
+            SrError::Param { field, .. } => {
+                ApiError::new(ErrorCode::InvalidParams, message).with_details(vec![field])
+            }
+            SrError::InUse { vdi, vm, .. } => ApiError::new(ErrorCode::VdiInUse, message)
+                .with_details(vec![vdi.to_string(), vm.to_string()]),
+            SrError::HasChildren { vdi, children } => {
+                let mut details = vec![vdi.to_string()];
+                details.extend(children.iter().map(ToString::to_string));
+                ApiError::new(ErrorCode::NotAllowed, message).with_details(details)
+            }
+            SrError::ReadOnly { vdi, .. } => {
+                ApiError::new(ErrorCode::NotAllowed, message).with_details(vec![vdi.to_string()])
+            }
+            SrError::Busy { vdi, op } => {
+                ApiError::new(ErrorCode::OtherOperationInProgress, message)
+                    .with_details(vec![vdi.to_string(), op.to_owned()])
+            }
+            SrError::Full {
+                sr,
+                needed_mib,
+                free_mib,
+            } => ApiError::new(ErrorCode::SrFull, message).with_details(vec![
+                sr.to_string(),
+                needed_mib.to_string(),
+                free_mib.to_string(),
+            ]),
+            SrError::NameTaken { name, .. } => {
+                ApiError::new(ErrorCode::AlreadyExists, message).with_details(vec![name])
+            }
+            SrError::Backend(e) => e.into(),
+            SrError::Record(_)
+            | SrError::Pool(_)
+            | SrError::Supervisor(_)
+            | SrError::Unavailable(_) => ApiError::new(ErrorCode::InternalError, message),
+        }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        let message = crate::error::chain(&e);
+        let tool = match &e {
+            StorageError::ToolMissing { tool, .. }
+            | StorageError::Tool { tool, .. }
+            | StorageError::Output { tool, .. } => *tool,
+            StorageError::Cancelled => {
+                return ApiError::new(
+                    ErrorCode::TaskCancelled,
+                    "cancelled: what had been copied was removed",
+                );
+            }
+            StorageError::Io { .. } => "io",
+            StorageError::Unsupported(_) | StorageError::Exists(_) => "xenith",
+        };
+        let said = match &e {
+            StorageError::Tool { message, .. } | StorageError::Output { message, .. } => {
+                message.clone()
+            }
+            other => other.to_string(),
+        };
+        ApiError::new(ErrorCode::SrBackendError, message).with_details(vec![tool.to_owned(), said])
+    }
+}
+
+impl From<TaskError> for ApiError {
+    fn from(e: TaskError) -> Self {
+        let message = crate::error::chain(&e);
+        match e {
+            TaskError::NotFound(key) => {
+                ApiError::new(ErrorCode::NotFound, message).with_details(vec![key])
+            }
+            TaskError::NotCancellable { task, .. } => {
+                ApiError::new(ErrorCode::NotAllowed, message).with_details(vec![task.to_string()])
+            }
+            TaskError::Unavailable => ApiError::new(ErrorCode::InternalError, message),
         }
     }
 }

@@ -11,6 +11,7 @@
 
 mod audit;
 mod error;
+pub mod storage;
 pub mod vm;
 pub mod xs;
 
@@ -30,7 +31,9 @@ pub use crate::vm::{DiskFile, NicFile, VmSpecFile};
 use crate::actors::host::HostHandle;
 use crate::actors::inventory::InventoryHandle;
 use crate::actors::slot::AddrSlot;
+use crate::actors::storage::StorageHandle;
 use crate::actors::supervisor::{Supervisor, SupervisorHandle, TreeNode};
+use crate::actors::tasks::TaskHandle;
 use crate::drivers::devices::InterfaceInfo;
 use crate::drivers::xenstore::XsClient;
 
@@ -72,6 +75,13 @@ pub enum Call {
     SessionLogin {
         token: String,
     },
+    /// `sr.*`, `vdi.*`, `task.*`.
+    Storage(storage::StorageCall),
+    /// Any call made with `async: true`: answered with its task at once.
+    Async {
+        method: String,
+        call: Box<Call>,
+    },
 }
 
 /// What an operation returns (serialises as the inner value).
@@ -88,6 +98,14 @@ pub enum Reply {
     Console(vm::ConsoleText),
     Device { vm: String, device: String },
     Xs(xs::XsReply),
+    SrList(Vec<storage::SrSummary>),
+    Sr(Box<storage::SrInfo>),
+    Scan(storage::ScanInfo),
+    VdiList(Vec<storage::VdiSummary>),
+    Vdi(Box<storage::VdiInfo>),
+    Task { task: String },
+    TaskList(Vec<storage::TaskSummary>),
+    TaskView(Box<storage::TaskInfo>),
     Done {},
 }
 
@@ -110,6 +128,8 @@ pub struct LoopDevice {
 struct ApiInner {
     host: HostHandle,
     inventory: InventoryHandle,
+    storage: StorageHandle,
+    tasks: TaskHandle,
     root: AddrSlot<Supervisor>,
     /// The toolstack's (privileged) xenstore connection, set once the tree
     /// (and an embedded xenstored) runs.
@@ -126,6 +146,15 @@ struct ApiInner {
     ready: tokio::sync::watch::Sender<bool>,
 }
 
+/// The actors the API reaches.
+#[derive(Debug, Clone)]
+pub struct Handles {
+    pub host: HostHandle,
+    pub inventory: InventoryHandle,
+    pub storage: StorageHandle,
+    pub tasks: TaskHandle,
+}
+
 /// xenith's operations, shared by all frontends.
 #[derive(Debug, Clone)]
 pub struct Api {
@@ -134,16 +163,17 @@ pub struct Api {
 
 impl Api {
     pub fn new(
-        host: HostHandle,
-        inventory: InventoryHandle,
+        handles: Handles,
         root: AddrSlot<Supervisor>,
         events: EventBus,
         allow_faults: bool,
         hypervisor: crate::drivers::HypervisorKind,
     ) -> Self {
         let inner = ApiInner {
-            host,
-            inventory,
+            host: handles.host,
+            inventory: handles.inventory,
+            storage: handles.storage,
+            tasks: handles.tasks,
             root,
             xs: OnceLock::new(),
             allow_faults,
@@ -191,6 +221,7 @@ impl Api {
                 };
                 let path = match &call {
                     Call::Xs(x) => Some(x.path().to_owned()),
+                    Call::Storage(c) => c.audited().map(|(_, what)| what),
                     _ => None,
                 };
                 Some(audit::Audit::begin(method, vm, path, caller))
@@ -204,8 +235,30 @@ impl Api {
         result
     }
 
-    async fn dispatch(&self, call: Call) -> Result<Reply, ApiError> {
+    fn dispatch(&self, call: Call) -> futures_util::future::BoxFuture<'_, Result<Reply, ApiError>> {
+        Box::pin(self.dispatch_inner(call))
+    }
+
+    async fn dispatch_inner(&self, call: Call) -> Result<Reply, ApiError> {
         match call {
+            Call::Storage(c) => self.storage_call(c, false).await,
+            Call::Async { method, call } => match *call {
+                // A long storage operation is a cancellable task already.
+                Call::Storage(c) if c.is_long() => self.storage_call(c, true).await,
+                call => {
+                    let api = self.clone();
+                    let task = self
+                        .inner
+                        .tasks
+                        .spawn(&method, false, move |_job| async move {
+                            storage::task_result(api.dispatch(call).await)
+                        })
+                        .await?;
+                    Ok(Reply::Task {
+                        task: task.to_string(),
+                    })
+                }
+            },
             Call::HostInfo => self.host_info().await.map(Reply::HostInfo),
             Call::HostDevices => self.host_devices().await.map(Reply::HostDevices),
             Call::SupervisorTree => self.supervisor_tree().await.map(Reply::Tree),

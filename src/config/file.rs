@@ -23,6 +23,23 @@ pub struct ConfigFile {
     pub console: ConsoleSection,
     pub tls: TlsSection,
     pub network: NetworkSection,
+    pub storage: StorageSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    pub qemu_img: String,
+    pub lvm: String,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        Self {
+            qemu_img: "qemu-img".into(),
+            lvm: "lvm".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -270,6 +287,14 @@ impl ConfigFile {
         if self.emulator.qemu.is_empty() {
             return Err(bad("emulator.qemu", "is empty".into()));
         }
+        for (key, v) in [
+            ("storage.qemu_img", &self.storage.qemu_img),
+            ("storage.lvm", &self.storage.lvm),
+        ] {
+            if v.is_empty() {
+                return Err(bad(key, "is empty".into()));
+            }
+        }
         let t = self.tls;
         let tls = match t.listen.as_str() {
             "" => None,
@@ -326,6 +351,8 @@ impl ConfigFile {
                 cpus: sim.cpus,
             },
             qemu: PathBuf::from(self.emulator.qemu),
+            qemu_img: PathBuf::from(self.storage.qemu_img),
+            lvm: PathBuf::from(self.storage.lvm),
             console_log_max_bytes: log_max_kib as u64 * 1024,
             tls,
             create_bridges: self.network.create_bridges,

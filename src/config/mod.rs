@@ -123,6 +123,9 @@ pub struct Config {
     pub sim: SimConfig,
     /// The QEMU binary HVM device models run (a path, or a name in $PATH).
     pub qemu: PathBuf,
+    /// The storage tools (`[storage]`): a path, or a name in $PATH.
+    pub qemu_img: PathBuf,
+    pub lvm: PathBuf,
     /// A VM's console log is rotated past this size.
     pub console_log_max_bytes: u64,
     /// The TLS listener, if configured.

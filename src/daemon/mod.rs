@@ -38,19 +38,23 @@ use crate::actors::events::EventBus;
 use crate::actors::host::{HostActor, HostHandle};
 use crate::actors::inventory::{InventoryActor, InventoryHandle};
 use crate::actors::slot::AddrSlot;
+use crate::actors::storage::{storage_spec, CatalogEnv, StorageHandle};
 use crate::actors::supervisor::ChildSpec;
 use crate::actors::supervisor::{
     ExitReason, RootSupervisor, Strategy, Supervisor, SupervisorError, SupervisorFlags,
 };
+use crate::actors::tasks::{TaskHandle, TasksActor};
 use crate::actors::xenstored::{XenstoredActor, XenstoredHandle};
-use crate::api::Api;
+use crate::api::{Api, Handles};
 use crate::config::Config;
 use crate::drivers::emulator::EmulatorConfig;
+use crate::drivers::storage::StorageTools;
 use crate::drivers::xenstore::{Dial, EmbeddedStore, XsClient};
 use crate::drivers::{self, Hv, HypervisorError, HypervisorKind};
 use crate::proto::rpc::RpcService;
 use crate::proto::socket::SocketListener;
 use crate::proto::xenstore::XsService;
+use crate::storage::StorageRecords;
 use crate::vm::RecordStore;
 use crate::xenstored::Quota;
 
@@ -84,6 +88,8 @@ pub enum DaemonError {
     StateDir(PathBuf, #[source] std::io::Error),
     #[error("VM records")]
     Records(#[source] crate::vm::RecordError),
+    #[error("storage records")]
+    StorageRecords(#[source] crate::storage::StorageRecordError),
     #[error("cannot connect to xenstore")]
     Xenstore(#[source] crate::drivers::xenstore::XsClientError),
     #[error("cannot install signal handlers")]
@@ -110,6 +116,7 @@ impl DaemonError {
             DaemonError::Hypervisor(_)
             | DaemonError::StateDir(..)
             | DaemonError::Records(_)
+            | DaemonError::StorageRecords(_)
             | DaemonError::Signals(_)
             | DaemonError::Tls(..)
             | DaemonError::AlreadyRunning { .. }
@@ -275,10 +282,24 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let host_slot = AddrSlot::new();
     let root_slot = AddrSlot::new();
     let inventory_slot = AddrSlot::new();
+    let tasks_slot = AddrSlot::new();
+    let catalog_slot = AddrSlot::new();
+    let tools = StorageTools::new(config.qemu_img.clone(), config.lvm.clone());
+    let storage_records =
+        StorageRecords::open(&config.state_dir).map_err(DaemonError::StorageRecords)?;
+    let storage = StorageHandle::new(
+        catalog_slot.clone(),
+        tools.clone(),
+        config.state_dir.clone(),
+    );
     let (count, vm_count) = watch::channel(0);
     let api = Api::new(
-        HostHandle::new(host_slot.clone()),
-        InventoryHandle::new(inventory_slot.clone()),
+        Handles {
+            host: HostHandle::new(host_slot.clone()),
+            inventory: InventoryHandle::new(inventory_slot.clone()),
+            storage: storage.clone(),
+            tasks: TaskHandle::new(tasks_slot.clone()),
+        },
         root_slot.clone(),
         events.clone(),
         config.allow_fault_injection,
@@ -300,6 +321,16 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         children.push(spec);
         handle
     });
+    children.push(TasksActor::spec(events.clone(), tasks_slot));
+    children.push(storage_spec(
+        CatalogEnv {
+            records: storage_records,
+            tools,
+            state_dir: config.state_dir.clone(),
+            events: events.clone(),
+        },
+        catalog_slot,
+    ));
     children.push(RpcService::spec(
         config.socket.clone(),
         config.rpc.clone(),

@@ -36,6 +36,25 @@ pub const CONTRACT_METHODS: &[&str] = &[
     "event.unsubscribe",
     "supervisor.tree",
     "fault.inject",
+    "sr.create",
+    "sr.list",
+    "sr.get",
+    "sr.scan",
+    "sr.destroy",
+    "sr.forget",
+    "vdi.create",
+    "vdi.list",
+    "vdi.get",
+    "vdi.destroy",
+    "vdi.resize",
+    "vdi.snapshot",
+    "vdi.clone",
+    "vdi.copy",
+    "vdi.import",
+    "vdi.export",
+    "task.list",
+    "task.get",
+    "task.cancel",
 ];
 
 /// Methods with no parameters still refuse unknown ones.
@@ -43,7 +62,7 @@ pub const CONTRACT_METHODS: &[&str] = &[
 #[serde(deny_unknown_fields)]
 struct NoParams {}
 
-fn params<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, ApiError> {
+pub(super) fn params<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, ApiError> {
     let params = if params.is_nil() {
         Value::Map(Vec::new())
     } else {
@@ -188,8 +207,61 @@ struct FaultArgs {
     kind: crate::api::FaultKind,
 }
 
-/// Parses a method name and its named arguments into a call.
-pub fn parse_call(method: &str, args: Value) -> Result<Call, ApiError> {
+/// Methods bound to their connection: never run as tasks.
+const NOT_ASYNC: &[&str] = &[
+    "session.login",
+    "event.subscribe",
+    "event.unsubscribe",
+    "xs.watch",
+];
+
+/// Takes `async` out of the named arguments: whether it was true.
+fn take_async(method: &str, args: &mut Value) -> Result<bool, ApiError> {
+    let Value::Map(entries) = args else {
+        return Ok(false);
+    };
+    let Some(at) = entries
+        .iter()
+        .position(|(k, _)| k.as_str() == Some("async"))
+    else {
+        return Ok(false);
+    };
+    let (_, v) = entries.remove(at);
+    match v {
+        Value::Boolean(b) => Ok(b),
+        Value::Nil => Ok(false),
+        other => Err(ApiError::new(
+            ErrorCode::InvalidParams,
+            format!("{method}: async: {other} is not a boolean"),
+        )),
+    }
+}
+
+/// Parses a method name and its named arguments into a call; with
+/// `async: true`, the call runs as a task.
+pub fn parse_call(method: &str, mut args: Value) -> Result<Call, ApiError> {
+    let asynchronous = take_async(method, &mut args)?;
+    if asynchronous && NOT_ASYNC.contains(&method) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParams,
+            format!("{method}: cannot run as a task (async): it belongs to its connection"),
+        ));
+    }
+    let call = match method.split_once('.') {
+        Some(("sr" | "vdi" | "task", _)) => super::storage_methods::parse_storage(method, args)?,
+        _ => parse_plain(method, args)?,
+    };
+    Ok(if asynchronous {
+        Call::Async {
+            method: method.to_owned(),
+            call: Box::new(call),
+        }
+    } else {
+        call
+    })
+}
+
+fn parse_plain(method: &str, args: Value) -> Result<Call, ApiError> {
     use crate::api::xs::XsCall;
     let op = |vm: String, op: VmOp| Call::VmOp(vm, op);
     match method {

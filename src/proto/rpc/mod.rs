@@ -7,6 +7,7 @@ pub mod codec;
 pub mod gate;
 pub mod methods;
 pub mod server;
+mod storage_methods;
 pub mod tls;
 pub mod wire;
 
