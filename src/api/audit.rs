@@ -58,7 +58,7 @@ pub fn audited(call: &Call) -> Option<(&'static str, Option<&str>)> {
         }
         Call::Device(vm, change) => {
             let method = match change {
-                D::PlugDisk(_) => "vbd.plug",
+                D::PlugDisk(..) => "vbd.plug",
                 D::UnplugDisk(_) => "vbd.unplug",
                 D::PlugNic(_) => "vif.plug",
                 D::UnplugNic(_) => "vif.unplug",

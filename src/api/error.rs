@@ -148,6 +148,7 @@ impl From<VmError> for ApiError {
                 ApiError::new(ErrorCode::NotFound, message).with_details(vec![id])
             }
             VmError::Removed => ApiError::new(ErrorCode::NotFound, message),
+            VmError::Storage(e) => e.into(),
             VmError::DomainGone => {
                 ApiError::new(ErrorCode::NotFound, message).with_details(vec!["domain".into()])
             }
@@ -175,6 +176,7 @@ impl From<InventoryError> for ApiError {
                     .with_details(vec![path.display().to_string(), vm])
             }
             InventoryError::Vm(e) => e.into(),
+            InventoryError::Storage(e) => e.into(),
             InventoryError::Record(_)
             | InventoryError::Supervisor(_)
             | InventoryError::Unavailable => ApiError::new(ErrorCode::InternalError, message),

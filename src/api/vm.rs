@@ -64,6 +64,9 @@ pub struct DeviceInfo {
     pub device: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub mac: Option<String>,
+    /// A disk's VDI (its uuid), when the disk is one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub vdi: Option<String>,
     /// The xenbus state name of the backend.
     pub state: String,
 }
@@ -168,11 +171,19 @@ impl Api {
         for (kind, name, state) in d.devices {
             let state = state.name().to_owned();
             match kind {
-                DeviceKind::Vbd => vbds.push(DeviceInfo {
-                    device: name,
-                    mac: None,
-                    state,
-                }),
+                DeviceKind::Vbd => {
+                    let vdi = spec
+                        .disks
+                        .iter()
+                        .find(|d| d.device == name)
+                        .and_then(|d| d.vdi.map(|v| v.to_string()));
+                    vbds.push(DeviceInfo {
+                        device: name,
+                        mac: None,
+                        vdi,
+                        state,
+                    })
+                }
                 DeviceKind::Vif => {
                     let mac = spec
                         .nics
@@ -182,6 +193,7 @@ impl Api {
                     vifs.push(DeviceInfo {
                         device: name,
                         mac,
+                        vdi: None,
                         state,
                     })
                 }

@@ -373,6 +373,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         console,
         events,
         records,
+        storage,
     });
     root.handle()
         .start_child(vms_spec(

@@ -12,7 +12,8 @@
 use crate::drivers::{Built, DomId, DomainType};
 use crate::xs::{DeviceKind, Perm, PermLetter, XenbusState};
 
-use super::spec::{Disk, DiskMode, Nic, VmSpec};
+use super::disk::{Disk, DiskMode};
+use super::spec::{Nic, VmSpec};
 
 /// One node to write.
 #[derive(Debug, Clone, PartialEq, Eq)]

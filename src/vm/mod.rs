@@ -1,12 +1,11 @@
 //! VM definitions: the spec (CONTRACT.md `vm.create`, and config/vms/*.toml
 //! files, field for field) and the records xenith keeps of its VMs.
 
+pub mod disk;
 pub mod layout;
 pub mod record;
 pub mod spec;
 
+pub use disk::{vdi_refs, Disk, DiskFile, DiskMode, VdiDisk, VdiDisks};
 pub use record::{RecordError, RecordStore, VmRecord};
-pub use spec::{
-    Disk, DiskFile, DiskMode, Nic, NicFile, OnEvent, VmSpec, VmSpecError, VmSpecFile,
-    MIN_MEMORY_MIB,
-};
+pub use spec::{Nic, NicFile, OnEvent, VmSpec, VmSpecError, VmSpecFile, MIN_MEMORY_MIB};

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::disk::{validate_disk, xvd_devid, Disk, DiskFile, VdiDisks};
 use crate::drivers::DomainType;
 
 /// A spec field is wrong: names the field.
@@ -14,7 +15,7 @@ pub struct VmSpecError {
     pub message: String,
 }
 
-fn bad(field: impl Into<String>, message: impl Into<String>) -> VmSpecError {
+pub(super) fn bad(field: impl Into<String>, message: impl Into<String>) -> VmSpecError {
     VmSpecError {
         field: field.into(),
         message: message.into(),
@@ -41,28 +42,6 @@ impl std::fmt::Display for OnEvent {
             OnEvent::Preserve => "preserve",
         })
     }
-}
-
-/// Disk access.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DiskMode {
-    Rw,
-    Ro,
-}
-
-/// A disk as written in a spec.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DiskFile {
-    pub path: PathBuf,
-    pub device: String,
-    #[serde(default = "default_mode")]
-    pub mode: DiskMode,
-}
-
-fn default_mode() -> DiskMode {
-    DiskMode::Rw
 }
 
 /// A NIC as written in a spec.
@@ -107,17 +86,6 @@ fn one() -> u32 {
     1
 }
 
-/// A validated disk: its xenbus device number is known.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Disk {
-    pub path: PathBuf,
-    /// "xvda", ...
-    pub device: String,
-    pub mode: DiskMode,
-    /// The virtual-device number (51712 for xvda).
-    pub devid: u32,
-}
-
 /// A validated NIC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Nic {
@@ -148,26 +116,6 @@ pub struct VmSpec {
 /// The bridge a NIC joins when its spec names none.
 pub const DEFAULT_BRIDGE: &str = "xenbr0";
 
-/// The virtual-device number of "xvdX": 202 is the xvd major; the first 16
-/// disks use the compact form (202 << 8 | index << 4), the others the
-/// extended one (1 << 28 | index << 8), as Linux's blkfront and libxl do.
-pub fn xvd_devid(device: &str) -> Option<u32> {
-    let letters = device.strip_prefix("xvd")?;
-    if letters.is_empty() || !letters.bytes().all(|b| b.is_ascii_lowercase()) || letters.len() > 3 {
-        return None;
-    }
-    // Bijective base 26: a=0 .. z=25, aa=26 .. zz=701, aaa=702 ...
-    let index = letters
-        .bytes()
-        .fold(0u32, |acc, b| acc * 26 + u32::from(b - b'a') + 1)
-        - 1;
-    Some(if index < 16 {
-        (202 << 8) | (index << 4)
-    } else {
-        (1 << 28) | (index << 8)
-    })
-}
-
 /// Why `mac` cannot be a NIC's address, if it cannot: it must be six
 /// hex octets, unicast (the first octet's low bit clear: a multicast or
 /// broadcast address is refused by netback and by every switch's learning),
@@ -197,27 +145,6 @@ pub fn xen_mac(uuid: &uuid::Uuid, index: u32) -> String {
     let (x, y, z) = (b[13] ^ index.to_le_bytes()[0], b[14], b[15]);
     // Keep it unicast and locally unambiguous: the top bit of the 4th byte clear, as libxl does.
     format!("00:16:3e:{:02x}:{y:02x}:{z:02x}", x & 0x7f)
-}
-
-/// Checks a disk against those the VM already has; `at` names it in errors.
-fn validate_disk(d: DiskFile, at: &str, existing: &[Disk]) -> Result<Disk, VmSpecError> {
-    let field = |f: &str| format!("{at}.{f}");
-    let devid = xvd_devid(&d.device).ok_or_else(|| {
-        bad(
-            field("device"),
-            format!("{:?} is not xvda..xvdzzz", d.device),
-        )
-    })?;
-    if existing.iter().any(|x| x.devid == devid) {
-        return Err(bad(field("device"), format!("{} is used twice", d.device)));
-    }
-    check_path(&field("path"), &d.path)?;
-    Ok(Disk {
-        path: d.path,
-        device: d.device,
-        mode: d.mode,
-        devid,
-    })
 }
 
 /// Checks a NIC that gets device id `devid` against those the VM already
@@ -262,7 +189,7 @@ pub const MAX_PATH: usize = 1024;
 pub const MAX_CMDLINE: usize = 2048;
 
 /// An absolute path of at most [`MAX_PATH`] bytes, without NUL.
-fn check_path(field: &str, p: &std::path::Path) -> Result<(), VmSpecError> {
+pub(super) fn check_path(field: &str, p: &std::path::Path) -> Result<(), VmSpecError> {
     use std::os::unix::ffi::OsStrExt;
     let bytes = p.as_os_str().as_bytes();
     if bytes.contains(&0) {
@@ -419,8 +346,9 @@ pub const MAX_MEMORY_MIB: u64 = 1 << 22;
 
 impl VmSpec {
     /// The spec with one more disk (`vbd.plug`), and that disk.
-    pub fn with_disk(&self, d: DiskFile) -> Result<(VmSpec, Disk), VmSpecError> {
-        let disk = validate_disk(d, "disk", &self.disks)?;
+    /// A VDI disk takes its volume from `vdis`.
+    pub fn with_disk(&self, d: DiskFile, vdis: &VdiDisks) -> Result<(VmSpec, Disk), VmSpecError> {
+        let disk = validate_disk(d, "disk", &self.disks, vdis)?;
         let mut spec = self.clone();
         spec.disks.push(disk.clone());
         Ok((spec, disk))
@@ -467,8 +395,14 @@ impl VmSpecFile {
         })
     }
 
-    /// Checks every field; `uuid` seeds generated MACs.
+    /// Checks every field; `uuid` seeds generated MACs. A spec whose disks
+    /// name VDIs takes [`validate_with`](Self::validate_with).
     pub fn validate(self, uuid: &uuid::Uuid) -> Result<VmSpec, VmSpecError> {
+        self.validate_with(uuid, &VdiDisks::new())
+    }
+
+    /// Checks every field; its VDI disks take their volumes from `vdis`.
+    pub fn validate_with(self, uuid: &uuid::Uuid, vdis: &VdiDisks) -> Result<VmSpec, VmSpecError> {
         let name = self.name.trim().to_owned();
         check_name(&name)?;
         check_common(
@@ -481,7 +415,7 @@ impl VmSpecFile {
         )?;
         let mut disks: Vec<Disk> = Vec::with_capacity(self.disks.len());
         for (i, d) in self.disks.into_iter().enumerate() {
-            let disk = validate_disk(d, &format!("disks[{i}]"), &disks)?;
+            let disk = validate_disk(d, &format!("disks[{i}]"), &disks, vdis)?;
             disks.push(disk);
         }
         if self.nics.len() > MAX_NICS as usize {

@@ -7,13 +7,14 @@
 //! and of xenithd.
 
 use super::error::VmError;
-use crate::vm::{DiskFile, NicFile, VmSpec};
+use crate::vm::{DiskFile, NicFile, VdiDisks, VmSpec};
 use crate::xs::DeviceKind;
 
 /// A change to a VM's devices.
 #[derive(Debug, Clone)]
 pub enum DeviceChange {
-    PlugDisk(DiskFile),
+    /// A disk, with the VDI it names once the inventory has attached it.
+    PlugDisk(DiskFile, VdiDisks),
     UnplugDisk(String),
     PlugNic(NicFile),
     /// The NIC's device id, as text ("0", "1"...).
@@ -21,8 +22,13 @@ pub enum DeviceChange {
 }
 
 impl DeviceChange {
+    /// Plugs a disk (a VDI it names is attached by the inventory first).
+    pub fn plug_disk(disk: DiskFile) -> Self {
+        DeviceChange::PlugDisk(disk, VdiDisks::new())
+    }
+
     pub fn plugs(&self) -> bool {
-        matches!(self, DeviceChange::PlugDisk(_) | DeviceChange::PlugNic(_))
+        matches!(self, DeviceChange::PlugDisk(..) | DeviceChange::PlugNic(_))
     }
 }
 
@@ -47,8 +53,8 @@ fn no_device(what: &'static str, name: &str) -> VmError {
 /// The plan of `change` on a VM whose spec is `current`.
 pub fn plan(current: &VmSpec, uuid: &uuid::Uuid, change: DeviceChange) -> Result<Plan, VmError> {
     Ok(match change {
-        DeviceChange::PlugDisk(d) => {
-            let (spec, disk) = current.with_disk(d)?;
+        DeviceChange::PlugDisk(d, vdis) => {
+            let (spec, disk) = current.with_disk(d, &vdis)?;
             Plan {
                 spec,
                 kind: DeviceKind::Vbd,

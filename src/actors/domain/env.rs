@@ -12,6 +12,7 @@ use crate::actors::backend::{DeviceEvents, DeviceStates};
 use crate::actors::console::ConsoleConfig;
 use crate::actors::events::{EventBus, EventKind};
 use crate::actors::slot::AddrSlot;
+use crate::actors::storage::StorageHandle;
 use crate::actors::supervisor::{Supervisor, SupervisorHandle};
 use crate::drivers::devices::DeviceHost;
 use crate::drivers::emulator::EmulatorConfig;
@@ -36,6 +37,8 @@ pub struct VmEnv {
     pub console: Arc<ConsoleConfig>,
     pub events: EventBus,
     pub records: RecordStore,
+    /// The SRs: VDIs a VM's disks name are attached and activated there.
+    pub storage: StorageHandle,
 }
 
 /// What one VM's successive domain actors share (the VM's supervisor

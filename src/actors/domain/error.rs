@@ -49,6 +49,10 @@ pub enum VmError {
     /// that is missing, PVH without HAP, a kernel it cannot read).
     #[error("{step}: the VM's spec does not fit this host: {reason}")]
     DoesNotFit { step: String, reason: String },
+    /// A VDI a disk names could not be used (its SR gone, its volume
+    /// missing, an LV that does not activate).
+    #[error(transparent)]
+    Storage(#[from] crate::actors::storage::SrError),
     /// The VM has no such device.
     #[error("the VM has no {what} {name:?}")]
     NoDevice { what: &'static str, name: String },

@@ -320,7 +320,14 @@ pub async fn start(c: &Ctx, paused: bool) -> Result<Running, VmError> {
         memory_mib: c.spec.memory_mib,
         vcpus: c.spec.vcpus,
     };
-    let domid = c.env.hv.create_domain(config).await?;
+    timed("activate the VDIs", super::vdis::activate(c, &c.spec.disks)).await?;
+    let domid = match c.env.hv.create_domain(config).await {
+        Ok(domid) => domid,
+        Err(e) => {
+            super::vdis::deactivate(c, &c.spec.disks).await;
+            return Err(e.into());
+        }
+    };
     let mut running = Running {
         domid,
         children: Vec::new(),
@@ -417,4 +424,5 @@ pub async fn teardown(c: &Ctx, running: &Running) {
             tracing::debug!(vm = %c.spec.name, %path, error = %e, "remove tree");
         }
     }
+    super::vdis::deactivate(c, &c.spec.disks).await;
 }

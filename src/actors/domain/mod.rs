@@ -14,6 +14,7 @@
 //! - messages.rs: the operations; handlers.rs: the gate and the domain's
 //!   own events; ops.rs: each operation's work; lifecycle.rs: the start,
 //!   teardown, plug and unplug steps; devices.rs: device changes planned;
+//!   vdis.rs: the VDIs a running VM's disks are, activated in their SRs;
 //! - env.rs: what the steps use; error.rs: [`VmError`]; handle.rs: the
 //!   typed [`VmHandle`]; faults.rs: `fault.inject` on a VM.
 
@@ -28,6 +29,7 @@ mod messages;
 mod ops;
 mod state;
 mod stop;
+mod vdis;
 
 use std::time::Duration;
 

@@ -14,6 +14,7 @@ use super::state::{Outcome, PowerState};
 use super::SHUTDOWN_TIMEOUT;
 use crate::drivers::{DomId, ShutdownReason};
 use crate::vm::layout;
+use crate::xs::DeviceKind;
 
 /// The work of `op` on a VM in this state.
 pub(super) async fn work(
@@ -180,14 +181,31 @@ async fn reconfigure(
 ) -> Result<Outcome, VmError> {
     let id = crate::actors::child::ChildId::Device(plan.kind, plan.name.clone());
     if let Some(r) = running {
+        // The disk concerned, if it is a VDI's (activated while plugged).
+        let vdi_disk = |spec: &crate::vm::VmSpec| -> Vec<crate::vm::Disk> {
+            spec.disks
+                .iter()
+                .filter(|d| plan.kind == DeviceKind::Vbd && d.device == plan.name)
+                .cloned()
+                .collect()
+        };
         if plan.plug {
             // A running guest connects the device before the plug answers;
             // a paused one does when it runs again.
             let connect = state == PowerState::Running;
-            lifecycle::plug_device(c, r.domid, &plan.spec, plan.kind, &plan.name, connect).await?;
+            let disk = vdi_disk(&plan.spec);
+            super::vdis::activate(c, &disk).await?;
+            let plugged =
+                lifecycle::plug_device(c, r.domid, &plan.spec, plan.kind, &plan.name, connect)
+                    .await;
+            if let Err(e) = plugged {
+                super::vdis::deactivate(c, &disk).await;
+                return Err(e);
+            }
         } else if let Some(device) = lifecycle::device_spec(r.domid, &c.spec, plan.kind, &plan.name)
         {
             lifecycle::unplug_device(c, r.domid, &device, true).await?;
+            super::vdis::deactivate(c, &vdi_disk(&c.spec)).await;
         }
     }
     let record = crate::vm::VmRecord {

@@ -1,6 +1,7 @@
 //! What the inventory's requests can fail with.
 
 use crate::actors::domain::VmError;
+use crate::actors::storage::SrError;
 use crate::actors::supervisor::SupervisorError;
 use crate::vm::{RecordError, VmSpecError};
 
@@ -29,6 +30,9 @@ pub enum InventoryError {
     },
     #[error(transparent)]
     Vm(#[from] VmError),
+    /// A VDI a disk names could not be attached (not found, in use...).
+    #[error(transparent)]
+    Storage(#[from] SrError),
     #[error("the VM record")]
     Record(#[source] RecordError),
     #[error("start the VM's supervisor")]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::disks;
 use super::messages::{Create, List, Reconfigure, Remove, Resolve};
 use super::state::{adopt, boot_image, prepare_images, InventoryActor};
+use super::vdis;
 use super::InventoryError;
 use crate::actors::domain::{DeviceChange, Operation, VmEnv, VmError, VmHandle, VmSnapshot};
 use crate::actors::events::EventKind;
@@ -26,11 +27,12 @@ impl Handler<Create> for InventoryActor {
 
     fn handle(&mut self, Create(file): Create, _ctx: &mut Context<Self>) -> Self::Result {
         let uuid = uuid::Uuid::new_v4();
-        let spec = match file.validate(&uuid) {
+        // Everything but the VDIs checked before anything is attached.
+        let probe = match vdis::probe(&file, &uuid) {
             Ok(spec) => spec,
             Err(e) => return ready(Err(InventoryError::InvalidSpec(e))),
         };
-        let name = spec.name.clone();
+        let name = probe.name.clone();
         if let Some(existing) = self.names.get(&name) {
             return ready(Err(InventoryError::NameTaken {
                 name,
@@ -40,22 +42,41 @@ impl Handler<Create> for InventoryActor {
         if self.reserved.contains_key(&name) {
             return ready(Err(InventoryError::NameTaken { name, uuid: None }));
         }
-        self.reserved.insert(name.clone(), spec.kernel.clone());
-        let record = VmRecord { uuid, spec };
+        self.reserved.insert(name.clone(), probe.kernel.clone());
         let (env, domains) = (self.env.clone(), self.domains.clone());
-        // Its disks' identities (on the blocking pool), then, back in the
-        // actor, checked against every VM's and held while it is made.
-        let spec = record.spec.clone();
-        let identities = crate::drivers::blocking::run(move || disks::uses_of(uuid, &spec));
-        let name2 = name.clone();
-        let checked = identities.into_actor(self).map(move |uses, act, _ctx| {
-            let uses = uses.map_err(|e| InventoryError::Vm(VmError::step("read the disks", &e)))?;
-            if let Some((new, held)) = act.disks.conflict(&uses) {
-                return Err(disks::in_use(new, held));
+        let storage = env.storage.clone();
+        // The VDIs its disks name attached (one writer each), the spec
+        // validated with their volumes, its disks' identities read (on the
+        // blocking pool); then, back in the actor, checked against every
+        // VM's and held while it is made.
+        let prepared = async move {
+            let vdis = vdis::attach(&storage, uuid, &file.disks).await?;
+            let held = vdis::attached_for(&file.disks, &vdis);
+            let spec = match file.validate_with(&uuid, &vdis) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    vdis::detach(&storage, uuid, held).await;
+                    return Err(InventoryError::InvalidSpec(e));
+                }
+            };
+            let s = spec.clone();
+            match crate::drivers::blocking::run(move || disks::uses_of(uuid, &s)).await {
+                Ok(uses) => Ok((spec, uses)),
+                Err(e) => {
+                    vdis::detach(&storage, uuid, held).await;
+                    Err(InventoryError::Vm(VmError::step("read the disks", &e)))
+                }
             }
-            let macs: Vec<String> = record.spec.nics.iter().map(|n| n.mac.clone()).collect();
+        };
+        let name2 = name.clone();
+        let checked = prepared.into_actor(self).map(move |r, act, _ctx| {
+            let (spec, uses) = r.map_err(|e| (e, None))?;
+            if let Some((new, held)) = act.disks.conflict(&uses) {
+                return Err((disks::in_use(new, held), Some(Box::new(spec))));
+            }
+            let macs: Vec<String> = spec.nics.iter().map(|n| n.mac.clone()).collect();
             act.warn_shared_macs(uuid, &name2, &macs);
-            Ok((act.disks.reserve(uses), record))
+            Ok((act.disks.reserve(uses), VmRecord { uuid, spec }))
         });
         Box::pin(
             checked
@@ -63,7 +84,9 @@ impl Handler<Create> for InventoryActor {
                     async move {
                         match r {
                             Ok((token, record)) => {
-                                (Some(token), make_vm(env, domains, record).await)
+                                let spec = Box::new(record.spec.clone());
+                                let made = make_vm(env, domains, record).await;
+                                (Some(token), made.map_err(|e| (e, Some(spec))))
                             }
                             Err(e) => (None, Err(e)),
                         }
@@ -73,7 +96,18 @@ impl Handler<Create> for InventoryActor {
                 .map(move |(token, r), act, _ctx| {
                     act.reserved.remove(&name);
                     let uses = token.map(|t| act.disks.release(t)).unwrap_or_default();
-                    let handle = r?;
+                    let handle = match r {
+                        Ok(handle) => handle,
+                        Err((e, spec)) => {
+                            if let Some(spec) = spec {
+                                let storage = act.env.storage.clone();
+                                actix::spawn(async move {
+                                    vdis::detach(&storage, uuid, vdis::uses(&spec)).await;
+                                });
+                            }
+                            return Err(e);
+                        }
+                    };
                     tracing::info!(vm = %name, %uuid, "VM created");
                     act.disks.set(uuid, uses);
                     act.register(handle.clone());
@@ -127,6 +161,7 @@ impl Handler<Remove> for InventoryActor {
                 let _ = vm.run(Operation::Unretire).await;
                 return Err(InventoryError::Record(e));
             }
+            vdis::detach(&env.storage, vm.uuid, vdis::uses(&vm.spec())).await;
             if let Err(e) = domains.remove_child(vm.uuid.to_string()).await {
                 let error = crate::error::chain(&e);
                 tracing::warn!(vm = %vm.name(), %error, "cannot stop the VM's supervisor");
@@ -161,7 +196,8 @@ impl Handler<Reconfigure> for InventoryActor {
     type Result = ResponseActFuture<Self, Result<(uuid::Uuid, String), InventoryError>>;
 
     /// A disk plugged is checked against every VM's disks and held while
-    /// the VM plugs it; a NIC's MAC another VM has is warned of.
+    /// the VM plugs it (a VDI it names attached first); a NIC's MAC another
+    /// VM has is warned of; a disk unplugged lets its VDI go.
     fn handle(
         &mut self,
         Reconfigure(key, change): Reconfigure,
@@ -175,55 +211,92 @@ impl Handler<Reconfigure> for InventoryActor {
                 self.warn_shared_macs(vm.uuid, &vm.name(), &[mac.to_ascii_lowercase()]);
             }
         }
-        let DeviceChange::PlugDisk(disk) = &change else {
+        let storage = self.env.storage.clone();
+        let DeviceChange::PlugDisk(disk, _) = &change else {
             let unplugged = match &change {
-                DeviceChange::UnplugDisk(device) => Some(device.clone()),
+                DeviceChange::UnplugDisk(device) => {
+                    let vdi = vm
+                        .spec()
+                        .disks
+                        .iter()
+                        .find(|d| d.device == *device)
+                        .and_then(|d| d.vdi);
+                    Some((device.clone(), vdi))
+                }
                 _ => None,
             };
-            let work = async move { vm.reconfigure(change).await.map(|d| (vm.uuid, d)) };
-            return Box::pin(work.into_actor(self).map(move |r, act, _ctx| {
-                let (uuid, device) = r?;
-                if let Some(device) = unplugged {
-                    act.disks.take_out(uuid, &device);
+            let work = async move {
+                let done = vm.reconfigure(change).await?;
+                if let Some((device, Some(vdi))) = &unplugged {
+                    storage.detach_disk(*vdi, vm.uuid, device).await;
                 }
-                Ok((uuid, device))
-            }));
+                Ok((vm.uuid, done, unplugged))
+            };
+            return Box::pin(work.into_actor(self).map(
+                |r: Result<_, InventoryError>, act, _ctx| {
+                    let (uuid, device, unplugged) = r?;
+                    if let Some((device, _)) = unplugged {
+                        act.disks.take_out(uuid, &device);
+                    }
+                    Ok((uuid, device))
+                },
+            ));
         };
-        let (path, mode, device, name, uuid) = (
-            disk.path.clone(),
-            disk.mode,
-            disk.device.clone(),
-            vm.name(),
-            vm.uuid,
-        );
-        let identity = crate::drivers::blocking::run(move || disks::DiskUse {
-            key: disks::DiskKey::of(&path),
-            vm: uuid,
-            name,
-            device,
-            path,
-            mode,
-        });
-        let checked = identity.into_actor(self).map(|new, act, _ctx| {
-            let new = new.map_err(|e| InventoryError::Vm(VmError::step("read the disk", &e)))?;
-            let new = [new];
-            if let Some((n, held)) = act.disks.conflict(&new) {
-                return Err(disks::in_use(n, held));
+        let disk = disk.clone();
+        if let Err(e) = vdis::probe_disk(&vm.spec(), &disk) {
+            return ready(Err(InventoryError::Vm(e.into())));
+        }
+        let (uuid, name) = (vm.uuid, vm.name());
+        let store = storage.clone();
+        let prepared = async move {
+            let found = vdis::attach(&store, uuid, std::slice::from_ref(&disk)).await?;
+            let held = vdis::attached_for(std::slice::from_ref(&disk), &found);
+            let path = match &disk.vdi {
+                Some(key) => found.get(key).map(|v| v.path.clone()),
+                None => disk.path.clone(),
             }
-            Ok(act.disks.reserve(new.to_vec()))
+            .unwrap_or_default();
+            let (mode, device) = (disk.mode, disk.device.clone());
+            let identity = crate::drivers::blocking::run(move || disks::DiskUse {
+                key: disks::DiskKey::of(&path),
+                vm: uuid,
+                name,
+                device,
+                path,
+                mode,
+            })
+            .await;
+            match identity {
+                Ok(new) => Ok((new, DeviceChange::PlugDisk(disk, found), held)),
+                Err(e) => {
+                    vdis::detach(&store, uuid, held).await;
+                    Err(InventoryError::Vm(VmError::step("read the disk", &e)))
+                }
+            }
+        };
+        let checked = prepared.into_actor(self).map(move |r, act, _ctx| {
+            let (new, change, held) = r?;
+            let new = [new];
+            if let Some((n, holder)) = act.disks.conflict(&new) {
+                let e = disks::in_use(n, holder);
+                let storage = act.env.storage.clone();
+                actix::spawn(async move { vdis::detach(&storage, uuid, held).await });
+                return Err(e);
+            }
+            Ok((act.disks.reserve(new.to_vec()), change, held))
         });
         Box::pin(
             checked
-                .then(move |token, act, _ctx| {
+                .then(move |r, act, _ctx| {
                     async move {
-                        match token {
-                            Ok(token) => (
-                                Some(token),
-                                vm.reconfigure(change)
-                                    .await
-                                    .map(|d| (vm.uuid, d))
-                                    .map_err(Into::into),
-                            ),
+                        match r {
+                            Ok((token, change, held)) => {
+                                let done = vm.reconfigure(change).await;
+                                if done.is_err() {
+                                    vdis::detach(&storage, uuid, held).await;
+                                }
+                                (Some(token), done.map(|d| (uuid, d)).map_err(Into::into))
+                            }
                             Err(e) => (None, Err(e)),
                         }
                     }

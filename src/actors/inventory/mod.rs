@@ -17,6 +17,7 @@ mod handle;
 mod handlers;
 mod messages;
 mod state;
+mod vdis;
 
 pub use error::InventoryError;
 pub use handle::{InventoryHandle, VmCount};

@@ -81,6 +81,14 @@ impl InventoryActor {
     async fn adopt_all(&mut self, records: Vec<VmRecord>) {
         self.log_foreign_domains(&records).await;
         let specs: Vec<_> = records.iter().map(|r| (r.uuid, r.spec.clone())).collect();
+        // The SRs' records of which VM names which VDI follow the VMs'.
+        let attached: Vec<_> = specs
+            .iter()
+            .flat_map(|(uuid, spec)| super::vdis::attachments(*uuid, spec))
+            .collect();
+        if let Err(e) = self.env.storage.reconcile(attached).await {
+            tracing::warn!(error = %crate::error::chain(&e), "cannot tell the SRs which VMs name their VDIs");
+        }
         let mut uses: HashMap<uuid::Uuid, Vec<DiskUse>> =
             crate::drivers::blocking::run(move || {
                 specs

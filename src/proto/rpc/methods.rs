@@ -302,7 +302,7 @@ fn parse_plain(method: &str, args: Value) -> Result<Call, ApiError> {
             params::<LoginArgs>(method, args).map(|a| Call::SessionLogin { token: a.token })
         }
         "vbd.plug" => params::<DiskPlugArgs>(method, args)
-            .map(|a| Call::Device(a.vm, DeviceChange::PlugDisk(a.disk))),
+            .map(|a| Call::Device(a.vm, DeviceChange::plug_disk(a.disk))),
         "vbd.unplug" => params::<UnplugArgs>(method, args)
             .map(|a| Call::Device(a.vm, DeviceChange::UnplugDisk(a.device))),
         "vif.plug" => params::<NicPlugArgs>(method, args)

@@ -8,6 +8,7 @@ mod handle;
 mod handlers;
 mod messages;
 mod state;
+mod vms;
 
 pub use handle::StorageHandle;
 pub use state::{CatalogActor, CatalogEnv};

@@ -127,7 +127,11 @@ impl SrHandle {
         let _ = self.ask(Release(vdi)).await;
     }
 
-    pub async fn attach(&self, vdi: uuid::Uuid, attachment: Attachment) -> Result<(), SrError> {
+    pub async fn attach(
+        &self,
+        vdi: uuid::Uuid,
+        attachment: Attachment,
+    ) -> Result<crate::vm::VdiDisk, SrError> {
         self.ask(Attach { vdi, attachment }).await?
     }
 

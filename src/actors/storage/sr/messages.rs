@@ -152,7 +152,8 @@ pub struct Attach {
 }
 
 impl Message for Attach {
-    type Result = Result<(), SrError>;
+    /// Where the VDI's volume is and how its blocks are stored.
+    type Result = Result<crate::vm::VdiDisk, SrError>;
 }
 
 /// A VM's spec no longer names the VDI.

@@ -34,7 +34,7 @@ impl SrActor {
 }
 
 impl Handler<Attach> for SrActor {
-    type Result = ResponseActFuture<Self, Result<(), SrError>>;
+    type Result = ResponseActFuture<Self, Result<crate::vm::VdiDisk, SrError>>;
 
     fn handle(&mut self, msg: Attach, _ctx: &mut Context<Self>) -> Self::Result {
         let uuid = msg.vdi;
@@ -79,7 +79,12 @@ impl Handler<Attach> for SrActor {
                     act.vdis.insert(uuid, r);
                     act.tell(uuid, EventKind::Mod);
                 }
-                Ok(())
+                let r = act.settled(&uuid)?;
+                Ok(crate::vm::VdiDisk {
+                    uuid,
+                    path: act.driver.path(&r.location),
+                    format: r.format,
+                })
             },
         )
     }
