@@ -196,6 +196,9 @@ async fn vms_use_vdis_with_one_writer_each() {
     wait_connected(&c, "web", 2).await;
     let r = ok(&c, "vdi.get", json!({"vdi": root})).await;
     assert_eq!(r["active"], 1, "{r:#}");
+    // A copy of what it writes would be torn: refused.
+    let (code, details) = error(call(&c, "vdi.copy", json!({"vdi": root, "sr": "sr1"})).await);
+    assert_eq!(code, "VDI_IN_USE", "{details:?}");
     // A disk plugged into the running VM: a VDI it may write; not one
     // another VM reads.
     let scratch = ok(

@@ -14,7 +14,7 @@ pub use record::{
     VdiRecord,
 };
 pub use spec::{
-    check_name, check_size, paths_overlap, SrConfig, SrConfigFile, SrCreate, SrType,
+    check_name, check_size, fit_name, paths_overlap, SrConfig, SrConfigFile, SrCreate, SrType,
     StorageSpecError, VdiFormat, MAX_SIZE_MIB,
 };
 

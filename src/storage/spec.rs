@@ -135,6 +135,18 @@ impl SrCreate {
 /// The longest SR or VDI name, in bytes.
 pub const MAX_NAME: usize = 128;
 
+/// A name xenith makes (a snapshot's, a clone's, an adopted volume's) cut
+/// to what [`check_name`] takes: at most [`MAX_NAME`] bytes, on a
+/// character's boundary, without white space at its ends.
+pub fn fit_name(name: &str) -> String {
+    let name = name.trim();
+    let mut end = name.len().min(MAX_NAME);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].trim_end().to_owned()
+}
+
 /// A name for an SR or a VDI: trimmed, 1 to 128 bytes, no '/', no "..",
 /// no control characters.
 pub fn check_name(field: &str, name: &str) -> Result<String, StorageSpecError> {
@@ -245,6 +257,15 @@ pub fn check_size(field: &str, size_mib: u64) -> Result<u64, StorageSpecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_xenith_makes_fit_in_bytes() {
+        let long = "é".repeat(100) + " snapshot";
+        let fit = fit_name(&long);
+        assert!(fit.len() <= MAX_NAME && fit.chars().all(|c| c == 'é'));
+        assert_eq!(check_name("name", &fit).unwrap(), fit);
+        assert_eq!(fit_name(" a b "), "a b");
+    }
 
     #[test]
     fn names_refuse_slashes_dots_and_controls() {

@@ -240,7 +240,13 @@ impl SrDriver for FileSr {
                         .map_err(self.io("move back the data of", live))?;
                     return Err(e);
                 }
-                self.set_read_only(snap)
+                // The snapshot is made: its file backs the live VDI now, so
+                // a failure from here on must not undo it. Read-only is a
+                // safeguard; without it the snapshot is still right.
+                if let Err(e) = self.set_read_only(snap) {
+                    tracing::warn!(snapshot = snap, error = %crate::error::chain(&e), "cannot make a snapshot's file read-only");
+                }
+                Ok(())
             }
             VdiFormat::Raw => {
                 self.copy_file(live, snap)?;

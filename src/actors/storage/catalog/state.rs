@@ -105,7 +105,17 @@ impl CatalogActor {
         );
         let sup = self.sup.clone();
         async move {
-            sup.start_child(spec).await?;
+            match sup.start_child(spec.clone()).await {
+                // The actor of a catalog that restarted on its own: its
+                // slot is that catalog's, so it is replaced (it re-reads
+                // its SR; the VDIs' records keep who uses them).
+                Err(crate::actors::supervisor::SupervisorError::AlreadyExists(id)) => {
+                    tracing::info!(sr = %id, "replacing the SR actor a previous catalog started");
+                    sup.remove_child(id).await?;
+                    sup.start_child(spec).await?;
+                }
+                r => r?,
+            }
             Ok(handle)
         }
     }

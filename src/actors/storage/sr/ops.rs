@@ -344,7 +344,7 @@ impl Handler<Snapshot> for SrActor {
                 }
                 let name = match msg.name {
                     Some(n) => check_name("name", &n)?,
-                    None => format!("{} snapshot", live.name).chars().take(128).collect(),
+                    None => crate::storage::fit_name(&format!("{} snapshot", live.name)),
                 };
                 let snap = act.new_record(snap_id, name, live.format, live.size_mib, Pending::Snapshot { of: live_id });
                 act.vdis.insert(snap_id, snap.clone());
@@ -386,7 +386,7 @@ impl Handler<CloneVdi> for SrActor {
                 }
                 let name = match msg.name {
                     Some(n) => check_name("name", &n)?,
-                    None => format!("{} clone", base.name).chars().take(128).collect(),
+                    None => crate::storage::fit_name(&format!("{} clone", base.name)),
                 };
                 let mut clone = act.new_record(
                     new_id,
@@ -396,10 +396,7 @@ impl Handler<CloneVdi> for SrActor {
                     Pending::Clone { of: base_id },
                 );
                 let snap = needs_base.then(|| {
-                    let name: String = format!("{} (clone base)", base.name)
-                        .chars()
-                        .take(128)
-                        .collect();
+                    let name = crate::storage::fit_name(&format!("{} (clone base)", base.name));
                     act.new_record(
                         snap_id,
                         name,

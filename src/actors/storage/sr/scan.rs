@@ -31,9 +31,9 @@ fn adopted_name(location: &str) -> String {
     let clean: String = stem
         .replace("..", "_")
         .chars()
-        .filter(|c| !c.is_control())
-        .take(128)
+        .filter(|c| !c.is_control() && *c != '/')
         .collect();
+    let clean = crate::storage::fit_name(&clean);
     if clean.trim().is_empty() {
         "adopted".into()
     } else {

@@ -280,7 +280,18 @@ impl Handler<Hold> for SrActor {
             async move { lock.lock_owned().await }
                 .into_actor(self)
                 .then(move |guard, act, _ctx| {
-                    let r = act.settled(&uuid).cloned();
+                    // A copy of what a running VM is writing would be torn.
+                    let r = act.settled(&uuid).cloned().and_then(|r| {
+                        match r.attached.iter().find(|a| a.writable && r.active.contains(&a.vm)) {
+                            Some(a) => Err(SrError::InUse {
+                                vdi: uuid,
+                                vm: a.vm,
+                                device: a.device.clone(),
+                                why: "a running VM writes it: copy a snapshot of it, or shut the VM down first".into(),
+                            }),
+                            None => Ok(r),
+                        }
+                    });
                     if r.is_ok() {
                         *act.leased.entry(uuid).or_default() += 1;
                     }
