@@ -247,6 +247,36 @@ fn the_interactive_shell_on_a_terminal() {
     sh.expect("feature-poweroff");
     sh.expect("xenith> ");
 
+    // SR and VDI names complete from sr.list and vdi.list.
+    let sr_dir = d.dir.path().join("sr");
+    let sr_dir = sr_dir.to_str().unwrap();
+    assert_eq!(
+        xenith(
+            &d,
+            &["sr", "create", "local", "--type", "file", "--path", sr_dir]
+        )
+        .0,
+        0
+    );
+    assert_eq!(
+        xenith(&d, &["vdi", "create", "local", "rootdisk", "--size", "16"]).0,
+        0
+    );
+    sh.send("sr get lo\t");
+    sh.expect("local");
+    sh.send("\r");
+    sh.expect("rootdisk");
+    sh.expect("xenith> ");
+    sh.send("vdi snapshot roo\t");
+    sh.expect("rootdisk");
+    sh.send("--name snap\r");
+    sh.expect("xenith> ");
+    sh.send("vdi list --sr lo\t");
+    sh.expect("local");
+    sh.send("\r");
+    sh.expect("ro,snapshot");
+    sh.expect("xenith> ");
+
     sh.send("help vm\r");
     sh.expect("shutdown");
     sh.expect("xenith> ");

@@ -2,15 +2,17 @@
 //! of the same name (CONTRACT.md), and prints the result for a person, or
 //! as JSON with `--json`. Streaming commands (`events`, `xs watch`, `vm
 //! console --follow`) run until the connection ends or the caller stops
-//! awaiting them (Ctrl-C).
+//! awaiting them (Ctrl-C). The storage and task commands are run by
+//! [`super::storage_exec`].
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::render;
+use super::storage::{sr_request, task_request, vdi_request};
 use super::{Command, HostVerb, VbdVerb, VifVerb, VmVerb, XsVerb};
 use crate::proto::rpc::{ClientError, Notification, RpcClient};
 
@@ -24,6 +26,9 @@ pub struct Shell {
     notes: UnboundedReceiver<Notification>,
     pub json: bool,
     pub color: bool,
+    /// Whether long operations show a progress bar (stdout is a terminal
+    /// and not --json).
+    pub progress: bool,
 }
 
 fn msg(e: ClientError) -> String {
@@ -53,17 +58,18 @@ impl Shell {
             notes,
             json,
             color,
+            progress: !json && std::io::stdout().is_terminal(),
         })
     }
 
-    async fn call(&self, method: &str, params: Value) -> Result<Value, String> {
+    pub(super) async fn call(&self, method: &str, params: Value) -> Result<Value, String> {
         self.client
             .call::<Value, Value>(method, params)
             .await
             .map_err(msg)
     }
 
-    fn show(
+    pub(super) fn show(
         &self,
         out: &mut dyn Write,
         v: &Value,
@@ -147,6 +153,9 @@ impl Shell {
                 self.device(method, params, out).await
             }
             Command::Xs { verb } => self.xs(verb, out).await,
+            Command::Sr { verb } => self.storage(sr_request(verb)?, out).await,
+            Command::Vdi { verb } => self.storage(vdi_request(verb)?, out).await,
+            Command::Task { verb } => self.storage(task_request(verb)?, out).await,
             Command::Events { classes } => {
                 let mut params = json!({});
                 if !classes.is_empty() {

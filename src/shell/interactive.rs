@@ -1,8 +1,10 @@
 //! The interactive shell: rustyline with history (in the user's state dir)
-//! and tab completion of commands, VM names and xenstore paths; `help`;
+//! and tab completion of commands, VM, SR and VDI names, task uuids and
+//! xenstore paths; `help`;
 //! Ctrl-C cancels the line (or stops a running command), Ctrl-D or `quit`
 //! leaves.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -22,7 +24,7 @@ use super::exec::Shell;
 use super::{line_help, Line, LineCommand};
 use crate::proto::rpc::RpcClient;
 
-/// How long the VM names offered for completion are reused.
+/// How long the names offered for completion are reused.
 const NAMES_FRESH: Duration = Duration::from_secs(2);
 
 /// Where the shell keeps its history: `$XDG_STATE_HOME/xenith/history`,
@@ -57,6 +59,9 @@ fn words_after(path: &[&str]) -> Vec<String> {
 enum Slot {
     Words(Vec<String>),
     VmName,
+    SrName,
+    VdiName,
+    TaskId,
     XsPath,
     Nothing,
 }
@@ -67,8 +72,14 @@ fn slot(before: &[&str]) -> Slot {
         [] => Slot::Words(words_after(&[])),
         ["help", rest @ ..] => Slot::Words(words_after(rest)),
         [noun] => Slot::Words(words_after(&[noun])),
-        ["vm", "list" | "create"] => Slot::Nothing,
+        [.., "--sr"] => Slot::SrName,
+        ["vm", "list" | "create"] | ["sr", "list" | "create"] | ["vdi" | "task", "list"] => {
+            Slot::Nothing
+        }
         ["vm", _verb] | ["vbd" | "vif", _verb] => Slot::VmName,
+        ["sr", _] | ["vdi", "create" | "import"] => Slot::SrName,
+        ["vdi", _verb] => Slot::VdiName,
+        ["task", _verb] => Slot::TaskId,
         ["xs", _verb] => Slot::XsPath,
         _ => Slot::Nothing,
     }
@@ -77,7 +88,8 @@ fn slot(before: &[&str]) -> Slot {
 struct ShellHelper {
     client: RpcClient,
     rt: tokio::runtime::Handle,
-    names: Mutex<Option<(Instant, Vec<String>)>>,
+    /// What each listing method last answered, and when.
+    names: Mutex<HashMap<&'static str, (Instant, Vec<String>)>>,
 }
 
 impl ShellHelper {
@@ -90,21 +102,22 @@ impl ShellHelper {
             .ok()
     }
 
-    fn vm_names(&self) -> Vec<String> {
+    /// The `field` of each entry `method` (vm.list, sr.list...) lists.
+    fn names(&self, method: &'static str, field: &str) -> Vec<String> {
         let mut cache = self.names.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, names)) = cache.as_ref() {
+        if let Some((at, names)) = cache.get(method) {
             if at.elapsed() < NAMES_FRESH {
                 return names.clone();
             }
         }
         let names: Vec<String> = self
-            .call("vm.list", json!({}))
+            .call(method, json!({}))
             .and_then(|v| v.as_array().cloned())
             .unwrap_or_default()
             .iter()
-            .filter_map(|vm| vm["name"].as_str().map(str::to_owned))
+            .filter_map(|item| item[field].as_str().map(str::to_owned))
             .collect();
-        *cache = Some((Instant::now(), names.clone()));
+        cache.insert(method, (Instant::now(), names.clone()));
         names
     }
 
@@ -147,7 +160,10 @@ impl Completer for ShellHelper {
         // (it may go on).
         let (options, then) = match slot(&before) {
             Slot::Words(w) => (w, " "),
-            Slot::VmName => (self.vm_names(), " "),
+            Slot::VmName => (self.names("vm.list", "name"), " "),
+            Slot::SrName => (self.names("sr.list", "name"), " "),
+            Slot::VdiName => (self.names("vdi.list", "name"), " "),
+            Slot::TaskId => (self.names("task.list", "uuid"), " "),
             Slot::XsPath => (self.xs_paths(partial), ""),
             Slot::Nothing => (Vec::new(), ""),
         };
@@ -177,7 +193,7 @@ pub fn run(rt: &Runtime, mut shell: Shell) -> Result<(), String> {
     let helper = ShellHelper {
         client: shell.client.clone(),
         rt: rt.handle().clone(),
-        names: Mutex::new(None),
+        names: Mutex::new(HashMap::new()),
     };
     let mut editor: Editor<ShellHelper, FileHistory> =
         Editor::new().map_err(|e| format!("cannot start the line editor: {e}"))?;
@@ -267,6 +283,32 @@ mod tests {
         assert_eq!(slot(&["xs", "ls"]), Slot::XsPath);
         assert_eq!(slot(&["vm", "list"]), Slot::Nothing);
         assert_eq!(slot(&["vm", "start", "web"]), Slot::Nothing);
+        assert_eq!(slot(&["sr", "get"]), Slot::SrName);
+        assert_eq!(slot(&["sr", "destroy"]), Slot::SrName);
+        assert_eq!(slot(&["sr", "list"]), Slot::Nothing);
+        assert_eq!(slot(&["sr", "create"]), Slot::Nothing);
+        assert_eq!(slot(&["vdi", "create"]), Slot::SrName);
+        assert_eq!(slot(&["vdi", "import"]), Slot::SrName);
+        assert_eq!(slot(&["vdi", "snapshot"]), Slot::VdiName);
+        assert_eq!(slot(&["vdi", "export"]), Slot::VdiName);
+        assert_eq!(slot(&["vdi", "list"]), Slot::Nothing);
+        assert_eq!(slot(&["vdi", "list", "--sr"]), Slot::SrName);
+        assert_eq!(slot(&["vdi", "copy", "root", "--sr"]), Slot::SrName);
+        assert_eq!(slot(&["vdi", "copy", "root"]), Slot::Nothing);
+        assert_eq!(slot(&["task", "cancel"]), Slot::TaskId);
+        assert_eq!(slot(&["task", "list"]), Slot::Nothing);
+        let Slot::Words(top) = slot(&[]) else {
+            panic!()
+        };
+        for w in ["sr", "vdi", "task"] {
+            assert!(top.contains(&w.to_owned()), "{top:?}");
+        }
+        let Slot::Words(vdi) = slot(&["vdi"]) else {
+            panic!()
+        };
+        for w in ["snapshot", "clone", "copy", "import", "export", "resize"] {
+            assert!(vdi.contains(&w.to_owned()), "{vdi:?}");
+        }
         let Slot::Words(help) = slot(&["help", "xs"]) else {
             panic!()
         };

@@ -2,15 +2,21 @@
 //! one-shot command line, the interactive shell, its help and completion,
 //! and the bash/zsh completion scripts), how each maps onto the RPC API
 //! ([`exec`]), how results are shown ([`render`]), and the interactive
-//! loop ([`interactive`]).
+//! loop ([`interactive`]). The storage and task commands have their own
+//! three: [`storage`], [`storage_exec`], [`storage_render`].
 
 pub mod exec;
 pub mod interactive;
 pub mod render;
+pub mod storage;
+pub mod storage_exec;
+pub mod storage_render;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+pub use storage::{SrVerb, TaskVerb, VdiVerb};
 
 /// `xenith [--socket PATH] [--json] [NOUN VERB [ARGS]]`.
 #[derive(Debug, Parser)]
@@ -57,6 +63,21 @@ pub enum Command {
     Xs {
         #[command(subcommand)]
         verb: XsVerb,
+    },
+    /// Storage repositories (SRs): file directories, LVM volume groups.
+    Sr {
+        #[command(subcommand)]
+        verb: SrVerb,
+    },
+    /// Virtual disk images (VDIs) in the SRs.
+    Vdi {
+        #[command(subcommand)]
+        verb: VdiVerb,
+    },
+    /// Long operations (copies, imports, exports) under way or done.
+    Task {
+        #[command(subcommand)]
+        verb: TaskVerb,
     },
     /// Live events, one per line, until Ctrl-C.
     Events {
@@ -209,6 +230,9 @@ pub enum ClassArg {
     Vif,
     Supervisor,
     Host,
+    Task,
+    Sr,
+    Vdi,
 }
 
 impl ClassArg {
@@ -219,6 +243,9 @@ impl ClassArg {
             ClassArg::Vif => "vif",
             ClassArg::Supervisor => "supervisor",
             ClassArg::Host => "host",
+            ClassArg::Task => "task",
+            ClassArg::Sr => "sr",
+            ClassArg::Vdi => "vdi",
         }
     }
 }

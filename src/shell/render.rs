@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-/// ANSI colour of a power state (or supervisor state), when colour is on.
+/// ANSI colour of a power state (or supervisor or task state), when colour is on.
 fn paint(text: &str, color: bool) -> String {
     if !color {
         return text.to_owned();
@@ -14,6 +14,10 @@ fn paint(text: &str, color: bool) -> String {
         "Crashed" | "stopped" => "31",  // red
         "Halted" => "2",                // dim
         "Connected" => "32",
+        "success" => "32",
+        "pending" | "cancelling" => "33",
+        "failure" => "31",
+        "cancelled" => "2",
         _ => return text.to_owned(),
     };
     format!("\x1b[{code}m{text}\x1b[0m")
