@@ -98,7 +98,8 @@ pub struct Source {
     pub path: PathBuf,
     pub format: VdiFormat,
     pub virtual_bytes: u64,
-    /// What it takes now (what a thin copy needs).
+    /// What it and the volumes under it (its backing chain) take now:
+    /// what a thin copy needs.
     pub physical_bytes: u64,
     /// What it is, for the record ("vdi <uuid>", "file <path>").
     pub describe: String,

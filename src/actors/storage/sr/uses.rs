@@ -295,19 +295,36 @@ impl Handler<Hold> for SrActor {
                     if r.is_ok() {
                         *act.leased.entry(uuid).or_default() += 1;
                     }
+                    // The volumes under it (a qcow2 chain's backing files):
+                    // a copy reads what they hold too.
+                    let mut below = Vec::new();
+                    let mut parent = r.as_ref().ok().and_then(|r| r.parent);
+                    while let Some(p) = parent.and_then(|p| act.vdis.get(&p)) {
+                        if below.len() > 1000 {
+                            break;
+                        }
+                        below.push(p.location.clone());
+                        parent = p.parent;
+                    }
                     let driver = act.driver.clone();
                     async move {
                         let r = r?;
                         let work = move || -> Result<(Source, String), SrError> {
                             let attached = driver.attach(&r.location, r.format)?;
                             let vol = driver.volume(&r.location)?;
+                            let under: u64 = below
+                                .iter()
+                                .filter_map(|loc| driver.volume(loc).ok().flatten())
+                                .map(|v| v.physical_bytes)
+                                .sum();
                             Ok((
                                 Source {
                                     path: attached.path,
                                     format: r.format,
                                     virtual_bytes: r.size_mib << 20,
                                     physical_bytes: vol
-                                        .map_or(r.size_mib << 20, |v| v.physical_bytes),
+                                        .map_or(r.size_mib << 20, |v| v.physical_bytes)
+                                        .saturating_add(under),
                                     describe: format!("vdi {}", r.uuid),
                                 },
                                 r.name,
