@@ -96,8 +96,11 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn verdict(met: bool) -> &'static str {
-    if met {
+/// Whether a goal is met; a quick run's small sizes judge nothing.
+fn verdict(full: bool, met: bool) -> &'static str {
+    if !full {
+        "not judged (quick run)"
+    } else if met {
         "met"
     } else {
         "MISSED"
@@ -230,7 +233,7 @@ fn main() {
         println!("|---|---|---|---|");
         println!(
             "| vdi.copy of a {} MiB qcow2 with {} MiB of data | {vdi:.0} MiB/s (qemu-img convert: {tool:.0} MiB/s), ratio {ratio:.2} | >= 0.9 | {} |",
-            s.copy_mib, s.copy_data_mib, verdict(ratio >= 0.9)
+            s.copy_mib, s.copy_data_mib, verdict(full, ratio >= 0.9)
         );
 
         let snap_dir = root.path().join("snap");
@@ -241,7 +244,7 @@ fn main() {
                 println!(
                     "| {what} of a {size} MiB VDI with {written} MiB written (slowest of 5) | {:.1} ms | < 100 ms | {} |",
                     ms(t),
-                    verdict(t < Duration::from_millis(100))
+                    verdict(full, t < Duration::from_millis(100))
                 );
             }
         }
@@ -269,7 +272,7 @@ fn main() {
                 "| {what} of {} VDIs | {:.1} ms | < 1 s | {} |",
                 s.many,
                 ms(t),
-                verdict(t < Duration::from_secs(1))
+                verdict(full, t < Duration::from_secs(1))
             );
         }
 
@@ -306,7 +309,7 @@ fn main() {
         println!(
             "| xenithd restart with ~{records} VDI records, until vdi.list answers them all | {:.0} ms | < 1 s | {} |",
             ms(restart),
-            verdict(restart < Duration::from_secs(1))
+            verdict(full, restart < Duration::from_secs(1))
         );
     });
 }

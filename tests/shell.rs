@@ -11,24 +11,10 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::daemon::Xenithd;
+use common::daemon::{xenith, Xenithd};
 
 const XENITHD: &str = env!("CARGO_BIN_EXE_xenithd");
 const XENITH: &str = env!("CARGO_BIN_EXE_xenith");
-
-fn xenith(d: &Xenithd, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(XENITH)
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn vm_toml(dir: &std::path::Path, name: &str) -> String {
     let path = dir.join(format!("{name}.toml"));

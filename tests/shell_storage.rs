@@ -10,25 +10,11 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::daemon::Xenithd;
+use common::daemon::{xenith, Xenithd};
 use serde_json::Value;
 
 const XENITHD: &str = env!("CARGO_BIN_EXE_xenithd");
 const XENITH: &str = env!("CARGO_BIN_EXE_xenith");
-
-fn xenith(d: &Xenithd, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(XENITH)
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Runs a command that must succeed; its stdout.
 fn ok(d: &Xenithd, args: &[&str]) -> String {

@@ -12,18 +12,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::daemon::Xenithd;
-use common::rpc::call;
-use serde_json::{json, Value};
+use common::rpc::ok;
+use serde_json::json;
 use xenith::proto::rpc::RpcClient;
 
 const XENITHD: &str = env!("CARGO_BIN_EXE_xenithd");
 const DATA_MIB: u64 = 1024;
-
-async fn ok(c: &RpcClient, method: &str, params: Value) -> Value {
-    call(c, method, params.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{method} {params}: {e}"))
-}
 
 fn run(cmd: &mut Command) -> std::process::Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));

@@ -10,17 +10,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::daemon::Xenithd;
-use common::rpc::{call, error};
+use common::rpc::{call, error, ok};
 use serde_json::{json, Value};
 use xenith::proto::rpc::RpcClient;
 
 const XENITHD: &str = env!("CARGO_BIN_EXE_xenithd");
-
-async fn ok(c: &RpcClient, method: &str, params: Value) -> Value {
-    call(c, method, params.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{method} {params}: {e}"))
-}
 
 fn spec(name: &str, disks: Value) -> Value {
     json!({"spec": {"name": name, "type": "pv", "memory_mib": 64,

@@ -105,3 +105,18 @@ pub fn wait_for_socket(socket: &std::path::Path, what: &str, secs: u64) {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
+
+/// Runs the `xenith` shell against `d` once: its exit code, stdout, stderr.
+pub fn xenith(d: &Xenithd, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_xenith"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

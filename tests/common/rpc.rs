@@ -9,6 +9,13 @@ pub async fn call(c: &RpcClient, method: &str, params: Value) -> Result<Value, C
     c.call::<Value, Value>(method, params).await
 }
 
+/// The reply of a call that must succeed (fails naming the call).
+pub async fn ok(c: &RpcClient, method: &str, params: Value) -> Value {
+    call(c, method, params.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{method} {params}: {e}"))
+}
+
 /// The code and details of an error reply (fails on success).
 pub fn error(r: Result<Value, ClientError>) -> (String, Vec<String>) {
     match r {
