@@ -101,7 +101,7 @@ async fn backends_connect_survive_a_panic_and_unplug_cleanly() {
     let vbd = DeviceSpec {
         kind: DeviceKind::Vbd,
         name: "xvda".into(),
-        trees: layout::vbd(d, &spec.disks[0], true),
+        trees: layout::vbd(d, &spec.disks[0], true, xenith::vm::VbdBackend::Blkback),
         hotplug: Hotplug::Disk {
             path: spec.disks[0].path.clone(),
             read_only: false,

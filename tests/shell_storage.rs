@@ -290,3 +290,67 @@ fn ctrl_c_cancels_a_followed_copy() {
         );
     }
 }
+
+#[test]
+fn vbd_plug_takes_a_path_or_a_vdi() {
+    let d = daemon();
+    let dir = d.dir.path().join("sr");
+    ok(
+        &d,
+        &[
+            "sr",
+            "create",
+            "local",
+            "--type",
+            "file",
+            "--path",
+            dir.to_str().unwrap(),
+        ],
+    );
+    let data = uuid(&ok(&d, &["vdi", "create", "local", "data", "--size", "16"]));
+    let file = d.dir.path().join("web.toml");
+    std::fs::write(
+        &file,
+        "name = \"web\"\ntype = \"pv\"\nmemory_mib = 128\nkernel = \"/boot/vmlinuz\"\n\
+         [[disks]]\npath = \"/d.img\"\ndevice = \"xvda\"\n",
+    )
+    .unwrap();
+    ok(&d, &["vm", "create", file.to_str().unwrap()]);
+    ok(&d, &["vm", "start", "web"]);
+
+    // A VDI by SR/NAME, then a path: each VBD says what it is.
+    ok(&d, &["vbd", "plug", "web", "local/data", "xvdb"]);
+    ok(
+        &d,
+        &["vbd", "plug", "web", "/e.img", "xvdc", "--mode", "ro"],
+    );
+    let vm = json(&d, &["vm", "get", "web"]);
+    let vbds = vm["vbds"].as_array().expect("vbds");
+    let by_device = |dev: &str| {
+        vbds.iter()
+            .find(|v| v["device"] == dev)
+            .unwrap_or_else(|| panic!("no {dev} in {vm}"))
+            .clone()
+    };
+    assert_eq!(
+        by_device("xvdb")["vdi"],
+        Value::String(data.clone()),
+        "{vm}"
+    );
+    assert!(by_device("xvdc")["vdi"].is_null(), "{vm}");
+    // The VDI is in use: not destroyed.
+    let (code, _, err) = xenith(&d, &["vdi", "destroy", &data]);
+    assert_eq!(code, 1);
+    assert!(err.contains("VDI_IN_USE"), "{err}");
+
+    // A relative path is a path, refused with the reason; an unknown VDI
+    // is NOT_FOUND. Neither changes the VM.
+    let (code, _, err) = xenith(&d, &["vbd", "plug", "web", "./x.img", "xvdd"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("absolute"), "{err}");
+    let (code, _, err) = xenith(&d, &["vbd", "plug", "web", "local/nothing", "xvdd"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("NOT_FOUND"), "{err}");
+    let after = json(&d, &["vm", "get", "web"]);
+    assert_eq!(after["vbds"].as_array().map(Vec::len), Some(3), "{after}");
+}

@@ -200,7 +200,7 @@ async fn the_layout_matches_libxl_key_by_key() {
         std::time::SystemTime::now(),
     ));
     entries.extend(layout::console(domid, &built));
-    entries.extend(layout::vbd(domid, &vm.disks[0], true).entries);
+    entries.extend(layout::vbd(domid, &vm.disks[0], true, xenith::vm::VbdBackend::Blkback).entries);
     entries.extend(layout::vif(domid, &vm.nics[0]).entries);
     layout::apply(xs, &entries).await.unwrap();
 

@@ -62,12 +62,14 @@ pub struct TlsSection {
 #[serde(deny_unknown_fields, default)]
 pub struct EmulatorSection {
     pub qemu: String,
+    pub qemu_xen: String,
 }
 
 impl Default for EmulatorSection {
     fn default() -> Self {
         Self {
             qemu: "qemu-system-x86_64".into(),
+            qemu_xen: "/usr/libexec/xen-qemu-system-i386".into(),
         }
     }
 }
@@ -284,10 +286,9 @@ impl ConfigFile {
             ));
         }
 
-        if self.emulator.qemu.is_empty() {
-            return Err(bad("emulator.qemu", "is empty".into()));
-        }
         for (key, v) in [
+            ("emulator.qemu", &self.emulator.qemu),
+            ("emulator.qemu_xen", &self.emulator.qemu_xen),
             ("storage.qemu_img", &self.storage.qemu_img),
             ("storage.lvm", &self.storage.lvm),
         ] {
@@ -351,6 +352,7 @@ impl ConfigFile {
                 cpus: sim.cpus,
             },
             qemu: PathBuf::from(self.emulator.qemu),
+            qemu_xen: PathBuf::from(self.emulator.qemu_xen),
             qemu_img: PathBuf::from(self.storage.qemu_img),
             lvm: PathBuf::from(self.storage.lvm),
             console_log_max_bytes: log_max_kib as u64 * 1024,

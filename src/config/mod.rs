@@ -121,8 +121,12 @@ pub struct Config {
     pub rpc: RpcConfig,
     pub supervisor: IntensityConfig,
     pub sim: SimConfig,
-    /// The QEMU binary HVM device models run (a path, or a name in $PATH).
+    /// The QEMU binary device models run on the simulated host (a path,
+    /// or a name in $PATH).
     pub qemu: PathBuf,
+    /// The QEMU built for Xen (Debian's qemu-system-xen) that serves
+    /// qcow2 disks (qdisk) and HVM guests on a Xen host.
+    pub qemu_xen: PathBuf,
     /// The storage tools (`[storage]`): a path, or a name in $PATH.
     pub qemu_img: PathBuf,
     pub lvm: PathBuf,

@@ -269,7 +269,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     }
 
     let emulator = Arc::new(EmulatorConfig {
-        qemu: config.qemu.clone(),
+        qemu: match hv.kind() {
+            HypervisorKind::Xen => config.qemu_xen.clone(),
+            HypervisorKind::Sim => config.qemu.clone(),
+        },
         run_dir: emulator_run_dir(&config.socket),
         host: hv.kind(),
     });

@@ -127,13 +127,21 @@ impl Shell {
                 let (method, params) = match verb {
                     VbdVerb::Plug {
                         vm,
-                        path,
+                        disk,
                         device,
                         mode,
-                    } => (
-                        "vbd.plug",
-                        json!({"vm": vm, "disk": {"path": path, "device": device, "mode": mode}}),
-                    ),
+                    } => {
+                        // A path (absolute; a relative one is refused by
+                        // the daemon, with the reason); a VDI reference
+                        // never starts with '/' or '.'.
+                        let source = if disk.starts_with(['/', '.']) {
+                            "path"
+                        } else {
+                            "vdi"
+                        };
+                        let disk = json!({source: disk, "device": device, "mode": mode});
+                        ("vbd.plug", json!({"vm": vm, "disk": disk}))
+                    }
                     VbdVerb::Unplug { vm, device } => {
                         ("vbd.unplug", json!({"vm": vm, "device": device}))
                     }

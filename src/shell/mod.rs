@@ -175,7 +175,9 @@ pub enum VbdVerb {
     /// Plugs a disk into a running VM.
     Plug {
         vm: String,
-        path: PathBuf,
+        /// An absolute path (a file or block device), or a VDI (its uuid,
+        /// name, or SR/NAME).
+        disk: String,
         /// xvdb, xvdc...
         device: String,
         #[arg(long, default_value = "rw", value_parser = ["rw", "ro"])]

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::spec::{bad, check_path, VmSpecError};
 use crate::drivers::storage::VdiFormat;
+use crate::drivers::HypervisorKind;
 
 /// Disk access.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +90,28 @@ pub struct Disk {
     /// How its blocks are stored (a path disk: raw, as it is).
     #[serde(default = "raw", skip_serializing_if = "is_raw")]
     pub format: VdiFormat,
+}
+
+/// What serves a disk to the guest's blkfront.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VbdBackend {
+    /// The kernel's blkback, on a block device (a file through a loop
+    /// device): raw images, LVs, and every disk on the simulated host
+    /// (whose blkback reads any format).
+    Blkback,
+    /// QEMU's qdisk (xen-block) in a QEMU attached to the domain: qcow2
+    /// images on Xen, which blkback cannot read.
+    Qdisk,
+}
+
+impl Disk {
+    /// The backend this disk needs on `host`.
+    pub fn backend(&self, host: HypervisorKind) -> VbdBackend {
+        match (host, self.format) {
+            (HypervisorKind::Xen, VdiFormat::Qcow2) => VbdBackend::Qdisk,
+            _ => VbdBackend::Blkback,
+        }
+    }
 }
 
 fn raw() -> VdiFormat {

@@ -12,7 +12,7 @@
 use crate::drivers::{Built, DomId, DomainType};
 use crate::xs::{DeviceKind, Perm, PermLetter, XenbusState};
 
-use super::disk::{Disk, DiskMode};
+use super::disk::{Disk, DiskMode, VbdBackend};
 use super::spec::{Nic, VmSpec};
 
 /// One node to write.
@@ -134,6 +134,7 @@ pub fn domain_trees(uuid: &uuid::Uuid, domid: DomId) -> Vec<String> {
     for kind in crate::xs::DeviceKind::ALL {
         trees.push(format!("/local/domain/0/backend/{kind}/{n}"));
     }
+    trees.push(format!("/local/domain/0/backend/{QDISK}/{n}"));
     trees.push(format!("/local/domain/0/backend/console/{n}"));
     trees.push(device_model_dir(domid));
     trees
@@ -345,8 +346,24 @@ fn device(
     back: Vec<(&str, String)>,
     front: Vec<(&str, String)>,
 ) -> DeviceTrees {
+    device_at(domid, kind.as_str(), kind, devid, back, front)
+}
+
+/// The backend directory of QEMU's disk backend (xen-block).
+pub const QDISK: &str = "qdisk";
+
+/// A device whose backend type (`backend/TYPE/...`) is not its frontend's
+/// kind (a qdisk VBD).
+fn device_at(
+    domid: DomId,
+    backend_type: &str,
+    kind: DeviceKind,
+    devid: u32,
+    back: Vec<(&str, String)>,
+    front: Vec<(&str, String)>,
+) -> DeviceTrees {
     let n = domid.0;
-    let backend = format!("/local/domain/0/backend/{kind}/{n}/{devid}");
+    let backend = format!("/local/domain/0/backend/{backend_type}/{n}/{devid}");
     let frontend = format!("{}/device/{kind}/{devid}", home(domid));
     let mut entries = vec![e(backend.clone(), "", Some(ro(domid)))];
     entries.push(e(format!("{backend}/frontend"), frontend.clone(), None));
@@ -368,24 +385,35 @@ fn device(
     }
 }
 
-/// A disk (blkback, `phy`), both sides, state 1.
-pub fn vbd(domid: DomId, disk: &Disk, pv: bool) -> DeviceTrees {
+/// A disk, both sides, state 1: for blkback (`phy`, a hotplug step gives
+/// it the block device) or for QEMU's qdisk (`params` = `FORMAT:PATH`,
+/// which QEMU opens itself; no hotplug script), as libxl writes each.
+pub fn vbd(domid: DomId, disk: &Disk, pv: bool, backend: VbdBackend) -> DeviceTrees {
     let rw_mode = disk.mode == DiskMode::Rw;
-    let back = vec![
-        ("params", disk.path.display().to_string()),
-        ("script", "/etc/xen/scripts/block".to_owned()),
+    let path = disk.path.display().to_string();
+    let mut back = match backend {
+        VbdBackend::Blkback => vec![
+            ("params", path),
+            ("script", "/etc/xen/scripts/block".to_owned()),
+            ("type", "phy".to_owned()),
+        ],
+        VbdBackend::Qdisk => vec![
+            ("params", format!("{}:{path}", disk.format.as_str())),
+            ("type", QDISK.to_owned()),
+        ],
+    };
+    back.extend([
         ("frontend-id", domid.0.to_string()),
         ("online", "1".to_owned()),
         ("removable", "0".to_owned()),
         ("bootable", "1".to_owned()),
         ("state", XenbusState::Initialising.value().to_owned()),
         ("dev", disk.device.clone()),
-        ("type", "phy".to_owned()),
         ("mode", if rw_mode { "w" } else { "r" }.to_owned()),
         ("device-type", "disk".to_owned()),
         ("discard-enable", if rw_mode { "1" } else { "0" }.to_owned()),
         ("specification", "xen".to_owned()),
-    ];
+    ]);
     let mut front = vec![
         ("backend-id", "0".to_owned()),
         ("state", XenbusState::Initialising.value().to_owned()),
@@ -396,7 +424,18 @@ pub fn vbd(domid: DomId, disk: &Disk, pv: bool) -> DeviceTrees {
     if pv {
         front.push(("protocol", "x86_64-abi".to_owned()));
     }
-    device(domid, DeviceKind::Vbd, disk.devid, back, front)
+    let backend_type = match backend {
+        VbdBackend::Blkback => DeviceKind::Vbd.as_str(),
+        VbdBackend::Qdisk => QDISK,
+    };
+    device_at(
+        domid,
+        backend_type,
+        DeviceKind::Vbd,
+        disk.devid,
+        back,
+        front,
+    )
 }
 
 /// A NIC (netback), both sides, state 1; `hotplug-status` empty so that
@@ -445,4 +484,76 @@ pub async fn apply(
         Ok(())
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drivers::storage::VdiFormat;
+    use crate::drivers::HypervisorKind;
+
+    fn disk(format: VdiFormat) -> Disk {
+        Disk {
+            path: "/srv/sr/a.qcow2".into(),
+            device: "xvdb".into(),
+            mode: DiskMode::Rw,
+            devid: 51728,
+            vdi: Some(uuid::Uuid::nil()),
+            format,
+        }
+    }
+
+    fn value<'a>(trees: &'a DeviceTrees, path: &str) -> Option<&'a str> {
+        trees
+            .entries
+            .iter()
+            .find(|e| e.path == path)
+            .map(|e| e.value.as_str())
+    }
+
+    #[test]
+    fn a_qcow2_disk_on_xen_is_served_by_qdisk_as_libxl_writes_it() {
+        let d = disk(VdiFormat::Qcow2);
+        assert_eq!(d.backend(HypervisorKind::Xen), VbdBackend::Qdisk);
+        // The simulated host's blkback reads any format; raw goes to blkback.
+        assert_eq!(d.backend(HypervisorKind::Sim), VbdBackend::Blkback);
+        assert_eq!(
+            disk(VdiFormat::Raw).backend(HypervisorKind::Xen),
+            VbdBackend::Blkback
+        );
+
+        let t = vbd(DomId(5), &d, true, VbdBackend::Qdisk);
+        let back = "/local/domain/0/backend/qdisk/5/51728";
+        assert_eq!(t.backend, back);
+        assert_eq!(t.frontend, "/local/domain/5/device/vbd/51728");
+        assert_eq!(
+            value(&t, &format!("{back}/params")),
+            Some("qcow2:/srv/sr/a.qcow2")
+        );
+        assert_eq!(value(&t, &format!("{back}/type")), Some("qdisk"));
+        assert_eq!(value(&t, &format!("{back}/dev")), Some("xvdb"));
+        assert_eq!(value(&t, &format!("{back}/mode")), Some("w"));
+        assert_eq!(value(&t, &format!("{back}/state")), Some("1"));
+        assert_eq!(value(&t, &format!("{back}/frontend-id")), Some("5"));
+        assert_eq!(value(&t, &format!("{back}/script")), None);
+        assert_eq!(
+            value(&t, "/local/domain/5/device/vbd/51728/backend"),
+            Some(back)
+        );
+        assert_eq!(
+            value(&t, "/local/domain/5/device/vbd/51728/virtual-device"),
+            Some("51728")
+        );
+
+        let b = vbd(DomId(5), &disk(VdiFormat::Raw), true, VbdBackend::Blkback);
+        assert_eq!(b.backend, "/local/domain/0/backend/vbd/5/51728");
+        assert_eq!(value(&b, &format!("{}/type", b.backend)), Some("phy"));
+        assert_eq!(
+            value(&b, &format!("{}/params", b.backend)),
+            Some("/srv/sr/a.qcow2")
+        );
+
+        let trees = domain_trees(&uuid::Uuid::nil(), DomId(5));
+        assert!(trees.contains(&"/local/domain/0/backend/qdisk/5".to_owned()));
+    }
 }

@@ -6,6 +6,6 @@ pub mod layout;
 pub mod record;
 pub mod spec;
 
-pub use disk::{vdi_refs, Disk, DiskFile, DiskMode, VdiDisk, VdiDisks};
+pub use disk::{vdi_refs, Disk, DiskFile, DiskMode, VbdBackend, VdiDisk, VdiDisks};
 pub use record::{RecordError, RecordStore, VmRecord};
 pub use spec::{Nic, NicFile, OnEvent, VmSpec, VmSpecError, VmSpecFile, MIN_MEMORY_MIB};

@@ -27,6 +27,9 @@ pub enum Hotplug {
     Disk { path: PathBuf, read_only: bool },
     /// A NIC: netback's interface is brought up on the bridge.
     Nic { interface: String, bridge: String },
+    /// A disk QEMU's qdisk serves: QEMU opens the image itself, so there
+    /// is no host side; the trees are all (`hotplug-status` is QEMU's).
+    Qdisk,
 }
 
 /// Why a plug, unplug or release failed.
@@ -91,6 +94,7 @@ pub async fn plug(
             }
             Ok(())
         }
+        Hotplug::Qdisk => Ok(crate::vm::layout::apply(xs, &d.trees.entries).await?),
         Hotplug::Nic { .. } => {
             crate::vm::layout::apply(xs, &d.trees.entries).await?;
             if let Err(e) = nic_hotplug(xs, devices, d).await {
@@ -189,6 +193,7 @@ async fn host_release(
                 blocking(move || host.detach_interface(&name)).await?;
             }
         }
+        Hotplug::Qdisk => {}
     }
     Ok(())
 }

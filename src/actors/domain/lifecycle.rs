@@ -17,10 +17,10 @@ use crate::actors::console::ConsoleActor;
 use crate::actors::emulator::{EmulatorActor, EmulatorHandle};
 use crate::actors::events::EventKind;
 use crate::actors::supervisor::{ChildSpec, SupervisorError};
-use crate::drivers::emulator::DmLaunch;
-use crate::drivers::{BootImage, Built, DomId, DomainConfig, DomainType};
+use crate::drivers::emulator::{DmKind, DmLaunch};
+use crate::drivers::{BootImage, Built, DomId, DomainConfig, DomainType, HypervisorKind};
 use crate::vm::layout::{self, Entry};
-use crate::vm::VmSpec;
+use crate::vm::{VbdBackend, VmSpec};
 use crate::xs::{DeviceKind, XenbusState};
 
 use super::env::Ctx;
@@ -69,16 +69,22 @@ async fn write_entries(step: &'static str, c: &Ctx, entries: Vec<Entry>) -> Resu
 
 /// A VM's devices as backend specs: each disk's backing and each NIC's
 /// interface (`vifD.N`, which netback makes) and bridge.
-pub fn devices(domid: DomId, spec: &VmSpec) -> Vec<DeviceSpec> {
+pub fn devices(domid: DomId, spec: &VmSpec, host: HypervisorKind) -> Vec<DeviceSpec> {
     let pv = spec.domain_type == DomainType::Pv;
-    let disks = spec.disks.iter().map(|disk| DeviceSpec {
-        kind: DeviceKind::Vbd,
-        name: disk.device.clone(),
-        trees: layout::vbd(domid, disk, pv),
-        hotplug: Hotplug::Disk {
-            path: disk.path.clone(),
-            read_only: disk.mode == crate::vm::DiskMode::Ro,
-        },
+    let disks = spec.disks.iter().map(|disk| {
+        let backend = disk.backend(host);
+        DeviceSpec {
+            kind: DeviceKind::Vbd,
+            name: disk.device.clone(),
+            trees: layout::vbd(domid, disk, pv, backend),
+            hotplug: match backend {
+                VbdBackend::Blkback => Hotplug::Disk {
+                    path: disk.path.clone(),
+                    read_only: disk.mode == crate::vm::DiskMode::Ro,
+                },
+                VbdBackend::Qdisk => Hotplug::Qdisk,
+            },
+        }
     });
     let nics = spec.nics.iter().map(|nic| DeviceSpec {
         kind: DeviceKind::Vif,
@@ -96,10 +102,11 @@ pub fn devices(domid: DomId, spec: &VmSpec) -> Vec<DeviceSpec> {
 pub fn device_spec(
     domid: DomId,
     spec: &VmSpec,
+    host: HypervisorKind,
     kind: DeviceKind,
     name: &str,
 ) -> Option<DeviceSpec> {
-    devices(domid, spec)
+    devices(domid, spec, host)
         .into_iter()
         .find(|d| d.kind == kind && d.name == name)
 }
@@ -122,10 +129,46 @@ fn backend_child(c: &Ctx, domid: DomId, device: DeviceSpec) -> ChildSpec {
     )
 }
 
+/// What QEMU is to a VM with `spec` on `host`, if it needs one: an HVM
+/// guest's device model, or the qdisk backend of a PV/PVH guest's qcow2
+/// disks on Xen.
+pub fn dm_kind(spec: &VmSpec, host: HypervisorKind) -> Option<DmKind> {
+    if spec.domain_type == DomainType::Hvm {
+        Some(DmKind::Hvm)
+    } else if spec
+        .disks
+        .iter()
+        .any(|d| d.backend(host) == VbdBackend::Qdisk)
+    {
+        Some(DmKind::Qdisk)
+    } else {
+        None
+    }
+}
+
+/// The emulator actor of a VM whose QEMU is `kind`.
+fn emulator_child(c: &Ctx, domid: DomId, kind: DmKind, fresh: bool) -> ChildSpec {
+    let launch = DmLaunch {
+        domid,
+        uuid: c.uuid,
+        name: c.spec.name.clone(),
+        kind,
+        memory_mib: c.spec.memory_mib,
+    };
+    EmulatorActor::spec(
+        launch,
+        c.env.emulator.clone(),
+        c.env.hv.clone(),
+        c.env.xs.clone(),
+        fresh,
+    )
+}
+
 /// The actors a running domain has under its VM's supervisor, in start
-/// order: its console, a backend per VBD and VIF, its guest-agent channel
-/// and, for HVM, its emulator. `fresh` is false when re-syncing onto a
-/// running domain: an emulator is then only reattached, never launched.
+/// order: its console, the qdisk backend's QEMU if its disks need one, a
+/// backend per VBD and VIF, its guest-agent channel and, for HVM, its
+/// device model. `fresh` is false when re-syncing onto a running domain:
+/// an emulator is then only reattached, never launched.
 pub fn child_specs(c: &Ctx, domid: DomId, fresh: bool) -> Vec<(ChildId, ChildSpec)> {
     let mut specs = vec![(
         ChildId::Console,
@@ -137,7 +180,13 @@ pub fn child_specs(c: &Ctx, domid: DomId, fresh: bool) -> Vec<(ChildId, ChildSpe
             c.env.console.clone(),
         ),
     )];
-    for device in devices(domid, &c.spec) {
+    let dm = dm_kind(&c.spec, c.env.hv.kind());
+    if dm == Some(DmKind::Qdisk) {
+        // Before the disks it serves: each is torn down before it goes.
+        let spec = emulator_child(c, domid, DmKind::Qdisk, fresh);
+        specs.push((ChildId::Emulator, spec));
+    }
+    for device in devices(domid, &c.spec, c.env.hv.kind()) {
         specs.push((device.child_id(), backend_child(c, domid, device)));
     }
     let nics = c.spec.nics.iter().map(|n| n.devid).collect();
@@ -145,21 +194,10 @@ pub fn child_specs(c: &Ctx, domid: DomId, fresh: bool) -> Vec<(ChildId, ChildSpe
         ChildId::Agent,
         AgentActor::spec(domid, nics, c.env.xs.clone(), c.guest.clone()),
     ));
-    if c.spec.domain_type == DomainType::Hvm {
-        let launch = DmLaunch {
-            domid,
-            uuid: c.uuid,
-            name: c.spec.name.clone(),
-        };
+    if dm == Some(DmKind::Hvm) {
         specs.push((
             ChildId::Emulator,
-            EmulatorActor::spec(
-                launch,
-                c.env.emulator.clone(),
-                c.env.hv.clone(),
-                c.env.xs.clone(),
-                fresh,
-            ),
+            emulator_child(c, domid, DmKind::Hvm, fresh),
         ));
     }
     specs
@@ -244,10 +282,16 @@ pub async fn plug_device(
     name: &str,
     connect: bool,
 ) -> Result<ChildId, VmError> {
-    let device = device_spec(domid, spec, kind, name).ok_or_else(|| VmError::NoDevice {
-        what: "device",
-        name: name.to_owned(),
-    })?;
+    let device =
+        device_spec(domid, spec, c.env.hv.kind(), kind, name).ok_or_else(|| VmError::NoDevice {
+            what: "device",
+            name: name.to_owned(),
+        })?;
+    if device.hotplug == Hotplug::Qdisk && EmulatorHandle::find(&c.vm_sup).await.is_none() {
+        // The first qcow2 disk of a running PV/PVH guest: its backend first.
+        let spec = emulator_child(c, domid, DmKind::Qdisk, true);
+        start_child(c, domid, &ChildId::Emulator, spec).await?;
+    }
     let id = device.child_id();
     start_child(c, domid, &id, backend_child(c, domid, device.clone())).await?;
     if connect {
@@ -388,15 +432,13 @@ async fn start_steps(c: &Ctx, running: &mut Running, paused: bool) -> Result<(),
 /// effort: each step is tried whatever the previous one did.
 pub async fn teardown(c: &Ctx, running: &Running) {
     let domid = running.domid;
-    // In reverse start order; the device model is asked to quit first.
-    let specs = devices(domid, &c.spec);
+    // In reverse start order, then QEMU (an HVM device model, or the
+    // qdisk backend once the disks it serves are gone, which may have
+    // started at a hotplug) is asked to quit.
+    let specs = devices(domid, &c.spec, c.env.hv.kind());
     for id in running.children.iter().rev() {
         match id {
-            ChildId::Emulator => {
-                if let Some(emulator) = EmulatorHandle::find(&c.vm_sup).await {
-                    let _ = emulator.quit().await;
-                }
-            }
+            ChildId::Emulator => continue,
             ChildId::Device(kind, name) => {
                 if let Some(device) = specs.iter().find(|d| d.kind == *kind && d.name == *name) {
                     if let Err(e) = unplug_device(c, domid, device, false).await {
@@ -409,15 +451,17 @@ pub async fn teardown(c: &Ctx, running: &Running) {
         }
         let _ = c.vm_sup.remove_child(id.to_string()).await;
     }
+    if let Some(emulator) = EmulatorHandle::find(&c.vm_sup).await {
+        let _ = emulator.quit().await;
+    }
+    let _ = c.vm_sup.remove_child(ChildId::Emulator.to_string()).await;
     c.guest.send_replace(GuestMetrics::default());
     if let Err(e) = c.env.hv.destroy(domid).await {
         tracing::debug!(vm = %c.spec.name, %domid, error = %crate::error::chain(&e), "destroy");
     }
-    if c.spec.domain_type == DomainType::Hvm {
-        // Whatever is left of the device model (it died, or did not quit).
-        let emulator = c.env.emulator.clone();
-        let _ = crate::drivers::blocking::run(move || emulator.kill(domid)).await;
-    }
+    // Whatever is left of a device model (it died, or did not quit).
+    let emulator = c.env.emulator.clone();
+    let _ = crate::drivers::blocking::run(move || emulator.kill(domid)).await;
     let _ = c.env.xs.release(u32::from(domid.0)).await;
     for path in layout::domain_trees(&c.uuid, domid) {
         if let Err(e) = c.env.xs.rm(&path).await {

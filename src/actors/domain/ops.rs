@@ -202,7 +202,8 @@ async fn reconfigure(
                 super::vdis::deactivate(c, &disk).await;
                 return Err(e);
             }
-        } else if let Some(device) = lifecycle::device_spec(r.domid, &c.spec, plan.kind, &plan.name)
+        } else if let Some(device) =
+            lifecycle::device_spec(r.domid, &c.spec, c.env.hv.kind(), plan.kind, &plan.name)
         {
             lifecycle::unplug_device(c, r.domid, &device, true).await?;
             super::vdis::deactivate(c, &vdi_disk(&c.spec)).await;

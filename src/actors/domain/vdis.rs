@@ -6,8 +6,6 @@
 
 use super::env::Ctx;
 use super::error::VmError;
-use crate::drivers::storage::VdiFormat;
-use crate::drivers::HypervisorKind;
 use crate::vm::Disk;
 
 /// Activates the VDI of each of `disks` that is one; if one cannot be,
@@ -31,12 +29,6 @@ pub async fn activate(c: &Ctx, disks: &[Disk]) -> Result<(), VmError> {
 
 async fn activate_one(c: &Ctx, d: &Disk, vdi: uuid::Uuid) -> Result<(), VmError> {
     let step = format!("activate VDI {vdi} ({})", d.device);
-    if d.format == VdiFormat::Qcow2 && c.env.hv.kind() == HypervisorKind::Xen {
-        return Err(VmError::DoesNotFit {
-            step,
-            reason: "a qcow2 VDI needs QEMU's qdisk backend, which xenith does not start on Xen yet: use a raw VDI (a file SR's raw format, or an LVM SR)".into(),
-        });
-    }
     let active = c.env.storage.activate(vdi, c.uuid).await?;
     if active.path != d.path {
         c.env.storage.deactivate(vdi, c.uuid).await;

@@ -6,8 +6,14 @@
 //! On the simulated host QEMU runs for real but is started with `-S` on
 //! TCG, with no connection to any domain: no guest code runs, and what the
 //! toolstack sees (the process, its QMP socket, its run state, its death)
-//! is real. Xen's own device model arguments (`-xen-domid`, `-machine
-//! xenfv`) come with the Xen driver.
+//! is real.
+//!
+//! On Xen (Debian's qemu-system-xen, `[emulator] qemu_xen`), a PV or PVH
+//! domain with qcow2 disks gets QEMU as its disks' backend, as libxl
+//! starts it: `-xen-domid N -xen-attach -machine xenpv`. QEMU's xen-bus
+//! then serves every `backend/qdisk/N/DEVID` the toolstack writes in
+//! state 1 (the image is its `params`, `FORMAT:PATH`). An HVM domain's
+//! device model on Xen (`-machine xenfv`) is not built yet.
 
 pub mod qmp;
 
@@ -72,12 +78,24 @@ pub struct DmPaths {
     pub pidfile: PathBuf,
 }
 
+/// What QEMU is to a domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DmKind {
+    /// An HVM guest's device model (its emulated machine).
+    Hvm,
+    /// The backend of a PV or PVH guest's qcow2 disks (qdisk), no machine.
+    Qdisk,
+}
+
 /// What a device model is started for.
 #[derive(Debug, Clone)]
 pub struct DmLaunch {
     pub domid: DomId,
     pub uuid: uuid::Uuid,
     pub name: String,
+    pub kind: DmKind,
+    /// The guest's memory (QEMU's `-m`, as libxl passes it).
+    pub memory_mib: u64,
 }
 
 impl EmulatorConfig {
@@ -91,13 +109,33 @@ impl EmulatorConfig {
     /// QEMU's arguments for this host.
     pub fn args(&self, launch: &DmLaunch) -> Result<Vec<String>, EmulatorError> {
         let paths = self.paths(launch.domid);
-        let mut args: Vec<String> = match self.host {
+        let mut args: Vec<String> = match (self.host, launch.kind) {
             // Stopped before the first instruction (-S), on TCG, tiny: the
             // process and its QMP are real, no guest code runs.
-            HypervisorKind::Sim => ["-S", "-machine", "pc,accel=tcg", "-m", "32", "-smp", "1"]
-                .map(str::to_owned)
-                .to_vec(),
-            HypervisorKind::Xen => return Err(EmulatorError::Unsupported("xen")),
+            (HypervisorKind::Sim, DmKind::Hvm) => {
+                ["-S", "-machine", "pc,accel=tcg", "-m", "32", "-smp", "1"]
+                    .map(str::to_owned)
+                    .to_vec()
+            }
+            // The simulated host's backends serve every disk format.
+            (HypervisorKind::Sim, DmKind::Qdisk) => {
+                return Err(EmulatorError::Unsupported("sim (qdisk)"))
+            }
+            // libxl's qdisk backend for a PV/PVH domain: attached to the
+            // domain the toolstack made, no emulated machine, no display.
+            (HypervisorKind::Xen, DmKind::Qdisk) => vec![
+                "-xen-domid".into(),
+                launch.domid.0.to_string(),
+                "-xen-attach".into(),
+                "-machine".into(),
+                "xenpv".into(),
+                "-nographic".into(),
+                "-m".into(),
+                launch.memory_mib.max(1).to_string(),
+            ],
+            (HypervisorKind::Xen, DmKind::Hvm) => {
+                return Err(EmulatorError::Unsupported("xen (hvm)"))
+            }
         };
         args.extend([
             "-display".into(),
@@ -139,7 +177,14 @@ impl EmulatorConfig {
             .output()
             .map_err(|source| EmulatorError::Spawn {
                 hint: if source.kind() == std::io::ErrorKind::NotFound {
-                    " (not found: install qemu-system-x86, or set [emulator] qemu)"
+                    match self.host {
+                        HypervisorKind::Sim => {
+                            " (not found: install qemu-system-x86, or set [emulator] qemu)"
+                        }
+                        HypervisorKind::Xen => {
+                            " (not found: install qemu-system-xen, or set [emulator] qemu_xen)"
+                        }
+                    }
                 } else {
                     ""
                 },
@@ -253,14 +298,20 @@ mod tests {
         }
     }
 
+    fn launch(domid: u16, name: &str, kind: DmKind) -> DmLaunch {
+        DmLaunch {
+            domid: DomId(domid),
+            uuid: uuid::Uuid::nil(),
+            name: name.into(),
+            kind,
+            memory_mib: 128,
+        }
+    }
+
     #[test]
     fn sim_arguments_stop_qemu_before_any_guest_code() {
         let c = config(Path::new("/run/x"));
-        let launch = DmLaunch {
-            domid: DomId(7),
-            uuid: uuid::Uuid::nil(),
-            name: "a,b".into(),
-        };
+        let launch = launch(7, "a,b", DmKind::Hvm);
         let args = c.args(&launch).unwrap();
         let joined = args.join(" ");
         assert!(args.starts_with(&["-S".to_owned()]), "{joined}");
@@ -275,12 +326,42 @@ mod tests {
         assert!(joined.contains("-name a_b "), "{joined}");
         let xen = EmulatorConfig {
             host: HypervisorKind::Xen,
-            ..c
+            ..c.clone()
         };
         assert!(matches!(
             xen.args(&launch),
             Err(EmulatorError::Unsupported(_))
         ));
+        assert!(matches!(
+            c.args(&DmLaunch {
+                kind: DmKind::Qdisk,
+                ..launch
+            }),
+            Err(EmulatorError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn a_qdisk_backend_on_xen_attaches_to_the_domain_as_libxl_starts_it() {
+        let c = EmulatorConfig {
+            host: HypervisorKind::Xen,
+            ..config(Path::new("/run/x"))
+        };
+        let joined = c.args(&launch(9, "web", DmKind::Qdisk)).unwrap().join(" ");
+        assert!(
+            joined.starts_with("-xen-domid 9 -xen-attach -machine xenpv -nographic -m 128 "),
+            "{joined}"
+        );
+        for part in [
+            "-nodefaults",
+            "-no-user-config",
+            "-display none",
+            "-qmp unix:/run/x/qemu-dm-9.qmp,server=on,wait=off",
+            "-pidfile /run/x/qemu-dm-9.pid -daemonize",
+        ] {
+            assert!(joined.contains(part), "{part} in {joined}");
+        }
+        assert!(!joined.contains("-S "), "{joined}");
     }
 
     #[test]
@@ -301,12 +382,19 @@ mod tests {
             qemu: "/nonexistent/qemu".into(),
             ..config(dir.path())
         };
-        let launch = DmLaunch {
-            domid: DomId(1),
-            uuid: uuid::Uuid::nil(),
-            name: "x".into(),
-        };
-        let err = c.launch(&launch).unwrap_err().to_string();
+        let err = c
+            .launch(&launch(1, "x", DmKind::Hvm))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("install qemu-system-x86"), "{err}");
+        let xen = EmulatorConfig {
+            host: HypervisorKind::Xen,
+            ..c
+        };
+        let err = xen
+            .launch(&launch(1, "x", DmKind::Qdisk))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("install qemu-system-xen"), "{err}");
     }
 }
