@@ -132,6 +132,20 @@ impl Hv {
         self.call("pause the domain", move |h| h.pause(domid)).await
     }
 
+    pub async fn listens_for_shutdown(&self, domid: DomId) -> Result<bool, HvError> {
+        self.call("read the guest's callback", move |h| {
+            h.listens_for_shutdown(domid)
+        })
+        .await
+    }
+
+    pub async fn power_button(&self, domid: DomId) -> Result<(), HvError> {
+        self.call("press the ACPI power button", move |h| {
+            h.power_button(domid)
+        })
+        .await
+    }
+
     pub async fn shutdown(&self, domid: DomId, reason: ShutdownReason) -> Result<(), HvError> {
         self.call("shut the domain down", move |h| h.shutdown(domid, reason))
             .await

@@ -236,6 +236,19 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
     /// Destroys the domain and frees its memory.
     fn destroy(&self, domid: DomId) -> Result<(), HypervisorError>;
 
+    /// Whether a guest reads `control/shutdown`: a PV or PVH guest always
+    /// does; an HVM guest once its PV drivers are up (it has set its
+    /// event channel callback). Hosts whose guests always listen say so.
+    fn listens_for_shutdown(&self, _domid: DomId) -> Result<bool, HypervisorError> {
+        Ok(true)
+    }
+
+    /// Presses an HVM guest's ACPI power button (a clean shutdown of a
+    /// guest without PV drivers).
+    fn power_button(&self, _domid: DomId) -> Result<(), HypervisorError> {
+        Err(HypervisorError::Unsupported("the ACPI power button"))
+    }
+
     fn domain_info(&self, domid: DomId) -> Result<DomainInfo, HypervisorError>;
 
     /// Every domain, dom0 included.

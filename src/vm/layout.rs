@@ -267,7 +267,24 @@ pub fn build_post(
                 v.push(e(format!("{vm}/image/cmdline"), spec.cmdline.clone(), None));
             }
         }
-        DomainType::Hvm => v.push(e(format!("{vm}/image/ostype"), "hvm", None)),
+        DomainType::Hvm => {
+            v.push(e(format!("{vm}/image/ostype"), "hvm", None));
+            v.push(e(format!("{vm}/rtc/timeoffset"), "", None));
+            // What hvmloader reads (libxl's build_post and dm spawn):
+            // ACPI on with S3/S4, qemu-xen's DSDT, SeaBIOS (hvmloader
+            // assumes rombios without the key), no memory relocation.
+            for (key, value) in [
+                ("platform/acpi", "1"),
+                ("platform/acpi_s3", "1"),
+                ("platform/acpi_s4", "1"),
+                ("platform/acpi_laptop_slate", "0"),
+                ("platform/device-model", "qemu_xen"),
+                ("hvmloader/bios", "seabios"),
+                ("hvmloader/allow-memory-relocate", "0"),
+            ] {
+                v.push(e(format!("{h}/{key}"), value, None));
+            }
+        }
         DomainType::Pvh => {}
     }
     v.push(e(format!("{vm}/start_time"), start_time(started), None));

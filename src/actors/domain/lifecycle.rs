@@ -17,7 +17,7 @@ use crate::actors::console::ConsoleActor;
 use crate::actors::emulator::{EmulatorActor, EmulatorHandle};
 use crate::actors::events::EventKind;
 use crate::actors::supervisor::{ChildSpec, SupervisorError};
-use crate::drivers::emulator::{DmKind, DmLaunch};
+use crate::drivers::emulator::{DmKind, DmLaunch, HvmMachine};
 use crate::drivers::{BootImage, Built, DomId, DomainConfig, DomainType, HypervisorKind};
 use crate::vm::layout::{self, Entry};
 use crate::vm::{VbdBackend, VmSpec};
@@ -146,6 +146,42 @@ pub fn dm_kind(spec: &VmSpec, host: HypervisorKind) -> Option<DmKind> {
     }
 }
 
+/// What an HVM guest's QEMU emulates: its vCPUs, its kernel if it names
+/// one (QEMU boots it directly), its first four disks as IDE disks (raw
+/// or qcow2 through QEMU's block layer; the PV backends serve the same
+/// disks once the guest's PV drivers unplug these), its serial line into
+/// the log its console reads.
+fn hvm_machine(c: &Ctx) -> HvmMachine {
+    let s = &c.spec;
+    let ide = s
+        .disks
+        .iter()
+        .filter_map(|d| {
+            let unit = d
+                .device
+                .strip_prefix("xvd")
+                .or(d.device.strip_prefix("hd"))?;
+            let unit = match unit {
+                "a" => 0,
+                "b" => 1,
+                "c" => 2,
+                "d" => 3,
+                _ => return None,
+            };
+            Some((unit, d.path.clone(), d.format.as_str()))
+        })
+        .collect();
+    HvmMachine {
+        vcpus: s.vcpus,
+        kernel: s.kernel.clone(),
+        ramdisk: s.ramdisk.clone(),
+        cmdline: s.cmdline.clone(),
+        ide,
+        serial_log: (c.env.hv.kind() == HypervisorKind::Xen)
+            .then(|| crate::drivers::xen::serial_log(&s.name)),
+    }
+}
+
 /// The emulator actor of a VM whose QEMU is `kind`.
 fn emulator_child(c: &Ctx, domid: DomId, kind: DmKind, fresh: bool) -> ChildSpec {
     let launch = DmLaunch {
@@ -154,6 +190,7 @@ fn emulator_child(c: &Ctx, domid: DomId, kind: DmKind, fresh: bool) -> ChildSpec
         name: c.spec.name.clone(),
         kind,
         memory_mib: c.spec.memory_mib,
+        hvm: hvm_machine(c),
     };
     EmulatorActor::spec(
         launch,

@@ -12,7 +12,7 @@ use super::lifecycle::{self, Running};
 use super::messages::{Operation, VmOp};
 use super::state::{Outcome, PowerState};
 use super::SHUTDOWN_TIMEOUT;
-use crate::drivers::{DomId, ShutdownReason};
+use crate::drivers::{DomId, DomainType, ShutdownReason};
 use crate::vm::layout;
 use crate::xs::DeviceKind;
 
@@ -156,6 +156,29 @@ async fn ask_guest(
     fallback: bool,
 ) -> Outcome {
     let word = reason.control_word().unwrap_or("poweroff");
+    // An HVM guest without PV drivers reads no control/shutdown: a
+    // poweroff is its ACPI power button (libxl's fallback).
+    if reason == ShutdownReason::Poweroff && c.spec.domain_type == DomainType::Hvm {
+        match c.env.hv.listens_for_shutdown(r.domid).await {
+            Ok(false) => {
+                return match c.env.hv.power_button(r.domid).await {
+                    Ok(()) => {
+                        tracing::info!(vm = %c.spec.name, domid = %r.domid, "no PV drivers: ACPI power button pressed");
+                        Outcome::StopRequested {
+                            reason,
+                            timeout,
+                            fallback,
+                        }
+                    }
+                    Err(e) => Outcome::Failed(VmError::step("press the ACPI power button", &e)),
+                }
+            }
+            Ok(true) => {}
+            Err(e) => {
+                tracing::debug!(vm = %c.spec.name, error = %crate::error::chain(&e), "cannot tell whether the guest has PV drivers")
+            }
+        }
+    }
     match c
         .env
         .xs

@@ -13,7 +13,10 @@
 //! starts it: `-xen-domid N -xen-attach -machine xenpv`. QEMU's xen-bus
 //! then serves every `backend/qdisk/N/DEVID` the toolstack writes in
 //! state 1 (the image is its `params`, `FORMAT:PATH`). An HVM domain's
-//! device model on Xen (`-machine xenfv`) is not built yet.
+//! device model on Xen is libxl's (`-machine xenfv`, docs/hvm.md): the
+//! xen-platform PCI device (so PV drivers can unplug the emulated disks
+//! and NICs), IDE disks on the VM's disks, the serial line into a log
+//! file, QEMU's direct kernel boot when the VM names a kernel.
 
 pub mod qmp;
 
@@ -96,6 +99,81 @@ pub struct DmLaunch {
     pub kind: DmKind,
     /// The guest's memory (QEMU's `-m`, as libxl passes it).
     pub memory_mib: u64,
+    /// What an HVM guest's QEMU emulates (unused for a qdisk backend).
+    pub hvm: HvmMachine,
+}
+
+/// An HVM guest's emulated machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HvmMachine {
+    pub vcpus: u32,
+    /// QEMU's direct kernel boot (`-kernel`, `-initrd`, `-append`).
+    pub kernel: Option<PathBuf>,
+    pub ramdisk: Option<PathBuf>,
+    pub cmdline: String,
+    /// IDE disks: `(unit 0..3, image, format)`.
+    pub ide: Vec<(u32, PathBuf, &'static str)>,
+    /// Where the serial line (ttyS0) is written.
+    pub serial_log: Option<PathBuf>,
+}
+
+/// A path QEMU takes inside a comma-separated option (commas doubled).
+fn opt_path(p: &Path) -> String {
+    p.display().to_string().replace(',', ",,")
+}
+
+/// libxl's device model arguments for an HVM guest on Xen
+/// (`libxl__build_device_model_args_new`), without VNC.
+fn xen_hvm_args(launch: &DmLaunch) -> Vec<String> {
+    let m = &launch.hvm;
+    let mut a: Vec<String> = vec![
+        "-xen-domid".into(),
+        launch.domid.0.to_string(),
+        // QEMU stays when the guest powers off: the toolstack tears down.
+        "-no-shutdown".into(),
+    ];
+    if let Some(log) = &m.serial_log {
+        a.push("-chardev".into());
+        a.push(format!("file,id=serial0,path={},append=on", opt_path(log)));
+        a.push("-serial".into());
+        a.push("chardev:serial0".into());
+    }
+    a.extend([
+        "-boot".into(),
+        "order=cda".into(),
+        "-net".into(),
+        "none".into(),
+    ]);
+    a.extend([
+        "-machine".into(),
+        "xenfv,suppress-vmdesc=on".into(),
+        "-m".into(),
+        launch.memory_mib.max(1).to_string(),
+    ]);
+    if m.vcpus > 1 {
+        a.push("-smp".into());
+        a.push(format!("{0},maxcpus={0}", m.vcpus));
+    }
+    if let Some(kernel) = &m.kernel {
+        a.push("-kernel".into());
+        a.push(kernel.display().to_string());
+        if let Some(ramdisk) = &m.ramdisk {
+            a.push("-initrd".into());
+            a.push(ramdisk.display().to_string());
+        }
+        if !m.cmdline.is_empty() {
+            a.push("-append".into());
+            a.push(m.cmdline.clone());
+        }
+    }
+    for (unit, path, format) in &m.ide {
+        a.push("-drive".into());
+        a.push(format!(
+            "file={},if=ide,index={unit},media=disk,format={format},cache=writeback",
+            opt_path(path)
+        ));
+    }
+    a
 }
 
 impl EmulatorConfig {
@@ -133,9 +211,7 @@ impl EmulatorConfig {
                 "-m".into(),
                 launch.memory_mib.max(1).to_string(),
             ],
-            (HypervisorKind::Xen, DmKind::Hvm) => {
-                return Err(EmulatorError::Unsupported("xen (hvm)"))
-            }
+            (HypervisorKind::Xen, DmKind::Hvm) => xen_hvm_args(launch),
         };
         args.extend([
             "-display".into(),
@@ -305,6 +381,7 @@ mod tests {
             name: name.into(),
             kind,
             memory_mib: 128,
+            hvm: HvmMachine::default(),
         }
     }
 
@@ -324,14 +401,6 @@ mod tests {
             "{joined}"
         );
         assert!(joined.contains("-name a_b "), "{joined}");
-        let xen = EmulatorConfig {
-            host: HypervisorKind::Xen,
-            ..c.clone()
-        };
-        assert!(matches!(
-            xen.args(&launch),
-            Err(EmulatorError::Unsupported(_))
-        ));
         assert!(matches!(
             c.args(&DmLaunch {
                 kind: DmKind::Qdisk,
@@ -362,6 +431,43 @@ mod tests {
             assert!(joined.contains(part), "{part} in {joined}");
         }
         assert!(!joined.contains("-S "), "{joined}");
+    }
+
+    #[test]
+    fn an_hvm_device_model_on_xen_has_libxls_machine() {
+        let c = EmulatorConfig {
+            host: HypervisorKind::Xen,
+            ..config(Path::new("/run/x"))
+        };
+        let mut l = launch(4, "win", DmKind::Hvm);
+        l.hvm = HvmMachine {
+            vcpus: 2,
+            kernel: Some("/boot/vmlinuz".into()),
+            ramdisk: Some("/boot/initrd".into()),
+            cmdline: "console=ttyS0 quiet".into(),
+            ide: vec![(0, "/srv/a,b.qcow2".into(), "qcow2")],
+            serial_log: Some("/var/log/xen/console/serial-win.log".into()),
+        };
+        let args = c.args(&l).unwrap();
+        let joined = args.join(" ");
+        assert!(joined.starts_with("-xen-domid 4 -no-shutdown "), "{joined}");
+        for part in [
+            "-chardev file,id=serial0,path=/var/log/xen/console/serial-win.log,append=on -serial chardev:serial0",
+            "-machine xenfv,suppress-vmdesc=on -m 128 -smp 2,maxcpus=2",
+            "-kernel /boot/vmlinuz -initrd /boot/initrd",
+            "-drive file=/srv/a,,b.qcow2,if=ide,index=0,media=disk,format=qcow2,cache=writeback",
+            "-display none",
+            "-nodefaults",
+            "-qmp unix:/run/x/qemu-dm-4.qmp,server=on,wait=off",
+        ] {
+            assert!(joined.contains(part), "{part} in {joined}");
+        }
+        // The command line is one argument, spaces and all.
+        assert!(args.contains(&"console=ttyS0 quiet".to_owned()));
+        assert!(
+            !joined.contains("-xen-attach") && !joined.contains("-S "),
+            "{joined}"
+        );
     }
 
     #[test]

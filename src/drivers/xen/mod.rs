@@ -4,8 +4,11 @@
 //! and CPUID defaults, the xenstore and console event channels, then
 //! libxenguest's builder (`xc_dom_*` in `xc_linux_build`'s order, from
 //! the kernel decompressed once and kept mapped, [`kernel`]). PVH guests
-//! go through the same builder with xenith's ACPI tables (§3.2, [`acpi`]);
-//! HVM builds are refused with a clear error for now.
+//! go through the same builder with xenith's ACPI tables (§3.2, [`acpi`]).
+//! HVM guests are built as libxl builds them with a device model
+//! (docs/hvm.md): hvmloader as the kernel with SeaBIOS as its firmware
+//! module, libxl's MMIO hole and emulation flags; the guest's kernel (if
+//! its spec names one) is QEMU's to boot, not the builder's.
 //!
 //! Shutdown and death notifications come from a poller thread that reads
 //! the domain list (the flags libxl reads) whenever xenstored fires
@@ -36,6 +39,12 @@ use super::xenstore::XenstoreFollower;
 
 /// Where xenconsoled writes guests' console logs (`--log-dir`).
 pub const CONSOLE_LOG_DIR: &str = "/var/log/xen/console";
+/// Where an HVM guest's QEMU writes its serial line (console 0 of an HVM
+/// guest: xenconsoled does not serve it).
+pub fn serial_log(name: &str) -> PathBuf {
+    PathBuf::from(CONSOLE_LOG_DIR).join(format!("serial-{name}.log"))
+}
+
 /// How often a console reader looks at xenconsoled's log.
 const CONSOLE_POLL: Duration = Duration::from_millis(200);
 /// How often domain states are read for shutdown and death when
@@ -45,6 +54,10 @@ const POLL: Duration = Duration::from_secs(1);
 const MAXMEM_SLACK_KIB: u64 = 1024;
 /// libxl's default ssidref (SECINITSID_DOMU); ignored unless FLASK enforces.
 const SSIDREF_DOMU: u32 = 12;
+/// What an HVM guest boots first, and the BIOS it loads: the paths
+/// Debian's libxl has compiled in (xen-utils-4.17, seabios).
+pub const HVMLOADER: &str = "/usr/lib/xen-4.17/boot/hvmloader";
+pub const SEABIOS: &str = "/usr/share/seabios/bios-256k.bin";
 
 fn call(call: &'static str, e: std::io::Error) -> HypervisorError {
     HypervisorError::Call { call, source: e }
@@ -168,6 +181,50 @@ impl XenHypervisor {
             console_read: Arc::default(),
         };
         Ok((xen, kernels))
+    }
+
+    /// An HVM guest: hvmloader with SeaBIOS (its own kernel, if any, is
+    /// booted by QEMU).
+    fn build_hvm(
+        &self,
+        domid: DomId,
+        mem_mib: u64,
+        vcpus: u32,
+        store_port: u32,
+        console_port: u32,
+    ) -> Result<Built, HypervisorError> {
+        let firmware = std::fs::read(SEABIOS).map_err(|e| {
+            HypervisorError::Unavailable("xen", format!("{SEABIOS}: {e} (install seabios)"))
+        })?;
+        if !std::path::Path::new(HVMLOADER).exists() {
+            return Err(HypervisorError::Unavailable(
+                "xen",
+                format!("{HVMLOADER} is missing (install xen-utils-4.17)"),
+            ));
+        }
+        let mem_mib = u32::try_from(mem_mib)
+            .map_err(|_| HypervisorError::InvalidConfig(format!("{mem_mib} MiB of memory")))?;
+        let t0 = std::time::Instant::now();
+        let (store_gfn, console_gfn) = self
+            .xc
+            .hvm_build(&ffi::HvmImage {
+                domid: u32::from(domid.0),
+                mem_mib,
+                vcpus,
+                hvmloader: HVMLOADER,
+                firmware: &firmware,
+                store_port,
+                console_port,
+            })
+            .map_err(|e| call("build the HVM guest (xc_dom_*)", e))?;
+        let elapsed_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+        tracing::debug!(%domid, elapsed_ms, "libxenguest built the HVM domain");
+        Ok(Built {
+            store_port,
+            store_gfn,
+            console_port,
+            console_gfn,
+        })
     }
 
     /// The kernel to build from, decompressed once ([`kernel`]).
@@ -315,9 +372,12 @@ impl Hypervisor for XenHypervisor {
                     "PVH needs hardware-assisted paging, which this host lacks".into(),
                 ))
             }
+            DomainType::Hvm if p.capabilities & ffi::PHYSCAP_HAP != 0 => {
+                (ffi::CDF_HVM | ffi::CDF_HAP, ffi::EMU_HVM)
+            }
             DomainType::Hvm => {
-                return Err(HypervisorError::Unsupported(
-                    "HVM guests on xen (PV and PVH only)",
+                return Err(HypervisorError::InvalidConfig(
+                    "HVM needs hardware-assisted paging, which this host lacks".into(),
                 ))
             }
         };
@@ -355,12 +415,18 @@ impl Hypervisor for XenHypervisor {
             self.xc
                 .domain_set_tsc_default(domid)
                 .map_err(|e| call("xc_domain_set_tsc_info", e))?;
-            if config.domain_type == DomainType::Pvh {
-                // libxl's paging pool for HAP: 4 KiB × (256 per vCPU + 1 per MiB).
-                let pool_kib = 4 * (256 * u64::from(config.vcpus) + config.memory_mib);
-                self.xc
-                    .hvm_container_setup(domid, pool_kib << 10)
-                    .map_err(|e| call("set up the HVM container", e))?;
+            // libxl's paging pool for HAP: 4 KiB × (256 per vCPU + 1 per MiB).
+            let pool_bytes = (4 * (256 * u64::from(config.vcpus) + config.memory_mib)) << 10;
+            match config.domain_type {
+                DomainType::Pvh => self
+                    .xc
+                    .hvm_container_setup(domid, pool_bytes)
+                    .map_err(|e| call("set up the HVM container", e))?,
+                DomainType::Hvm => self
+                    .xc
+                    .hvm_setup(domid, pool_bytes)
+                    .map_err(|e| call("set up the HVM domain", e))?,
+                DomainType::Pv => {}
             }
             self.xc
                 .cpuid_apply_default(domid)
@@ -384,11 +450,6 @@ impl Hypervisor for XenHypervisor {
         let _changed = MemoryChange(&self.memory_changes);
         let d = self.raw(domid)?;
         let domain_type = info(&d).domain_type;
-        if domain_type == DomainType::Hvm {
-            return Err(HypervisorError::Unsupported(
-                "building HVM guests on xen (PV and PVH only)",
-            ));
-        }
         let mem_mib = (d.max_pages * 4).saturating_sub(MAXMEM_SLACK_KIB) / 1024;
         let id = u32::from(domid.0);
         // xenstored and xenconsoled are in dom0: store first, then console (libxl's order).
@@ -400,6 +461,10 @@ impl Hypervisor for XenHypervisor {
             .xc
             .evtchn_alloc_unbound(id, 0)
             .map_err(|e| call("xc_evtchn_alloc_unbound", e))?;
+        if domain_type == DomainType::Hvm {
+            let vcpus = d.max_vcpu_id.saturating_add(1);
+            return self.build_hvm(domid, mem_mib, vcpus, store_port, console_port);
+        }
         let kernel = self.kernel(&image.kernel)?;
         let kernel = match &kernel {
             kernel::Kernel::Elf(elf) => ffi::KernelImage::Mem(elf),
@@ -460,6 +525,24 @@ impl Hypervisor for XenHypervisor {
         self.xc
             .domain_shutdown(u32::from(domid.0), reason.code())
             .map_err(|e| call("xc_domain_shutdown", e))
+    }
+
+    fn listens_for_shutdown(&self, domid: DomId) -> Result<bool, HypervisorError> {
+        hypercall();
+        let d = self.raw(domid)?;
+        if info(&d).domain_type != DomainType::Hvm {
+            return Ok(true);
+        }
+        self.xc
+            .hvm_pv_drivers(u32::from(domid.0))
+            .map_err(|e| call("xc_hvm_param_get", e))
+    }
+
+    fn power_button(&self, domid: DomId) -> Result<(), HypervisorError> {
+        hypercall();
+        self.xc
+            .power_button(u32::from(domid.0))
+            .map_err(|e| call("xc_domain_send_trigger", e))
     }
 
     fn destroy(&self, domid: DomId) -> Result<(), HypervisorError> {
@@ -609,8 +692,14 @@ impl XenHypervisor {
         domid: DomId,
         name: &str,
     ) -> Result<mpsc::UnboundedReceiver<Vec<u8>>, HypervisorError> {
-        self.raw(domid)?;
-        let path = self.console_dir.join(format!("guest-{name}.log"));
+        let d = self.raw(domid)?;
+        // An HVM guest's console 0 is its serial line (QEMU's log); the
+        // others' is the PV console (xenconsoled's).
+        let path = if info(&d).domain_type == DomainType::Hvm {
+            self.console_dir.join(format!("serial-{name}.log"))
+        } else {
+            self.console_dir.join(format!("guest-{name}.log"))
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let xc = self.xc.clone();
         let read = self.console_read.clone();

@@ -98,7 +98,13 @@ pub const CDF_HVM: u32 = 1 << 0;
 pub const CDF_HAP: u32 = 1 << 1;
 /// XEN_X86_EMU_LAPIC.
 pub const EMU_LAPIC: u32 = 1 << 0;
+/// What libxl emulates for an HVM guest with a device model:
+/// XEN_X86_EMU_ALL without XEN_X86_EMU_VPCI (arch-x86/xen.h).
+pub const EMU_HVM: u32 = 0x3ff;
 /// HVM_PARAM_* (hvm/params.h) and HVMPTM_no_delay_for_missed_ticks.
+const HVM_PARAM_CALLBACK_IRQ: u32 = 0;
+const HVM_PARAM_HPET_ENABLED: u32 = 11;
+const HVM_PARAM_VPT_ALIGN: u32 = 16;
 const HVM_PARAM_TIMER_MODE: u32 = 10;
 const HVM_PARAM_ALTP2M: u32 = 35;
 const HVMPTM_NO_DELAY_FOR_MISSED_TICKS: u64 = 1;
@@ -106,6 +112,8 @@ const HVMPTM_NO_DELAY_FOR_MISSED_TICKS: u64 = 1;
 const XC_OPENFLAG_DUMMY: c_uint = 1 << 0;
 const XENVER_VERSION: c_int = 0;
 const XENVER_EXTRAVERSION: c_int = 1;
+/// XEN_DOMCTL_SENDTRIGGER_POWER (domctl.h): the ACPI power button.
+const SENDTRIGGER_POWER: u32 = 3;
 
 type XcHandle = *mut c_void;
 
@@ -129,7 +137,10 @@ struct Fns {
     hvm_param_set: unsafe extern "C" fn(XcHandle, u32, u32, u64) -> c_int,
     set_paging_mempool_size: unsafe extern "C" fn(XcHandle, u32, u64) -> c_int,
     domain_set_memory_map: unsafe extern "C" fn(XcHandle, u32, *const dom::E820Entry, u32) -> c_int,
-    /// libxenguest's domain builder (xenguest.h), for PVH.
+    hvm_param_get: unsafe extern "C" fn(XcHandle, u32, u32, *mut u64) -> c_int,
+    domain_send_trigger: unsafe extern "C" fn(XcHandle, u32, u32, u32) -> c_int,
+    map_foreign_range: unsafe extern "C" fn(XcHandle, u32, c_int, c_int, c_ulong) -> *mut c_void,
+    /// libxenguest's domain builder (xenguest.h), for PVH and HVM.
     dom: dom::DomFns,
     /// libxenguest; 10 arguments from 4.17.2 on (the last, `msr`, NULL).
     #[allow(clippy::type_complexity)]
@@ -198,7 +209,7 @@ macro_rules! sym {
 // After `sym!`, which it uses.
 mod dom;
 
-pub use dom::{GuestImage, KernelImage, HVM_CONSOLE_GFN, HVM_XENSTORE_GFN};
+pub use dom::{GuestImage, HvmImage, KernelImage, HVM_CONSOLE_GFN, HVM_XENSTORE_GFN};
 
 fn cstring(what: &str, s: &str) -> io::Result<CString> {
     CString::new(s).map_err(|_| {
@@ -251,6 +262,9 @@ impl Xc {
             hvm_param_set: sym!(ctrl, "xc_hvm_param_set"),
             set_paging_mempool_size: sym!(ctrl, "xc_set_paging_mempool_size"),
             domain_set_memory_map: sym!(ctrl, "xc_domain_set_memory_map"),
+            hvm_param_get: sym!(ctrl, "xc_hvm_param_get"),
+            domain_send_trigger: sym!(ctrl, "xc_domain_send_trigger"),
+            map_foreign_range: sym!(ctrl, "xc_map_foreign_range"),
             dom: dom::DomFns::load(&guest)?,
             cpuid_apply_policy: sym!(guest, "xc_cpuid_apply_policy"),
         };
@@ -389,6 +403,44 @@ impl Xc {
         // SAFETY: plain values; Xen refuses a size that is not page-aligned.
         check("xc_set_paging_mempool_size", unsafe {
             (self.fns.set_paging_mempool_size)(self.handle, domid, pool_bytes)
+        })
+        .map(drop)
+    }
+
+    /// What libxl's `hvm_set_conf_params` sets on an HVM domain with a
+    /// device model before the container's own settings: HPET on, virtual
+    /// platform timers aligned. Then as for PVH ([`Xc::hvm_container_setup`]).
+    pub fn hvm_setup(&self, domid: u32, pool_bytes: u64) -> io::Result<()> {
+        for (name, param) in [
+            ("xc_hvm_param_set(HPET_ENABLED)", HVM_PARAM_HPET_ENABLED),
+            ("xc_hvm_param_set(VPT_ALIGN)", HVM_PARAM_VPT_ALIGN),
+        ] {
+            // SAFETY: plain values.
+            check(name, unsafe {
+                (self.fns.hvm_param_set)(self.handle, domid, param, 1)
+            })?;
+        }
+        self.hvm_container_setup(domid, pool_bytes)
+    }
+
+    /// Whether an HVM guest's PV drivers are up (it has set its event
+    /// channel callback, `HVM_PARAM_CALLBACK_IRQ`): only then does it
+    /// read `control/shutdown` (libxl's test).
+    pub fn hvm_pv_drivers(&self, domid: u32) -> io::Result<bool> {
+        let mut value = 0u64;
+        // SAFETY: `value` is a live u64 the call writes.
+        check("xc_hvm_param_get(CALLBACK_IRQ)", unsafe {
+            (self.fns.hvm_param_get)(self.handle, domid, HVM_PARAM_CALLBACK_IRQ, &mut value)
+        })?;
+        Ok(value != 0)
+    }
+
+    /// Presses an HVM guest's ACPI power button (Xen's PM1a emulation
+    /// raises the SCI), as `xl trigger DOMAIN power`.
+    pub fn power_button(&self, domid: u32) -> io::Result<()> {
+        // SAFETY: plain values; vCPU 0.
+        check("xc_domain_send_trigger(POWER)", unsafe {
+            (self.fns.domain_send_trigger)(self.handle, domid, SENDTRIGGER_POWER, 0)
         })
         .map(drop)
     }
