@@ -44,6 +44,6 @@ triple_faults() { xl dmesg | grep -c "Triple fault"; }
 
 # Stops xenithd and prints the figures.
 finish() {
-  kill $XENITHD_PID 2>/dev/null
+  kill $(pidof xenithd) 2>/dev/null
   [ -f /tmp/figures ] && sed 's/^/XENITH-FIGURE /' /tmp/figures
 }

@@ -17,7 +17,7 @@ use crate::actors::console::ConsoleActor;
 use crate::actors::emulator::{EmulatorActor, EmulatorHandle};
 use crate::actors::events::EventKind;
 use crate::actors::supervisor::{ChildSpec, SupervisorError};
-use crate::drivers::emulator::{DmKind, DmLaunch, HvmMachine};
+use crate::drivers::emulator::{emulated_nic_tap, DmKind, DmLaunch, HvmMachine};
 use crate::drivers::{BootImage, Built, DomId, DomainConfig, DomainType, HypervisorKind};
 use crate::vm::layout::{self, Entry};
 use crate::vm::{VbdBackend, VmSpec};
@@ -151,7 +151,7 @@ pub fn dm_kind(spec: &VmSpec, host: HypervisorKind) -> Option<DmKind> {
 /// or qcow2 through QEMU's block layer; the PV backends serve the same
 /// disks once the guest's PV drivers unplug these), its serial line into
 /// the log its console reads.
-fn hvm_machine(c: &Ctx) -> HvmMachine {
+fn hvm_machine(c: &Ctx, domid: DomId) -> HvmMachine {
     let s = &c.spec;
     let ide = s
         .disks
@@ -171,14 +171,20 @@ fn hvm_machine(c: &Ctx) -> HvmMachine {
             Some((unit, d.path.clone(), d.format.as_str()))
         })
         .collect();
+    let xen = c.env.hv.kind() == HypervisorKind::Xen;
     HvmMachine {
+        nics: s
+            .nics
+            .iter()
+            .filter(|_| xen)
+            .map(|n| (n.devid, n.mac.clone(), emulated_nic_tap(domid, n.devid)))
+            .collect(),
         vcpus: s.vcpus,
         kernel: s.kernel.clone(),
         ramdisk: s.ramdisk.clone(),
         cmdline: s.cmdline.clone(),
         ide,
-        serial_log: (c.env.hv.kind() == HypervisorKind::Xen)
-            .then(|| crate::drivers::xen::serial_log(&s.name)),
+        serial_log: xen.then(|| crate::drivers::xen::serial_log(&s.name)),
     }
 }
 
@@ -190,14 +196,23 @@ fn emulator_child(c: &Ctx, domid: DomId, kind: DmKind, fresh: bool) -> ChildSpec
         name: c.spec.name.clone(),
         kind,
         memory_mib: c.spec.memory_mib,
-        hvm: hvm_machine(c),
+        hvm: hvm_machine(c, domid),
     };
+    // Each emulated NIC's tap joins the NIC's bridge once QEMU made it.
+    let taps = launch
+        .hvm
+        .nics
+        .iter()
+        .zip(&c.spec.nics)
+        .map(|((_, _, tap), nic)| (tap.clone(), nic.bridge.clone()))
+        .collect();
     EmulatorActor::spec(
         launch,
         c.env.emulator.clone(),
         c.env.hv.clone(),
         c.env.xs.clone(),
         fresh,
+        (c.env.devices.clone(), taps),
     )
 }
 

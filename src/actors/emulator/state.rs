@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::{QMP_TIMEOUT, QUIT_TIMEOUT};
 use crate::actors::child::ChildId;
 use crate::actors::supervisor::{ChildSpec, Restart, Shutdown, StartError};
+use crate::drivers::devices::DeviceHost;
 use crate::drivers::emulator::{DmLaunch, EmulatorConfig, QmpClient};
 use crate::drivers::xenstore::XsClient;
 use crate::drivers::{DomId, Hv, ShutdownReason};
@@ -44,10 +45,12 @@ impl EmulatorActor {
         hv: Hv,
         xs: XsClient,
         may_launch: bool,
+        (devices, taps): (Arc<dyn DeviceHost>, Vec<(String, String)>),
     ) -> ChildSpec {
         let may_launch = Arc::new(AtomicBool::new(may_launch));
         ChildSpec::worker_async(ChildId::EMULATOR, move |_exit| {
             let (launch, config, hv, xs) = (launch.clone(), config.clone(), hv.clone(), xs.clone());
+            let (devices, taps) = (devices.clone(), taps.clone());
             let may_launch = may_launch.clone();
             async move {
                 let (domid, vm) = (launch.domid, launch.name.clone());
@@ -106,6 +109,24 @@ impl EmulatorActor {
                     if let Err(e) = writes.await {
                         let _ = kill(pid, Signal::SIGKILL);
                         return Err(StartError::new(format!("record the device model: {e}")));
+                    }
+                    // The emulated NICs' taps onto their bridges (what
+                    // libxl's vif-bridge `add type_if=tap` does).
+                    let joined = crate::drivers::blocking::run(move || {
+                        taps.iter()
+                            .try_for_each(|(tap, bridge)| devices.attach_interface(tap, bridge))
+                    })
+                    .await;
+                    let failed = match joined {
+                        Ok(Ok(())) => None,
+                        Ok(Err(e)) => Some(crate::error::chain(&e)),
+                        Err(e) => Some(crate::error::chain(&e)),
+                    };
+                    if let Some(e) = failed {
+                        let _ = kill(pid, Signal::SIGKILL);
+                        return Err(StartError::new(format!(
+                            "put the emulated NICs on their bridges: {e}"
+                        )));
                     }
                 }
                 Ok(EmulatorActor {

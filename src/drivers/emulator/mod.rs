@@ -115,6 +115,15 @@ pub struct HvmMachine {
     pub ide: Vec<(u32, PathBuf, &'static str)>,
     /// Where the serial line (ttyS0) is written.
     pub serial_log: Option<PathBuf>,
+    /// Emulated NICs (e1000), each on a tap QEMU makes: `(devid, MAC,
+    /// tap name)`. The toolstack puts the tap on the NIC's bridge.
+    pub nics: Vec<(u32, String, String)>,
+}
+
+/// The tap QEMU makes for an HVM guest's emulated NIC (libxl's
+/// `vifD.N-emu`, at most 15 characters for domids below 32768).
+pub fn emulated_nic_tap(domid: DomId, devid: u32) -> String {
+    format!("vif{}.{devid}-emu", domid.0)
 }
 
 /// A path QEMU takes inside a comma-separated option (commas doubled).
@@ -138,12 +147,22 @@ fn xen_hvm_args(launch: &DmLaunch) -> Vec<String> {
         a.push("-serial".into());
         a.push("chardev:serial0".into());
     }
-    a.extend([
-        "-boot".into(),
-        "order=cda".into(),
-        "-net".into(),
-        "none".into(),
-    ]);
+    a.extend(["-boot".into(), "order=cda".into()]);
+    if m.nics.is_empty() {
+        a.extend(["-net".into(), "none".into()]);
+    }
+    for (devid, mac, tap) in &m.nics {
+        // No option ROM: nothing boots from the network (and Debian's
+        // iPXE ROMs come with another package).
+        a.push("-device".into());
+        a.push(format!(
+            "e1000,id=nic{devid},netdev=net{devid},mac={mac},romfile="
+        ));
+        a.push("-netdev".into());
+        a.push(format!(
+            "type=tap,id=net{devid},ifname={tap},script=no,downscript=no"
+        ));
+    }
     a.extend([
         "-machine".into(),
         "xenfv,suppress-vmdesc=on".into(),
@@ -447,6 +466,7 @@ mod tests {
             cmdline: "console=ttyS0 quiet".into(),
             ide: vec![(0, "/srv/a,b.qcow2".into(), "qcow2")],
             serial_log: Some("/var/log/xen/console/serial-win.log".into()),
+            nics: vec![(0, "00:16:3e:00:00:01".into(), emulated_nic_tap(DomId(4), 0))],
         };
         let args = c.args(&l).unwrap();
         let joined = args.join(" ");
@@ -459,6 +479,7 @@ mod tests {
             "-display none",
             "-nodefaults",
             "-qmp unix:/run/x/qemu-dm-4.qmp,server=on,wait=off",
+            "-device e1000,id=nic0,netdev=net0,mac=00:16:3e:00:00:01,romfile= -netdev type=tap,id=net0,ifname=vif4.0-emu,script=no,downscript=no",
         ] {
             assert!(joined.contains(part), "{part} in {joined}");
         }

@@ -20,6 +20,9 @@ use libloading::Library;
 
 use super::{check, cstring, Xc, XcHandle};
 
+mod hvm;
+pub use hvm::HvmImage;
+
 /// Field offsets in `struct xc_dom_image` (x86_64, Xen 4.17).
 mod off {
     pub const MAX_KERNEL_SIZE: usize = 0x098;
@@ -79,20 +82,6 @@ const SPECIAL_PAGES_LEN: u64 = 8 << 12;
 /// Where an HVM container's xenstore and console rings are (GFNs): fixed.
 pub const HVM_XENSTORE_GFN: u64 = 0xff000 - 8 + 4;
 pub const HVM_CONSOLE_GFN: u64 = 0xff000 - 8 + 7;
-
-/// With a device model libxl leaves 256 MiB below 4 GiB for MMIO
-/// (HVM_BELOW_4G_MMIO_LENGTH, hvm/e820.h): QEMU's PCI devices go there.
-const HVM_MMIO_SIZE: u64 = 0x1000_0000;
-const HVM_MMIO_START: u64 = GIB4 - HVM_MMIO_SIZE;
-/// libxl's LIBXL_VGA_HOLE_SIZE, in pages (0xa0000-0xbffff, QEMU's VGA).
-const VGA_HOLE_PAGES: u64 = 0x20;
-/// Where an HVM guest's RAM starts in the map libxl gives Xen (hvmloader
-/// makes the guest's own e820 below 1 MiB).
-const HVM_LOW_MEM_START: u64 = 0x10_0000;
-/// The hvm_info table (hvm_info_table.h): in guest page 0x9f at 0x800.
-const HVM_INFO_PFN: u64 = 0x9f;
-const HVM_INFO_OFFSET: usize = 0x800;
-const PROT_RW: c_int = libc::PROT_READ | libc::PROT_WRITE;
 
 /// `struct e820entry` (xenctrl.h): packed, 20 bytes.
 #[repr(C, packed)]
@@ -216,77 +205,6 @@ fn memory_map(mem_bytes: u64, acpi: &[(u64, u64)]) -> Vec<E820Entry> {
         });
     }
     map
-}
-
-/// What an HVM build needs: hvmloader is the kernel, the BIOS its module.
-#[derive(Debug)]
-pub struct HvmImage<'a> {
-    pub domid: u32,
-    pub mem_mib: u32,
-    pub vcpus: u32,
-    /// hvmloader's ELF (xen-utils' /usr/lib/xen-4.17/boot/hvmloader).
-    pub hvmloader: &'a str,
-    /// The system firmware's bytes (SeaBIOS's bios-256k.bin).
-    pub firmware: &'a [u8],
-    pub store_port: u32,
-    pub console_port: u32,
-}
-
-/// Where an HVM guest's RAM below and above its MMIO hole ends.
-fn hvm_ram_ends(mem_bytes: u64) -> (u64, u64) {
-    let lowmem_end = mem_bytes.min(HVM_MMIO_START);
-    let highmem_end = if mem_bytes > HVM_MMIO_START {
-        GIB4 + (mem_bytes - HVM_MMIO_START)
-    } else {
-        0
-    };
-    (lowmem_end, highmem_end)
-}
-
-/// The map libxl gives Xen for an HVM guest: RAM from 1 MiB to the hole,
-/// RAM above 4 GiB (hvmloader describes the rest to the guest).
-fn hvm_memory_map(mem_bytes: u64) -> Vec<E820Entry> {
-    let (lowmem_end, highmem_end) = hvm_ram_ends(mem_bytes);
-    let mut map = vec![E820Entry {
-        addr: HVM_LOW_MEM_START,
-        size: lowmem_end - HVM_LOW_MEM_START,
-        kind: E820_RAM,
-    }];
-    if highmem_end > 0 {
-        map.push(E820Entry {
-            addr: GIB4,
-            size: highmem_end - GIB4,
-            kind: E820_RAM,
-        });
-    }
-    map
-}
-
-/// Writes `vcpus` into an hvm_info table (`table`: its bytes, `length`
-/// long): the count, the online bitmap, the checksum that makes the
-/// bytes sum to 0 (libxl's `hvm_build_set_params`).
-fn set_hvm_info_vcpus(table: &mut [u8], vcpus: u32) -> io::Result<()> {
-    let length = table
-        .get(8..12)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map(u32::from_le_bytes)
-        .and_then(|l| usize::try_from(l).ok())
-        .filter(|l| (48..=table.len()).contains(l))
-        .ok_or_else(|| layout_error("the hvm_info table's length"))?;
-    if &table[..8] != b"HVM INFO" || vcpus == 0 || vcpus > 128 {
-        return Err(layout_error("the hvm_info table"));
-    }
-    table[13] = 1; // apic_mode
-    table[16..20].copy_from_slice(&vcpus.to_le_bytes());
-    let online = &mut table[32..48];
-    online.fill(0);
-    for cpu in 0..vcpus as usize {
-        online[cpu / 8] |= 1 << (cpu % 8);
-    }
-    table[12] = 0;
-    let sum = table[..length].iter().fold(0u8, |a, b| a.wrapping_add(*b));
-    table[12] = 0u8.wrapping_sub(sum);
-    Ok(())
 }
 
 /// One `struct xc_dom_image`, from `xc_dom_allocate` to `xc_dom_release`.
@@ -575,131 +493,9 @@ impl Xc {
     }
 }
 
-impl Xc {
-    /// Builds an HVM guest in `domid` (created with CDF_HVM|CDF_HAP and
-    /// libxl's emulation flags, its HVM parameters and paging pool set):
-    /// `libxl__build_hvm` with a device model. hvmloader is the kernel and
-    /// the BIOS its "firmware" module; the guest's vCPUs are written into
-    /// its hvm_info table after the build. Returns the xenstore and
-    /// console GFNs.
-    pub fn hvm_build(&self, b: &HvmImage<'_>) -> io::Result<(u64, u64)> {
-        let firmware_len = u32::try_from(b.firmware.len())
-            .ok()
-            .filter(|l| *l > 0)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "an empty or huge BIOS"))?;
-        let mem_bytes = u64::from(b.mem_mib) << 20;
-        let mut image = DomImage::allocate(self, None)?;
-        image.write::<u32>(off::CONTAINER_TYPE, XC_DOM_HVM_CONTAINER);
-        image.write::<u64>(off::TARGET_PAGES, u64::from(b.mem_mib) << 8);
-        image.load(KernelImage::File(b.hvmloader), None)?;
-        image.firmware = b.firmware.to_vec();
-        let data = image.firmware.as_ptr() as usize;
-        image.write::<usize>(off::SYSTEM_FIRMWARE_MODULE, data);
-        image.write::<u32>(off::SYSTEM_FIRMWARE_MODULE + 8, firmware_len);
-        image.write::<u64>(off::SYSTEM_FIRMWARE_MODULE + 16, 0);
-        let (lowmem_end, highmem_end) = hvm_ram_ends(mem_bytes);
-        image.write::<u64>(off::MMIO_SIZE, HVM_MMIO_SIZE);
-        image.write::<u64>(off::MMIO_START, HVM_MMIO_START);
-        image.write::<u64>(off::LOWMEM_END, lowmem_end);
-        image.write::<u64>(off::HIGHMEM_END, highmem_end);
-        image.write::<u64>(off::VGA_HOLE_SIZE, VGA_HOLE_PAGES);
-        image.write::<u8>(off::DEVICE_MODEL, 1);
-        image.write::<u32>(off::MAX_VCPUS, b.vcpus);
-        image.write::<u32>(off::CONSOLE_EVTCHN, b.console_port);
-        image.write::<u32>(off::CONSOLE_DOMID, 0);
-        image.write::<u32>(off::XENSTORE_EVTCHN, b.store_port);
-        image.write::<u32>(off::XENSTORE_DOMID, 0);
-        image.init(b.domid, b.mem_mib)?;
-        let e820 = hvm_memory_map(mem_bytes);
-        let entries = u32::try_from(e820.len()).unwrap_or(u32::MAX);
-        // SAFETY: `e820` holds `entries` packed e820 entries; Xen copies them.
-        check("xc_domain_set_memory_map", unsafe {
-            (self.fns.domain_set_memory_map)(self.handle, b.domid, e820.as_ptr(), entries)
-        })?;
-        image.e820 = e820;
-        let e820_ptr = image.e820.as_ptr() as usize;
-        image.write::<usize>(off::E820, e820_ptr);
-        image.write::<u32>(off::E820_ENTRIES, entries);
-        image.build()?;
-        let store = image.read::<u64>(off::XENSTORE_PFN);
-        let console = image.read::<u64>(off::CONSOLE_PFN);
-        if (store, console) != (HVM_XENSTORE_GFN, HVM_CONSOLE_GFN) {
-            return Err(layout_error("the xenstore and console pages"));
-        }
-        drop(image);
-        self.set_hvm_vcpus(b.domid, b.vcpus)?;
-        Ok((store, console))
-    }
-
-    /// libxenguest writes one vCPU into the hvm_info table; hvmloader
-    /// reads the count from there: the guest's own count is written in.
-    fn set_hvm_vcpus(&self, domid: u32, vcpus: u32) -> io::Result<()> {
-        let page = PAGE as usize;
-        // SAFETY: maps one page of the guest's (HVM_INFO_PFN, populated
-        // by the build) read-write; unmapped below.
-        let ptr = unsafe {
-            (self.fns.map_foreign_range)(
-                self.handle,
-                domid,
-                page as c_int,
-                PROT_RW,
-                HVM_INFO_PFN as std::ffi::c_ulong,
-            )
-        };
-        if ptr.is_null() {
-            return Err(super::last_error("xc_map_foreign_range(hvm_info)"));
-        }
-        // SAFETY: a mapping of `page` bytes, ours until munmap; the table
-        // lies in its second half.
-        let table = unsafe {
-            std::slice::from_raw_parts_mut(
-                ptr.cast::<u8>().add(HVM_INFO_OFFSET),
-                page - HVM_INFO_OFFSET,
-            )
-        };
-        let done = set_hvm_info_vcpus(table, vcpus);
-        // SAFETY: the mapping made above, not used after this.
-        unsafe { libc::munmap(ptr, page) };
-        done
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_hvm_guest_gets_libxls_mmio_hole_and_map() {
-        assert_eq!(HVM_MMIO_START, 0xf000_0000);
-        let map = hvm_memory_map(128 << 20);
-        assert_eq!(map.len(), 1);
-        assert_eq!(
-            ({ map[0].addr }, { map[0].size }),
-            (0x10_0000, (128 << 20) - 0x10_0000)
-        );
-        let map = hvm_memory_map(4 << 30);
-        assert_eq!(map.len(), 2);
-        assert_eq!({ map[0].size }, 0xf000_0000 - 0x10_0000);
-        assert_eq!(({ map[1].addr }, { map[1].size }), (1 << 32, 0x1000_0000));
-    }
-
-    #[test]
-    fn the_hvm_info_table_gets_the_vcpus_and_a_checksum_that_sums_to_zero() {
-        let mut t = vec![0u8; 0x800];
-        t[..8].copy_from_slice(b"HVM INFO");
-        t[8..12].copy_from_slice(&48u32.to_le_bytes());
-        t[16..20].copy_from_slice(&1u32.to_le_bytes());
-        t[32..48].fill(0xff);
-        set_hvm_info_vcpus(&mut t, 3).unwrap();
-        assert_eq!(u32::from_le_bytes(t[16..20].try_into().unwrap()), 3);
-        assert_eq!(t[32], 0b111);
-        assert!(t[33..48].iter().all(|b| *b == 0));
-        assert_eq!(t[..48].iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0);
-        // Not a table: refused, nothing written.
-        let mut bad = vec![0u8; 0x800];
-        assert!(set_hvm_info_vcpus(&mut bad, 2).is_err());
-        assert!(bad.iter().all(|b| *b == 0));
-    }
 
     #[test]
     fn e820_entries_are_packed_like_xenctrl_h() {
