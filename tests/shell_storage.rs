@@ -37,6 +37,15 @@ fn uuid(out: &str) -> String {
     u
 }
 
+/// A file SR named "local" in `dir`, through the shell; its uuid.
+fn file_sr(d: &Xenithd, dir: &std::path::Path) -> String {
+    let dir = dir.to_str().unwrap();
+    uuid(&ok(
+        d,
+        &["sr", "create", "local", "--type", "file", "--path", dir],
+    ))
+}
+
 fn daemon() -> Xenithd {
     assert!(
         Command::new("qemu-img")
@@ -55,10 +64,7 @@ fn srs_and_vdis_through_the_shell() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("sr");
     let dir_s = dir.to_str().unwrap();
-    let sr = uuid(&ok(
-        &d,
-        &["sr", "create", "local", "--type", "file", "--path", dir_s],
-    ));
+    let sr = file_sr(&d, &dir);
     assert!(dir.is_dir());
     let out = ok(&d, &["sr", "list"]);
     let lines: Vec<&str> = out.lines().collect();
@@ -206,18 +212,7 @@ fn ctrl_c_cancels_a_followed_copy() {
     let d = daemon();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("sr");
-    ok(
-        &d,
-        &[
-            "sr",
-            "create",
-            "local",
-            "--type",
-            "file",
-            "--path",
-            dir.to_str().unwrap(),
-        ],
-    );
+    file_sr(&d, &dir);
     // A raw VDI full of data takes a while to copy into qcow2.
     let big = uuid(&ok(
         &d,
@@ -295,18 +290,7 @@ fn ctrl_c_cancels_a_followed_copy() {
 fn vbd_plug_takes_a_path_or_a_vdi() {
     let d = daemon();
     let dir = d.dir.path().join("sr");
-    ok(
-        &d,
-        &[
-            "sr",
-            "create",
-            "local",
-            "--type",
-            "file",
-            "--path",
-            dir.to_str().unwrap(),
-        ],
-    );
+    file_sr(&d, &dir);
     let data = uuid(&ok(&d, &["vdi", "create", "local", "data", "--size", "16"]));
     let file = d.dir.path().join("web.toml");
     std::fs::write(

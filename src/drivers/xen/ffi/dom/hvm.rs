@@ -7,10 +7,10 @@ use std::ffi::c_int;
 use std::io;
 
 use super::{
-    layout_error, off, DomImage, E820Entry, KernelImage, E820_RAM, GIB4, HVM_CONSOLE_GFN,
-    HVM_XENSTORE_GFN, XC_DOM_HVM_CONTAINER,
+    high_ram, layout_error, off, ram_ends, Container, DomImage, E820Entry, KernelImage, E820_RAM,
+    GIB4, XC_DOM_HVM_CONTAINER,
 };
-use crate::drivers::xen::ffi::{check, Xc};
+use crate::drivers::xen::ffi::Xc;
 
 /// With a device model libxl leaves 256 MiB below 4 GiB for MMIO
 /// (HVM_BELOW_4G_MMIO_LENGTH, hvm/e820.h): QEMU's PCI devices go there.
@@ -40,33 +40,16 @@ pub struct HvmImage<'a> {
     pub console_port: u32,
 }
 
-/// Where an HVM guest's RAM below and above its MMIO hole ends.
-fn hvm_ram_ends(mem_bytes: u64) -> (u64, u64) {
-    let lowmem_end = mem_bytes.min(HVM_MMIO_START);
-    let highmem_end = if mem_bytes > HVM_MMIO_START {
-        GIB4 + (mem_bytes - HVM_MMIO_START)
-    } else {
-        0
-    };
-    (lowmem_end, highmem_end)
-}
-
 /// The map libxl gives Xen for an HVM guest: RAM from 1 MiB to the hole,
 /// RAM above 4 GiB (hvmloader describes the rest to the guest).
 fn hvm_memory_map(mem_bytes: u64) -> Vec<E820Entry> {
-    let (lowmem_end, highmem_end) = hvm_ram_ends(mem_bytes);
+    let (lowmem_end, highmem_end) = ram_ends(mem_bytes, HVM_MMIO_START);
     let mut map = vec![E820Entry {
         addr: HVM_LOW_MEM_START,
         size: lowmem_end - HVM_LOW_MEM_START,
         kind: E820_RAM,
     }];
-    if highmem_end > 0 {
-        map.push(E820Entry {
-            addr: GIB4,
-            size: highmem_end - GIB4,
-            kind: E820_RAM,
-        });
-    }
+    map.extend(high_ram(highmem_end));
     map
 }
 
@@ -119,38 +102,22 @@ impl Xc {
         image.write::<usize>(off::SYSTEM_FIRMWARE_MODULE, data);
         image.write::<u32>(off::SYSTEM_FIRMWARE_MODULE + 8, firmware_len);
         image.write::<u64>(off::SYSTEM_FIRMWARE_MODULE + 16, 0);
-        let (lowmem_end, highmem_end) = hvm_ram_ends(mem_bytes);
-        image.write::<u64>(off::MMIO_SIZE, HVM_MMIO_SIZE);
-        image.write::<u64>(off::MMIO_START, HVM_MMIO_START);
-        image.write::<u64>(off::LOWMEM_END, lowmem_end);
-        image.write::<u64>(off::HIGHMEM_END, highmem_end);
-        image.write::<u64>(off::VGA_HOLE_SIZE, VGA_HOLE_PAGES);
-        image.write::<u8>(off::DEVICE_MODEL, 1);
-        image.write::<u32>(off::MAX_VCPUS, b.vcpus);
-        image.write::<u32>(off::CONSOLE_EVTCHN, b.console_port);
-        image.write::<u32>(off::CONSOLE_DOMID, 0);
-        image.write::<u32>(off::XENSTORE_EVTCHN, b.store_port);
-        image.write::<u32>(off::XENSTORE_DOMID, 0);
+        let (lowmem_end, highmem_end) = ram_ends(mem_bytes, HVM_MMIO_START);
+        image.hvm_container(&Container {
+            mmio_start: HVM_MMIO_START,
+            mmio_size: HVM_MMIO_SIZE,
+            lowmem_end,
+            highmem_end,
+            vga_hole_pages: VGA_HOLE_PAGES,
+            device_model: true,
+            vcpus: b.vcpus,
+            console_port: b.console_port,
+            store_port: b.store_port,
+        });
         image.init(b.domid, b.mem_mib)?;
-        let e820 = hvm_memory_map(mem_bytes);
-        let entries = u32::try_from(e820.len()).unwrap_or(u32::MAX);
-        // SAFETY: `e820` holds `entries` packed e820 entries; Xen copies them.
-        check("xc_domain_set_memory_map", unsafe {
-            (self.fns.domain_set_memory_map)(self.handle, b.domid, e820.as_ptr(), entries)
-        })?;
-        image.e820 = e820;
-        let e820_ptr = image.e820.as_ptr() as usize;
-        image.write::<usize>(off::E820, e820_ptr);
-        image.write::<u32>(off::E820_ENTRIES, entries);
-        image.build()?;
-        let store = image.read::<u64>(off::XENSTORE_PFN);
-        let console = image.read::<u64>(off::CONSOLE_PFN);
-        if (store, console) != (HVM_XENSTORE_GFN, HVM_CONSOLE_GFN) {
-            return Err(layout_error("the xenstore and console pages"));
-        }
-        drop(image);
+        let pages = image.build_container(b.domid, hvm_memory_map(mem_bytes))?;
         self.set_hvm_vcpus(b.domid, b.vcpus)?;
-        Ok((store, console))
+        Ok(pages)
     }
 
     /// libxenguest writes one vCPU into the hvm_info table; hvmloader

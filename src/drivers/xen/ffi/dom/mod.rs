@@ -159,22 +159,32 @@ pub struct GuestImage<'a> {
     pub console_port: u32,
 }
 
-/// Where the guest's RAM below and above the MMIO hole ends (no high RAM: 0).
-fn ram_ends(mem_bytes: u64) -> (u64, u64) {
-    let lowmem_end = mem_bytes.min(MMIO_START);
-    let highmem_end = if mem_bytes > MMIO_START {
-        GIB4 + (mem_bytes - MMIO_START)
+/// Where the guest's RAM below and above an MMIO hole that starts at
+/// `mmio_start` ends (no high RAM: 0).
+fn ram_ends(mem_bytes: u64, mmio_start: u64) -> (u64, u64) {
+    let lowmem_end = mem_bytes.min(mmio_start);
+    let highmem_end = if mem_bytes > mmio_start {
+        GIB4 + (mem_bytes - mmio_start)
     } else {
         0
     };
     (lowmem_end, highmem_end)
 }
 
+/// The RAM above 4 GiB, if there is any.
+fn high_ram(highmem_end: u64) -> Option<E820Entry> {
+    (highmem_end > 0).then(|| E820Entry {
+        addr: GIB4,
+        size: highmem_end - GIB4,
+        kind: E820_RAM,
+    })
+}
+
 /// The guest's memory map, as libxl's `domain_construct_memmap` makes it
 /// for PVH: low RAM, the special pages, one ACPI entry per table module
 /// (`(address, length)`), high RAM.
 fn memory_map(mem_bytes: u64, acpi: &[(u64, u64)]) -> Vec<E820Entry> {
-    let (lowmem_end, highmem_end) = ram_ends(mem_bytes);
+    let (lowmem_end, highmem_end) = ram_ends(mem_bytes, MMIO_START);
     let mut map = vec![
         E820Entry {
             addr: 0,
@@ -197,13 +207,7 @@ fn memory_map(mem_bytes: u64, acpi: &[(u64, u64)]) -> Vec<E820Entry> {
             kind: E820_ACPI,
         });
     }
-    if highmem_end > 0 {
-        map.push(E820Entry {
-            addr: GIB4,
-            size: highmem_end - GIB4,
-            kind: E820_RAM,
-        });
-    }
+    map.extend(high_ram(highmem_end));
     map
 }
 
@@ -375,6 +379,58 @@ impl<'a> DomImage<'a> {
     }
 }
 
+/// The HVM container fields libxl sets for PVH (no device model) and HVM.
+struct Container {
+    mmio_start: u64,
+    mmio_size: u64,
+    lowmem_end: u64,
+    highmem_end: u64,
+    vga_hole_pages: u64,
+    device_model: bool,
+    vcpus: u32,
+    console_port: u32,
+    store_port: u32,
+}
+
+impl DomImage<'_> {
+    /// Writes an HVM container's layout, vCPUs and rings (dom0 serves
+    /// both the console and xenstore).
+    fn hvm_container(&mut self, c: &Container) {
+        self.write::<u64>(off::MMIO_SIZE, c.mmio_size);
+        self.write::<u64>(off::MMIO_START, c.mmio_start);
+        self.write::<u64>(off::LOWMEM_END, c.lowmem_end);
+        self.write::<u64>(off::HIGHMEM_END, c.highmem_end);
+        self.write::<u64>(off::VGA_HOLE_SIZE, c.vga_hole_pages);
+        self.write::<u8>(off::DEVICE_MODEL, u8::from(c.device_model));
+        self.write::<u32>(off::MAX_VCPUS, c.vcpus);
+        self.write::<u32>(off::CONSOLE_EVTCHN, c.console_port);
+        self.write::<u32>(off::CONSOLE_DOMID, 0);
+        self.write::<u32>(off::XENSTORE_EVTCHN, c.store_port);
+        self.write::<u32>(off::XENSTORE_DOMID, 0);
+    }
+
+    /// Gives Xen and the image the container's memory map, builds and
+    /// boots it; returns its xenstore and console GFNs (fixed).
+    fn build_container(mut self, domid: u32, e820: Vec<E820Entry>) -> io::Result<(u64, u64)> {
+        let entries = u32::try_from(e820.len()).unwrap_or(u32::MAX);
+        // SAFETY: `e820` holds `entries` packed e820 entries; Xen copies them.
+        check("xc_domain_set_memory_map", unsafe {
+            (self.xc.fns.domain_set_memory_map)(self.xc.handle, domid, e820.as_ptr(), entries)
+        })?;
+        self.e820 = e820;
+        let e820_ptr = self.e820.as_ptr() as usize;
+        self.write::<usize>(off::E820, e820_ptr);
+        self.write::<u32>(off::E820_ENTRIES, entries);
+        self.build()?;
+        let store = self.read::<u64>(off::XENSTORE_PFN);
+        let console = self.read::<u64>(off::CONSOLE_PFN);
+        if (store, console) != (HVM_XENSTORE_GFN, HVM_CONSOLE_GFN) {
+            return Err(layout_error("the xenstore and console pages"));
+        }
+        Ok((store, console))
+    }
+}
+
 impl Drop for DomImage<'_> {
     fn drop(&mut self) {
         // SAFETY: allocated by xc_dom_allocate and released once; `e820`
@@ -443,18 +499,18 @@ impl Xc {
         image.write::<u32>(off::CONTAINER_TYPE, XC_DOM_HVM_CONTAINER);
         image.write::<u64>(off::TARGET_PAGES, u64::from(b.mem_mib) << 8);
         image.load(b.kernel, b.ramdisk)?;
-        let (lowmem_end, highmem_end) = ram_ends(mem_bytes);
-        image.write::<u64>(off::MMIO_SIZE, MMIO_SIZE);
-        image.write::<u64>(off::MMIO_START, MMIO_START);
-        image.write::<u64>(off::LOWMEM_END, lowmem_end);
-        image.write::<u64>(off::HIGHMEM_END, highmem_end);
-        image.write::<u64>(off::VGA_HOLE_SIZE, 0);
-        image.write::<u8>(off::DEVICE_MODEL, 0);
-        image.write::<u32>(off::MAX_VCPUS, vcpus);
-        image.write::<u32>(off::CONSOLE_EVTCHN, b.console_port);
-        image.write::<u32>(off::CONSOLE_DOMID, 0);
-        image.write::<u32>(off::XENSTORE_EVTCHN, b.store_port);
-        image.write::<u32>(off::XENSTORE_DOMID, 0);
+        let (lowmem_end, highmem_end) = ram_ends(mem_bytes, MMIO_START);
+        image.hvm_container(&Container {
+            mmio_start: MMIO_START,
+            mmio_size: MMIO_SIZE,
+            lowmem_end,
+            highmem_end,
+            vga_hole_pages: 0,
+            device_model: false,
+            vcpus,
+            console_port: b.console_port,
+            store_port: b.store_port,
+        });
         image.init(b.domid, b.mem_mib)?;
         // The ACPI tables, as leading modules: xc_dom_build_image copies
         // them to their guest addresses and hvm_start_info points at the
@@ -474,22 +530,7 @@ impl Xc {
             image.write::<u32>(at + 8, len);
             image.write::<u64>(at + 16, addr);
         }
-        let entries = u32::try_from(e820.len()).unwrap_or(u32::MAX);
-        // SAFETY: `e820` holds `entries` packed e820 entries; Xen copies them.
-        check("xc_domain_set_memory_map", unsafe {
-            (self.fns.domain_set_memory_map)(self.handle, b.domid, e820.as_ptr(), entries)
-        })?;
-        image.e820 = e820;
-        let e820_ptr = image.e820.as_ptr() as usize;
-        image.write::<usize>(off::E820, e820_ptr);
-        image.write::<u32>(off::E820_ENTRIES, entries);
-        image.build()?;
-        let store = image.read::<u64>(off::XENSTORE_PFN);
-        let console = image.read::<u64>(off::CONSOLE_PFN);
-        if (store, console) != (HVM_XENSTORE_GFN, HVM_CONSOLE_GFN) {
-            return Err(layout_error("the xenstore and console pages"));
-        }
-        Ok((store, console))
+        image.build_container(b.domid, e820)
     }
 }
 
@@ -505,7 +546,7 @@ mod tests {
 
     #[test]
     fn the_memory_map_is_libxls_for_pvh() {
-        assert_eq!(ram_ends(512 << 20), (512 << 20, 0));
+        assert_eq!(ram_ends(512 << 20, MMIO_START), (512 << 20, 0));
         // libxl's ACPI modules: the RSDP after the tables, the info page, the tables.
         let map = memory_map(
             512 << 20,
@@ -534,7 +575,7 @@ mod tests {
         );
         // Above the MMIO hole the rest goes over 4 GiB.
         let map = memory_map(5 << 30, &[]);
-        let (low, high) = ram_ends(5 << 30);
+        let (low, high) = ram_ends(5 << 30, MMIO_START);
         assert_eq!(low, 0xfc00_0000);
         assert_eq!(high, (1 << 32) + (5 << 30) - 0xfc00_0000);
         assert_eq!({ map[2].addr }, 1 << 32);
