@@ -105,6 +105,13 @@ pub enum VbdBackend {
 }
 
 impl Disk {
+    /// Its unit on an HVM guest's IDE controller (xvda..xvdd: 0..3), if it
+    /// has one: from its virtual-device number (202 << 8 | index << 4).
+    pub fn ide_unit(&self) -> Option<u32> {
+        let index = (self.devid >> 4) & 0xf;
+        (self.devid >> 8 == 202 && index < 4).then_some(index)
+    }
+
     /// The backend this disk needs on `host`.
     pub fn backend(&self, host: HypervisorKind) -> VbdBackend {
         match (host, self.format) {
@@ -207,6 +214,25 @@ pub fn xvd_devid(device: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_first_four_disks_have_ide_units() {
+        let unit = |device: &str| {
+            Disk {
+                path: "/d".into(),
+                device: device.into(),
+                mode: DiskMode::Rw,
+                devid: xvd_devid(device).unwrap(),
+                vdi: None,
+                format: VdiFormat::Raw,
+            }
+            .ide_unit()
+        };
+        assert_eq!(unit("xvda"), Some(0));
+        assert_eq!(unit("xvdd"), Some(3));
+        assert_eq!(unit("xvde"), None);
+        assert_eq!(unit("xvdaa"), None);
+    }
 
     #[test]
     fn a_disk_is_a_path_or_a_resolved_vdi() {

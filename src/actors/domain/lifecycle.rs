@@ -17,7 +17,7 @@ use crate::actors::console::ConsoleActor;
 use crate::actors::emulator::{EmulatorActor, EmulatorHandle};
 use crate::actors::events::EventKind;
 use crate::actors::supervisor::{ChildSpec, SupervisorError};
-use crate::drivers::emulator::{emulated_nic_tap, DmKind, DmLaunch, HvmMachine};
+use crate::drivers::emulator::{emulated_nic_tap, DmKind, DmLaunch, EmulatedNic, HvmMachine};
 use crate::drivers::{BootImage, Built, DomId, DomainConfig, DomainType, HypervisorKind};
 use crate::vm::layout::{self, Entry};
 use crate::vm::{VbdBackend, VmSpec};
@@ -156,20 +156,7 @@ fn hvm_machine(c: &Ctx, domid: DomId) -> HvmMachine {
     let ide = s
         .disks
         .iter()
-        .filter_map(|d| {
-            let unit = d
-                .device
-                .strip_prefix("xvd")
-                .or(d.device.strip_prefix("hd"))?;
-            let unit = match unit {
-                "a" => 0,
-                "b" => 1,
-                "c" => 2,
-                "d" => 3,
-                _ => return None,
-            };
-            Some((unit, d.path.clone(), d.format.as_str()))
-        })
+        .filter_map(|d| Some((d.ide_unit()?, d.path.clone(), d.format.as_str())))
         .collect();
     let xen = c.env.hv.kind() == HypervisorKind::Xen;
     HvmMachine {
@@ -177,7 +164,12 @@ fn hvm_machine(c: &Ctx, domid: DomId) -> HvmMachine {
             .nics
             .iter()
             .filter(|_| xen)
-            .map(|n| (n.devid, n.mac.clone(), emulated_nic_tap(domid, n.devid)))
+            .map(|n| EmulatedNic {
+                devid: n.devid,
+                mac: n.mac.clone(),
+                tap: emulated_nic_tap(domid, n.devid),
+                bridge: n.bridge.clone(),
+            })
             .collect(),
         vcpus: s.vcpus,
         kernel: s.kernel.clone(),
@@ -198,21 +190,13 @@ fn emulator_child(c: &Ctx, domid: DomId, kind: DmKind, fresh: bool) -> ChildSpec
         memory_mib: c.spec.memory_mib,
         hvm: hvm_machine(c, domid),
     };
-    // Each emulated NIC's tap joins the NIC's bridge once QEMU made it.
-    let taps = launch
-        .hvm
-        .nics
-        .iter()
-        .zip(&c.spec.nics)
-        .map(|((_, _, tap), nic)| (tap.clone(), nic.bridge.clone()))
-        .collect();
     EmulatorActor::spec(
         launch,
         c.env.emulator.clone(),
         c.env.hv.clone(),
         c.env.xs.clone(),
         fresh,
-        (c.env.devices.clone(), taps),
+        c.env.devices.clone(),
     )
 }
 

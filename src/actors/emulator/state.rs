@@ -45,15 +45,16 @@ impl EmulatorActor {
         hv: Hv,
         xs: XsClient,
         may_launch: bool,
-        (devices, taps): (Arc<dyn DeviceHost>, Vec<(String, String)>),
+        devices: Arc<dyn DeviceHost>,
     ) -> ChildSpec {
         let may_launch = Arc::new(AtomicBool::new(may_launch));
         ChildSpec::worker_async(ChildId::EMULATOR, move |_exit| {
             let (launch, config, hv, xs) = (launch.clone(), config.clone(), hv.clone(), xs.clone());
-            let (devices, taps) = (devices.clone(), taps.clone());
+            let devices = devices.clone();
             let may_launch = may_launch.clone();
             async move {
                 let (domid, vm) = (launch.domid, launch.name.clone());
+                let nics = launch.hvm.nics.clone();
                 let found = {
                     let config = config.clone();
                     let launch_now = may_launch.swap(false, Ordering::SeqCst);
@@ -113,8 +114,8 @@ impl EmulatorActor {
                     // The emulated NICs' taps onto their bridges (what
                     // libxl's vif-bridge `add type_if=tap` does).
                     let joined = crate::drivers::blocking::run(move || {
-                        taps.iter()
-                            .try_for_each(|(tap, bridge)| devices.attach_interface(tap, bridge))
+                        nics.iter()
+                            .try_for_each(|n| devices.attach_interface(&n.tap, &n.bridge))
                     })
                     .await;
                     let failed = match joined {

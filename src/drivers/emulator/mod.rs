@@ -115,9 +115,19 @@ pub struct HvmMachine {
     pub ide: Vec<(u32, PathBuf, &'static str)>,
     /// Where the serial line (ttyS0) is written.
     pub serial_log: Option<PathBuf>,
-    /// Emulated NICs (e1000), each on a tap QEMU makes: `(devid, MAC,
-    /// tap name)`. The toolstack puts the tap on the NIC's bridge.
-    pub nics: Vec<(u32, String, String)>,
+    /// Emulated NICs (e1000), each on a tap QEMU makes, which the
+    /// toolstack then puts on the NIC's bridge.
+    pub nics: Vec<EmulatedNic>,
+}
+
+/// One emulated NIC of an HVM guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmulatedNic {
+    pub devid: u32,
+    pub mac: String,
+    /// The tap QEMU makes ([`emulated_nic_tap`]).
+    pub tap: String,
+    pub bridge: String,
 }
 
 /// The tap QEMU makes for an HVM guest's emulated NIC (libxl's
@@ -151,7 +161,10 @@ fn xen_hvm_args(launch: &DmLaunch) -> Vec<String> {
     if m.nics.is_empty() {
         a.extend(["-net".into(), "none".into()]);
     }
-    for (devid, mac, tap) in &m.nics {
+    for EmulatedNic {
+        devid, mac, tap, ..
+    } in &m.nics
+    {
         // No option ROM: nothing boots from the network (and Debian's
         // iPXE ROMs come with another package).
         a.push("-device".into());
@@ -466,7 +479,12 @@ mod tests {
             cmdline: "console=ttyS0 quiet".into(),
             ide: vec![(0, "/srv/a,b.qcow2".into(), "qcow2")],
             serial_log: Some("/var/log/xen/console/serial-win.log".into()),
-            nics: vec![(0, "00:16:3e:00:00:01".into(), emulated_nic_tap(DomId(4), 0))],
+            nics: vec![EmulatedNic {
+                devid: 0,
+                mac: "00:16:3e:00:00:01".into(),
+                tap: emulated_nic_tap(DomId(4), 0),
+                bridge: "xenbr0".into(),
+            }],
         };
         let args = c.args(&l).unwrap();
         let joined = args.join(" ");

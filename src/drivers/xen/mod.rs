@@ -42,7 +42,11 @@ pub const CONSOLE_LOG_DIR: &str = "/var/log/xen/console";
 /// Where an HVM guest's QEMU writes its serial line (console 0 of an HVM
 /// guest: xenconsoled does not serve it).
 pub fn serial_log(name: &str) -> PathBuf {
-    PathBuf::from(CONSOLE_LOG_DIR).join(format!("serial-{name}.log"))
+    serial_log_in(std::path::Path::new(CONSOLE_LOG_DIR), name)
+}
+
+fn serial_log_in(dir: &std::path::Path, name: &str) -> PathBuf {
+    dir.join(format!("serial-{name}.log"))
 }
 
 /// How often a console reader looks at xenconsoled's log.
@@ -696,7 +700,7 @@ impl XenHypervisor {
         // An HVM guest's console 0 is its serial line (QEMU's log); the
         // others' is the PV console (xenconsoled's).
         let path = if info(&d).domain_type == DomainType::Hvm {
-            self.console_dir.join(format!("serial-{name}.log"))
+            serial_log_in(&self.console_dir, name)
         } else {
             self.console_dir.join(format!("guest-{name}.log"))
         };
