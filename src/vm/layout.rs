@@ -486,19 +486,31 @@ pub fn vif(domid: DomId, nic: &Nic) -> DeviceTrees {
     trees
 }
 
+/// One request of [`apply`]'s transaction.
+type Request<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), crate::drivers::xenstore::XsClientError>> + 'a>,
+>;
+
 /// Writes entries in one transaction: each value, then its explicit ACL.
 pub async fn apply(
     xs: &crate::drivers::xenstore::XsClient,
     entries: &[Entry],
 ) -> Result<(), crate::drivers::xenstore::XsClientError> {
     xs.transaction(|tx| async move {
-        for e in entries {
-            tx.write(&e.path, &e.value).await?;
-            if let Some(perms) = &e.perms {
-                tx.set_perms(&e.path, perms).await?;
-            }
-        }
-        Ok(())
+        // Every request of the transaction goes out at once, in order (the
+        // connection keeps the order and xenstored answers a connection's
+        // requests in turn): one round trip for the whole tree instead of
+        // one per node. The first failure fails the transaction.
+        let tx = &tx;
+        let requests = entries.iter().flat_map(|e| {
+            let write = Box::pin(tx.write(&e.path, &e.value)) as Request<'_>;
+            let perms = e
+                .perms
+                .as_ref()
+                .map(|perms| Box::pin(tx.set_perms(&e.path, perms)) as Request<'_>);
+            std::iter::once(write).chain(perms)
+        });
+        futures_util::future::try_join_all(requests).await.map(drop)
     })
     .await
 }
