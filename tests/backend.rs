@@ -79,6 +79,7 @@ async fn backends_connect_survive_a_panic_and_unplug_cleanly() {
                 kernel: "/k".into(),
                 ramdisk: None,
                 cmdline: String::new(),
+                firmware: Default::default(),
             },
         )
         .await

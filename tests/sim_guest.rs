@@ -65,6 +65,7 @@ async fn create(w: &World, cmdline: &str) -> DomId {
         kernel: "/boot/vmlinuz".into(),
         ramdisk: None,
         cmdline: cmdline.into(),
+        firmware: Default::default(),
     };
     let built = w.hv.build_domain(d, image).await.unwrap();
     let n = u32::from(d.0);

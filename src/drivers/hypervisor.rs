@@ -62,6 +62,27 @@ pub enum DomainType {
     Hvm,
 }
 
+/// The firmware hvmloader hands an HVM guest to (libxl's `bios`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    /// SeaBIOS (`hvmloader/bios = "seabios"`).
+    #[default]
+    Bios,
+    /// OVMF, UEFI (`hvmloader/bios = "ovmf"`).
+    Uefi,
+}
+
+impl Firmware {
+    /// Its name for hvmloader (the `hvmloader/bios` key).
+    pub fn hvmloader_name(self) -> &'static str {
+        match self {
+            Firmware::Bios => "seabios",
+            Firmware::Uefi => "ovmf",
+        }
+    }
+}
+
 /// Why a domain shut down, with Xen's codes (SHUTDOWN_* in sched.h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -139,6 +160,8 @@ pub struct BootImage {
     pub kernel: std::path::PathBuf,
     pub ramdisk: Option<std::path::PathBuf>,
     pub cmdline: String,
+    /// An HVM guest's firmware (the others have none).
+    pub firmware: Firmware,
 }
 
 /// What building a domain sets up for xenstore and the console.

@@ -25,7 +25,7 @@ pub mod xenstore;
 pub use faults::{GuestFault, GuestFaults};
 pub use hv::{Hv, HvError};
 pub use hypervisor::{
-    BootImage, Built, DomId, DomainConfig, DomainEvent, DomainInfo, DomainType, Hypervisor,
+    BootImage, Built, DomId, DomainConfig, DomainEvent, DomainInfo, DomainType, Firmware, Hypervisor,
     HypervisorError, HypervisorKind, PhysInfo, ShutdownReason,
 };
 pub use images::BootImages;

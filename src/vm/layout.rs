@@ -271,15 +271,16 @@ pub fn build_post(
             v.push(e(format!("{vm}/image/ostype"), "hvm", None));
             v.push(e(format!("{vm}/rtc/timeoffset"), "", None));
             // What hvmloader reads (libxl's build_post and dm spawn):
-            // ACPI on with S3/S4, qemu-xen's DSDT, SeaBIOS (hvmloader
-            // assumes rombios without the key), no memory relocation.
+            // ACPI on with S3/S4, qemu-xen's DSDT, the firmware (SeaBIOS
+            // or OVMF: hvmloader assumes rombios without the key), no
+            // memory relocation.
             for (key, value) in [
                 ("platform/acpi", "1"),
                 ("platform/acpi_s3", "1"),
                 ("platform/acpi_s4", "1"),
                 ("platform/acpi_laptop_slate", "0"),
                 ("platform/device-model", "qemu_xen"),
-                ("hvmloader/bios", "seabios"),
+                ("hvmloader/bios", spec.firmware.hvmloader_name()),
                 ("hvmloader/allow-memory-relocate", "0"),
             ] {
                 v.push(e(format!("{h}/{key}"), value, None));
@@ -584,5 +585,34 @@ mod tests {
 
         let trees = domain_trees(&uuid::Uuid::nil(), DomId(5));
         assert!(trees.contains(&"/local/domain/0/backend/qdisk/5".to_owned()));
+    }
+
+    #[test]
+    fn an_hvm_guests_firmware_is_named_for_hvmloader() {
+        let built = Built {
+            store_port: 1,
+            store_gfn: 2,
+            console_port: 3,
+            console_gfn: 4,
+        };
+        let bios = |text: &str| {
+            let spec = crate::vm::VmSpecFile::from_toml(&format!(
+                "name=\"h\"\ntype=\"hvm\"\nmemory_mib=64\n{text}"
+            ))
+            .and_then(|s| s.validate(&uuid::Uuid::nil()))
+            .unwrap();
+            build_post(
+                &uuid::Uuid::nil(),
+                DomId(7),
+                &spec,
+                &built,
+                std::time::UNIX_EPOCH,
+            )
+            .into_iter()
+            .find(|e| e.path == "/local/domain/7/hvmloader/bios")
+            .map(|e| e.value)
+        };
+        assert_eq!(bios("").as_deref(), Some("seabios"));
+        assert_eq!(bios("firmware=\"uefi\"").as_deref(), Some("ovmf"));
     }
 }

@@ -453,6 +453,7 @@ async fn start_steps(c: &Ctx, running: &mut Running, paused: bool) -> Result<(),
         kernel: c.spec.kernel.clone().unwrap_or_else(|| HVMLOADER.into()),
         ramdisk: c.spec.ramdisk.clone(),
         cmdline: c.spec.cmdline.clone(),
+        firmware: c.spec.firmware,
     };
     let built: Built = measured("build the domain", c.env.hv.build_domain(domid, image)).await?;
     let mut post = layout::build_post(

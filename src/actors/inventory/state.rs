@@ -271,6 +271,7 @@ pub(super) fn boot_image(record: &VmRecord) -> Option<BootImage> {
         kernel: record.spec.kernel.clone()?,
         ramdisk: record.spec.ramdisk.clone(),
         cmdline: record.spec.cmdline.clone(),
+        firmware: record.spec.firmware,
     })
 }
 

@@ -532,6 +532,7 @@ mod tests {
             kernel: "/boot/vmlinuz".into(),
             ramdisk: None,
             cmdline: String::new(),
+            firmware: Default::default(),
         }
     }
 

@@ -18,6 +18,8 @@
 
 mod acpi;
 mod console;
+mod hvm;
+pub use hvm::{HVMLOADER, OVMF, SEABIOS};
 pub mod ffi;
 pub mod kernel;
 
@@ -58,10 +60,6 @@ const POLL: Duration = Duration::from_secs(1);
 const MAXMEM_SLACK_KIB: u64 = 1024;
 /// libxl's default ssidref (SECINITSID_DOMU); ignored unless FLASK enforces.
 const SSIDREF_DOMU: u32 = 12;
-/// What an HVM guest boots first, and the BIOS it loads: the paths
-/// Debian's libxl has compiled in (xen-utils-4.17, seabios).
-pub const HVMLOADER: &str = "/usr/lib/xen-4.17/boot/hvmloader";
-pub const SEABIOS: &str = "/usr/share/seabios/bios-256k.bin";
 
 fn call(call: &'static str, e: std::io::Error) -> HypervisorError {
     HypervisorError::Call { call, source: e }
@@ -187,49 +185,6 @@ impl XenHypervisor {
         Ok((xen, kernels))
     }
 
-    /// An HVM guest: hvmloader with SeaBIOS (its own kernel, if any, is
-    /// booted by QEMU).
-    fn build_hvm(
-        &self,
-        domid: DomId,
-        mem_mib: u64,
-        vcpus: u32,
-        store_port: u32,
-        console_port: u32,
-    ) -> Result<Built, HypervisorError> {
-        let firmware = std::fs::read(SEABIOS).map_err(|e| {
-            HypervisorError::Unavailable("xen", format!("{SEABIOS}: {e} (install seabios)"))
-        })?;
-        if !std::path::Path::new(HVMLOADER).exists() {
-            return Err(HypervisorError::Unavailable(
-                "xen",
-                format!("{HVMLOADER} is missing (install xen-utils-4.17)"),
-            ));
-        }
-        let mem_mib = u32::try_from(mem_mib)
-            .map_err(|_| HypervisorError::InvalidConfig(format!("{mem_mib} MiB of memory")))?;
-        let t0 = std::time::Instant::now();
-        let (store_gfn, console_gfn) = self
-            .xc
-            .hvm_build(&ffi::HvmImage {
-                domid: u32::from(domid.0),
-                mem_mib,
-                vcpus,
-                hvmloader: HVMLOADER,
-                firmware: &firmware,
-                store_port,
-                console_port,
-            })
-            .map_err(|e| call("build the HVM guest (xc_dom_*)", e))?;
-        let elapsed_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
-        tracing::debug!(%domid, elapsed_ms, "libxenguest built the HVM domain");
-        Ok(Built {
-            store_port,
-            store_gfn,
-            console_port,
-            console_gfn,
-        })
-    }
 
     /// The kernel to build from, decompressed once ([`kernel`]).
     fn kernel(&self, path: &std::path::Path) -> Result<kernel::Kernel, HypervisorError> {
@@ -467,7 +422,14 @@ impl Hypervisor for XenHypervisor {
             .map_err(|e| call("xc_evtchn_alloc_unbound", e))?;
         if domain_type == DomainType::Hvm {
             let vcpus = d.max_vcpu_id.saturating_add(1);
-            return self.build_hvm(domid, mem_mib, vcpus, store_port, console_port);
+            return self.build_hvm(
+                domid,
+                image.firmware,
+                mem_mib,
+                vcpus,
+                store_port,
+                console_port,
+            );
         }
         let kernel = self.kernel(&image.kernel)?;
         let kernel = match &kernel {
