@@ -188,20 +188,26 @@ wait_ovmf() { # domid
   done
   xl dmesg | grep "(d$1)" | grep "Loading\|Invoking\|BIOS map\|Main BIOS"
 }
+# What OVMF did 30 s after hvmloader invoked it: the guest's serial line and
+# its last lines in Xen's console ring.
+after_ovmf() { # domid serial-log
+  sleep 30
+  echo "30 s after OVMF's start, d$1's serial line:"; tail -c 400 "$2" 2>/dev/null; echo
+  xl dmesg | grep "(d$1)" | tail -3
+}
+# One after the other: the guests share the disk image, and QEMU locks it.
 hvm_uefi() {
   xl create /etc/xen/hvm-uefi.cfg || return 1
-  wait_ovmf "$(xl domid hvm-uefi-xl)" || return 1
+  domid=$(xl domid hvm-uefi-xl)
+  wait_ovmf "$domid" || return 1
+  after_ovmf "$domid" /tmp/hvm-uefi-xl-serial.log
+  xl destroy hvm-uefi-xl || return 1
   xenith vm create /etc/xenith/hvm-uefi.toml || return 1
   xenith vm start hvm-uefi || { tail -20 /tmp/xenithd.log; return 1; }
   domid=$(xenith --json vm get hvm-uefi | sed -n 's/.*"domid": *\([0-9]*\).*/\1/p')
   [ "$(xenstore-read /local/domain/$domid/hvmloader/bios)" = ovmf ] || return 1
   wait_ovmf "$domid" || return 1
-  sleep 30
-  echo "30 s after OVMF's start: xl's guest's serial line, then xenith's"
-  tail -c 400 /tmp/hvm-uefi-xl-serial.log 2>/dev/null; echo
-  xenith vm console hvm-uefi | tail -5
-  xl list hvm-uefi-xl hvm-uefi
-  xl destroy hvm-uefi-xl
+  after_ovmf "$domid" /var/log/xen/console/serial-hvm-uefi.log
   xenith vm kill hvm-uefi || return 1
   xenith vm remove hvm-uefi
 }

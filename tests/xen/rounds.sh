@@ -1,5 +1,5 @@
-# The timing rounds (sourced in dom0 as /rounds.sh; tests/xen/scenario
-# runs them last, tests/xen/timing alone): xl and xenith boot the same
+# The timing rounds (sourced in dom0 as /rounds.sh by tests/xen/timing,
+# which scripts/test runs after the main scenario): xl and xenith boot the same
 # guest in turn, xl then xenith, ROUNDS times (XENITH_SCENARIO_ROUNDS,
 # default 3), for each guest type of XENITH_SCENARIO_KINDS (default
 # "pv pvh hvm"). Each boot is timed to the call's return and to the guest's
