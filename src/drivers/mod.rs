@@ -25,8 +25,8 @@ pub mod xenstore;
 pub use faults::{GuestFault, GuestFaults};
 pub use hv::{Hv, HvError};
 pub use hypervisor::{
-    BootImage, Built, DomId, DomainConfig, DomainEvent, DomainInfo, DomainType, Firmware, Hypervisor,
-    HypervisorError, HypervisorKind, PhysInfo, ShutdownReason,
+    BootImage, Built, DomId, DomainConfig, DomainEvent, DomainInfo, DomainType, Firmware,
+    Hypervisor, HypervisorError, HypervisorKind, PhysInfo, ShutdownReason,
 };
 pub use images::BootImages;
 pub use select::{select, HostDrivers};

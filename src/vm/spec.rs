@@ -253,15 +253,16 @@ fn check_name(name: &str) -> Result<(), VmSpecError> {
     Ok(())
 }
 
-/// Firmware is an HVM guest's; QEMU's direct kernel boot goes through
-/// SeaBIOS (its linuxboot option ROM), so a kernel needs the BIOS.
+/// Firmware is an HVM guest's (`firmware`: the one written, if any);
+/// QEMU's direct kernel boot goes through SeaBIOS (its linuxboot option
+/// ROM), so a kernel needs the BIOS.
 fn check_firmware(
     domain_type: DomainType,
     firmware: Option<Firmware>,
     kernel: bool,
 ) -> Result<(), VmSpecError> {
     match (domain_type, firmware) {
-        (DomainType::Pv | DomainType::Pvh, Some(Firmware::Uefi)) => Err(bad(
+        (DomainType::Pv | DomainType::Pvh, Some(_)) => Err(bad(
             "firmware",
             "only an HVM guest has firmware: a pv or pvh guest boots its kernel directly",
         )),
@@ -331,7 +332,9 @@ impl VmSpec {
             self.ramdisk.as_deref(),
             &self.cmdline,
         )?;
-        check_firmware(self.domain_type, Some(self.firmware), self.kernel.is_some())?;
+        // A validated spec holds the default for a guest that named none.
+        let written = (self.firmware != Firmware::default()).then_some(self.firmware);
+        check_firmware(self.domain_type, written, self.kernel.is_some())?;
         for (i, d) in self.disks.iter().enumerate() {
             let at = format!("disks[{i}]");
             check_path(&format!("{at}.path"), &d.path)?;
@@ -443,13 +446,6 @@ impl VmSpecFile {
             self.ramdisk.as_deref(),
             &self.cmdline,
         )?;
-        if matches!(self.domain_type, DomainType::Pv | DomainType::Pvh) && self.firmware.is_some()
-        {
-            return Err(bad(
-                "firmware",
-                "only an HVM guest has firmware: a pv or pvh guest boots its kernel directly",
-            ));
-        }
         check_firmware(self.domain_type, self.firmware, self.kernel.is_some())?;
         let mut disks: Vec<Disk> = Vec::with_capacity(self.disks.len());
         for (i, d) in self.disks.into_iter().enumerate() {

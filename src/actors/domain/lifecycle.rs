@@ -59,12 +59,7 @@ pub async fn measured<T, E>(
 ) -> Result<T, E> {
     let t0 = std::time::Instant::now();
     let r = fut.await;
-    tracing::debug!(
-        step,
-        elapsed_ms = millis(t0),
-        ok = r.is_ok(),
-        "step done"
-    );
+    tracing::debug!(step, elapsed_ms = millis(t0), ok = r.is_ok(), "step done");
     r
 }
 

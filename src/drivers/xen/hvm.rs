@@ -2,8 +2,8 @@
 //! or OVMF as its firmware module, as libxl's libxl__build_hvm and
 //! libxl__domain_firmware load them.
 
-use crate::drivers::hypervisor::{Built, DomId, Firmware, HypervisorError};
 use super::{call, ffi, XenHypervisor};
+use crate::drivers::hypervisor::{Built, DomId, Firmware, HypervisorError};
 
 /// What an HVM guest boots first, and the BIOS it loads: the paths
 /// Debian's libxl has compiled in (xen-utils-4.17, seabios).
@@ -75,11 +75,7 @@ fn firmware_image(firmware: Firmware) -> Result<Vec<u8>, HypervisorError> {
     Ok(bytes)
 }
 
-fn firmware_fits(
-    firmware: Firmware,
-    path: &str,
-    len: usize,
-) -> Result<(), HypervisorError> {
+fn firmware_fits(firmware: Firmware, path: &str, len: usize) -> Result<(), HypervisorError> {
     const MIB: usize = 1 << 20;
     let whole_mib = len > 0 && len % MIB == 0;
     if firmware == Firmware::Uefi && !whole_mib {

@@ -185,7 +185,6 @@ impl XenHypervisor {
         Ok((xen, kernels))
     }
 
-
     /// The kernel to build from, decompressed once ([`kernel`]).
     fn kernel(&self, path: &std::path::Path) -> Result<kernel::Kernel, HypervisorError> {
         prepare_kernel(&self.kernels, path)
