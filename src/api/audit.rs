@@ -44,6 +44,8 @@ pub fn audited(call: &Call) -> Option<(&'static str, Option<&str>)> {
     Some(match call {
         Call::VmCreate(spec) => ("vm.create", Some(spec.name.as_str())),
         Call::VmRemove(vm) => ("vm.remove", Some(vm)),
+        Call::VmSuspend { vm, .. } => ("vm.suspend", Some(vm)),
+        Call::VmResume { vm, .. } => ("vm.resume", Some(vm)),
         Call::VmOp(vm, op) => {
             let method = match op {
                 O::Start { .. } => "vm.start",

@@ -148,6 +148,8 @@ impl From<VmError> for ApiError {
                 ApiError::new(ErrorCode::NotFound, message).with_details(vec![id])
             }
             VmError::Removed => ApiError::new(ErrorCode::NotFound, message),
+            VmError::NoSuspend { .. } => ApiError::new(ErrorCode::OperationTimeout, message),
+            VmError::BadImage(_) => ApiError::new(ErrorCode::NotAllowed, message),
             VmError::Storage(e) => e.into(),
             VmError::DomainGone => {
                 ApiError::new(ErrorCode::NotFound, message).with_details(vec!["domain".into()])

@@ -48,6 +48,16 @@ pub enum Call {
     VmList,
     VmGet(String),
     VmOp(String, VmOp),
+    /// `vm.suspend`: the guest's answer awaited for `timeout`.
+    VmSuspend {
+        vm: String,
+        timeout: std::time::Duration,
+    },
+    /// `vm.resume`.
+    VmResume {
+        vm: String,
+        paused: bool,
+    },
     VmRemove(String),
     VmConsole {
         vm: String,
@@ -245,6 +255,21 @@ impl Api {
             Call::Async { method, call } => match *call {
                 // A long storage operation is a cancellable task already.
                 Call::Storage(c) if c.is_long() => self.storage_call(c, true).await,
+                // A suspend reports its progress on its task.
+                Call::VmSuspend { vm, timeout } => {
+                    let api = self.clone();
+                    let task = self
+                        .inner
+                        .tasks
+                        .spawn(&method, false, move |job| async move {
+                            let r = api.vm_suspend(&vm, timeout, job).await;
+                            storage::task_result(r.map(Reply::VmSummary))
+                        })
+                        .await?;
+                    Ok(Reply::Task {
+                        task: task.to_string(),
+                    })
+                }
                 call => {
                     let api = self.clone();
                     let task = self
@@ -270,6 +295,13 @@ impl Api {
             Call::VmGet(vm) => self.vm_get(&vm).await.map(|v| Reply::Vm(Box::new(v))),
             Call::VmOp(vm, op) => self.vm_op(&vm, op).await.map(Reply::VmSummary),
             Call::VmRemove(vm) => self.vm_remove(&vm).await.map(Reply::VmSummary),
+            Call::VmSuspend { vm, timeout } => self
+                .vm_suspend(&vm, timeout, crate::drivers::storage::Job::new())
+                .await
+                .map(Reply::VmSummary),
+            Call::VmResume { vm, paused } => {
+                self.vm_resume(&vm, paused).await.map(Reply::VmSummary)
+            }
             Call::VmConsole { vm, lines, offset } => self
                 .vm_console(&vm, lines, offset)
                 .await

@@ -255,6 +255,25 @@ impl Api {
         })
     }
 
+    /// `vm.suspend`: the VM's memory into its image; Suspended.
+    pub async fn vm_suspend(
+        &self,
+        key: &str,
+        timeout: std::time::Duration,
+        job: crate::drivers::storage::Job,
+    ) -> Result<VmSummary, ApiError> {
+        let vm = self.resolve(key).await?;
+        vm.suspend(timeout, job).await?;
+        Ok(self.summary(&vm.snapshot()))
+    }
+
+    /// `vm.resume`: Running (or Paused) again from its image.
+    pub async fn vm_resume(&self, key: &str, paused: bool) -> Result<VmSummary, ApiError> {
+        let vm = self.resolve(key).await?;
+        vm.resume(paused).await?;
+        Ok(self.summary(&vm.snapshot()))
+    }
+
     /// `vm.remove`: forgets a Halted VM.
     pub async fn vm_remove(&self, key: &str) -> Result<VmSummary, ApiError> {
         let last = self.inner.inventory.remove(key).await?;
@@ -303,6 +322,22 @@ pub fn shutdown_timeout(timeout_s: Option<u64>) -> Result<std::time::Duration, A
         Some(s) => Err(ApiError::new(
             ErrorCode::InvalidParams,
             format!("timeout_s: {s} is above {MAX_SHUTDOWN_TIMEOUT_S} (an hour)"),
+        )
+        .with_details(vec!["timeout_s".into()])),
+    }
+}
+
+/// A suspend's wait for the guest (`timeout_s`; 60 s when not given, 1 s
+/// at least, an hour at most).
+pub fn suspend_timeout(timeout_s: Option<u64>) -> Result<std::time::Duration, ApiError> {
+    match timeout_s {
+        None => Ok(crate::actors::domain::SUSPEND_TIMEOUT),
+        Some(s) if (1..=MAX_SHUTDOWN_TIMEOUT_S).contains(&s) => {
+            Ok(std::time::Duration::from_secs(s))
+        }
+        Some(s) => Err(ApiError::new(
+            ErrorCode::InvalidParams,
+            format!("timeout_s: {s} is outside 1..={MAX_SHUTDOWN_TIMEOUT_S}"),
         )
         .with_details(vec!["timeout_s".into()])),
     }

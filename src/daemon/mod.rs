@@ -377,6 +377,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         events,
         records,
         storage,
+        saver: host.saver.clone(),
+        suspends: crate::drivers::migration::SuspendImages::new(config.state_dir.join("suspend")),
     });
     root.handle()
         .start_child(vms_spec(

@@ -15,6 +15,7 @@ pub mod faults;
 pub mod hv;
 pub mod hypervisor;
 pub mod images;
+pub mod migration;
 pub mod select;
 pub mod sim;
 pub mod statefile;

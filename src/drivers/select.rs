@@ -9,11 +9,16 @@ use super::devices::DeviceHost;
 use super::faults::GuestFaults;
 use super::hypervisor::{Hypervisor, HypervisorError, HypervisorKind};
 use super::images::{BootImages, NoPreparation};
+use super::migration::{DomainSaver, NoSaver};
 use super::xenstore::{EmbeddedStore, XenstoreFollower};
 use crate::config::{Config, HypervisorChoice};
 
 /// Where the privileged command interface of a Xen dom0 lives.
 pub const PRIVCMD: &str = "/dev/xen/privcmd";
+
+/// Why a Xen host cannot save domains yet.
+const XEN_SAVE_UNAVAILABLE: &str =
+    "suspend, resume and migration on Xen need xenith's save helper (xc_domain_save), which this build does not have yet";
 
 /// A host's drivers, each behind its own trait.
 #[derive(Debug, Clone)]
@@ -27,6 +32,8 @@ pub struct HostDrivers {
     pub faults: Option<Arc<dyn GuestFaults>>,
     /// Follows xenstore on the toolstack's connection once it is up.
     pub follower: Option<Arc<dyn XenstoreFollower>>,
+    /// Saves and restores domains (suspend, resume, migration).
+    pub saver: Arc<dyn DomainSaver>,
 }
 
 impl HostDrivers {
@@ -41,8 +48,9 @@ impl HostDrivers {
             devices: sim.sim_devices(),
             hypervisor: sim.clone(),
             images: Arc::new(NoPreparation),
-            faults: Some(sim),
+            faults: Some(sim.clone()),
             follower: None,
+            saver: sim,
         }
     }
 }
@@ -128,6 +136,7 @@ pub fn select(
                 images,
                 faults: None,
                 follower: Some(xen),
+                saver: Arc::new(NoSaver(XEN_SAVE_UNAVAILABLE)),
             })
         }
     }

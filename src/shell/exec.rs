@@ -230,6 +230,26 @@ impl Shell {
             VmVerb::Pause { vm } => op("vm.pause", json!({"vm": vm})),
             VmVerb::Unpause { vm } => op("vm.unpause", json!({"vm": vm})),
             VmVerb::Kill { vm } => op("vm.kill", json!({"vm": vm})),
+            VmVerb::Suspend {
+                vm,
+                timeout,
+                no_wait,
+            } => {
+                let mut params = json!({"vm": vm, "async": true});
+                if let Some(t) = timeout {
+                    params["timeout_s"] = json!(t);
+                }
+                let req = super::storage::Request {
+                    method: "vm.suspend",
+                    params,
+                    output: super::storage::Output::Task {
+                        no_wait,
+                        said: Some(format!("{vm}: Suspended")),
+                    },
+                };
+                return self.storage(req, out).await;
+            }
+            VmVerb::Resume { vm, paused } => op("vm.resume", json!({"vm": vm, "paused": paused})),
             VmVerb::SetMemoryTarget { vm, mib } => {
                 op("vm.set_memory_target", json!({"vm": vm, "mib": mib}))
             }

@@ -146,6 +146,24 @@ pub enum VmVerb {
     Unpause {
         vm: String,
     },
+    /// Saves the running VM's memory into its suspend image: Suspended,
+    /// no domain (progress shown on a terminal).
+    Suspend {
+        vm: String,
+        /// Seconds the guest has to suspend (default 60).
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+        /// Print the task's uuid and return at once.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Runs a Suspended VM again from its image.
+    Resume {
+        vm: String,
+        /// Leave it paused.
+        #[arg(long)]
+        paused: bool,
+    },
     /// Destroys the domain at once.
     Kill {
         vm: String,

@@ -2,6 +2,7 @@
 //! files, field for field) and the records xenith keeps of its VMs.
 
 pub mod disk;
+pub mod image;
 pub mod layout;
 pub mod record;
 pub mod spec;

@@ -16,6 +16,7 @@ use crate::actors::storage::StorageHandle;
 use crate::actors::supervisor::{Supervisor, SupervisorHandle};
 use crate::drivers::devices::DeviceHost;
 use crate::drivers::emulator::EmulatorConfig;
+use crate::drivers::migration::{DomainSaver, SuspendImages};
 use crate::drivers::xenstore::XsClient;
 use crate::drivers::{BootImages, DomId, GuestFaults, Hv};
 use crate::vm::{RecordStore, VmSpec};
@@ -39,6 +40,10 @@ pub struct VmEnv {
     pub records: RecordStore,
     /// The SRs: VDIs a VM's disks name are attached and activated there.
     pub storage: StorageHandle,
+    /// Saves and restores domains (suspend, resume, migration).
+    pub saver: Arc<dyn DomainSaver>,
+    /// Where suspended VMs' images are kept.
+    pub suspends: SuspendImages,
 }
 
 /// What one VM's successive domain actors share (the VM's supervisor

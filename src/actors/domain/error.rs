@@ -73,6 +73,13 @@ pub enum VmError {
     Unavailable,
     #[error("the VM's domain actor stopped during the operation (it re-reads the domain's state when it restarts: see vm.get)")]
     Interrupted,
+    /// The guest did not suspend (it keeps running).
+    #[error("the guest did not suspend: {reason}; it keeps running")]
+    NoSuspend { reason: String },
+    /// A suspend image or migration stream that cannot be used (corrupt,
+    /// cut short, another VM's, another host's format).
+    #[error("the VM's image cannot be used: {0}")]
+    BadImage(String),
     /// The VM is being removed: it takes no more operations.
     #[error("the VM is being removed")]
     Removed,

@@ -145,6 +145,20 @@ impl VmHandle {
         self.run(Operation::Power(op)).await
     }
 
+    /// Suspends the running VM into its image (progress on `job`).
+    pub async fn suspend(
+        &self,
+        timeout: std::time::Duration,
+        job: crate::drivers::storage::Job,
+    ) -> Result<OpReply, VmError> {
+        self.run(Operation::Suspend { timeout, job }).await
+    }
+
+    /// Resumes the Suspended VM (paused, if asked).
+    pub async fn resume(&self, paused: bool) -> Result<OpReply, VmError> {
+        self.run(Operation::Resume { paused }).await
+    }
+
     /// Plugs or unplugs a device; returns its name ("xvdb", "1").
     pub async fn reconfigure(&self, change: DeviceChange) -> Result<String, VmError> {
         match self.run(Operation::Device(change)).await? {

@@ -402,8 +402,31 @@ pub async fn unplug_device(
     done
 }
 
+/// What a new domain is made from.
+pub enum Source {
+    /// Its kernel (or firmware): a boot.
+    Boot,
+    /// A xenith image (a suspend image, a migration stream): the guest
+    /// carries on from where it was saved.
+    Restore(Box<dyn std::io::Read + Send>),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Source::Boot => "Boot",
+            Source::Restore(_) => "Restore",
+        })
+    }
+}
+
 /// Starts the VM: on any failure, undoes what was done and returns the error.
 pub async fn start(c: &Ctx, paused: bool) -> Result<Running, VmError> {
+    start_from(c, paused, Source::Boot).await
+}
+
+/// Starts the VM from `source`: on any failure, undoes what was done.
+pub async fn start_from(c: &Ctx, paused: bool, source: Source) -> Result<Running, VmError> {
     let config = DomainConfig {
         uuid: *c.uuid.as_bytes(),
         domain_type: c.spec.domain_type,
@@ -423,7 +446,7 @@ pub async fn start(c: &Ctx, paused: bool) -> Result<Running, VmError> {
         domid,
         children: Vec::new(),
     };
-    match start_steps(c, &mut running, paused).await {
+    match start_steps(c, &mut running, paused, source).await {
         Ok(()) => {
             tracing::debug!(%domid, elapsed_ms = millis(t0), "start done");
             Ok(running)
@@ -436,7 +459,12 @@ pub async fn start(c: &Ctx, paused: bool) -> Result<Running, VmError> {
     }
 }
 
-async fn start_steps(c: &Ctx, running: &mut Running, paused: bool) -> Result<(), VmError> {
+async fn start_steps(
+    c: &Ctx,
+    running: &mut Running,
+    paused: bool,
+    source: Source,
+) -> Result<(), VmError> {
     let domid = running.domid;
     write_entries(
         "write the domain's xenstore tree",
@@ -444,13 +472,18 @@ async fn start_steps(c: &Ctx, running: &mut Running, paused: bool) -> Result<(),
         layout::domain_make(&c.uuid, domid, &c.spec),
     )
     .await?;
-    let image = BootImage {
-        kernel: c.spec.kernel.clone().unwrap_or_else(|| HVMLOADER.into()),
-        ramdisk: c.spec.ramdisk.clone(),
-        cmdline: c.spec.cmdline.clone(),
-        firmware: c.spec.firmware,
+    let built: Built = match source {
+        Source::Boot => {
+            let image = BootImage {
+                kernel: c.spec.kernel.clone().unwrap_or_else(|| HVMLOADER.into()),
+                ramdisk: c.spec.ramdisk.clone(),
+                cmdline: c.spec.cmdline.clone(),
+                firmware: c.spec.firmware,
+            };
+            measured("build the domain", c.env.hv.build_domain(domid, image)).await?
+        }
+        Source::Restore(input) => measured("restore the domain", restore(c, domid, input)).await?,
     };
-    let built: Built = measured("build the domain", c.env.hv.build_domain(domid, image)).await?;
     let mut post = layout::build_post(
         &c.uuid,
         domid,
@@ -476,6 +509,31 @@ async fn start_steps(c: &Ctx, running: &mut Running, paused: bool) -> Result<(),
         measured("unpause the domain", c.env.hv.unpause(domid)).await?;
     }
     Ok(())
+}
+
+/// Loads a xenith image's memory into the new domain, checking the image
+/// to its end.
+async fn restore(
+    c: &Ctx,
+    domid: DomId,
+    input: Box<dyn std::io::Read + Send>,
+) -> Result<Built, VmError> {
+    use crate::vm::image::{ImageError, ImageReader};
+    let saver = c.env.saver.clone();
+    let done = crate::drivers::blocking::run(move || -> Result<Built, VmError> {
+        let bad = |e: ImageError| VmError::BadImage(e.to_string());
+        let mut reader = ImageReader::open(input).map_err(bad)?;
+        let built = saver.restore(domid, &mut reader).map_err(|e| match e {
+            crate::drivers::migration::SaveError::Io(io) => bad(ImageError::from_io(io)),
+            crate::drivers::migration::SaveError::Corrupt(m) => VmError::BadImage(m),
+            e => VmError::step("restore the memory", &e),
+        })?;
+        reader.finish().map_err(bad)?;
+        Ok(built)
+    })
+    .await
+    .map_err(|e| VmError::step("restore the domain", &e))?;
+    done
 }
 
 /// Tears the VM's domain down: its actors stopped (devices released), the

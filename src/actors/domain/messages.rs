@@ -48,6 +48,16 @@ pub enum Operation {
     Retire,
     /// A retirement undone (the removal failed): operations are taken again.
     Unretire,
+    /// The running VM's memory saved into its suspend image (the guest
+    /// asked, within `timeout`); the domain then goes. Progress on `job`.
+    Suspend {
+        timeout: Duration,
+        job: crate::drivers::storage::Job,
+    },
+    /// The Suspended VM running again from its image (paused if asked).
+    Resume {
+        paused: bool,
+    },
 }
 
 impl Operation {
@@ -67,6 +77,8 @@ impl Operation {
             Operation::Device(_) => "unplug",
             Operation::Retire => "remove",
             Operation::Unretire => "keep",
+            Operation::Suspend { .. } => "suspend",
+            Operation::Resume { .. } => "resume",
         }
     }
 
@@ -86,6 +98,8 @@ impl Operation {
             },
             Operation::Device(_) => &[Running, Halted, Paused],
             Operation::Retire | Operation::Unretire => &[Halted],
+            Operation::Suspend { .. } => &[Running],
+            Operation::Resume { .. } => &[Suspended],
         }
     }
 }

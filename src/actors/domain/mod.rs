@@ -15,6 +15,7 @@
 //!   own events; ops.rs: each operation's work; lifecycle.rs: the start,
 //!   teardown, plug and unplug steps; devices.rs: device changes planned;
 //!   vdis.rs: the VDIs a running VM's disks are, activated in their SRs;
+//!   save.rs: suspend and resume through the VM's suspend image;
 //! - env.rs: what the steps use; error.rs: [`VmError`]; handle.rs: the
 //!   typed [`VmHandle`]; faults.rs: `fault.inject` on a VM.
 
@@ -27,6 +28,7 @@ mod handlers;
 pub mod lifecycle;
 mod messages;
 mod ops;
+mod save;
 mod state;
 mod stop;
 mod vdis;
@@ -39,6 +41,7 @@ pub use error::VmError;
 pub use faults::FaultKind;
 pub use handle::{VmDetails, VmHandle, VM_FLAGS};
 pub use messages::{OpReply, Operation, Run, VmOp};
+pub use save::SUSPEND_TIMEOUT;
 pub use state::{DomainActor, PowerState, VmSnapshot};
 
 /// How long a clean shutdown or reboot waits for the guest by default.

@@ -24,7 +24,24 @@ pub(super) async fn work(
     op: Operation,
 ) -> Outcome {
     match op {
+        // A Suspended VM has no domain: a hard stop throws its image away.
+        Operation::Power(
+            VmOp::Kill | VmOp::Shutdown { force: true, .. } | VmOp::Reboot { force: true },
+        ) if state == PowerState::Suspended && running.is_none() => {
+            if let Err(e) = super::save::discard(&c).await {
+                return Outcome::Failed(e);
+            }
+            match op {
+                Operation::Power(VmOp::Reboot { .. }) => start(&c, false).await,
+                _ => Outcome::Halted,
+            }
+        }
         Operation::Power(op) => power(c, running, op).await,
+        Operation::Suspend { timeout, job } => match running {
+            Some(r) => super::save::suspend(&c, &r, timeout, job).await,
+            None => Outcome::Halted,
+        },
+        Operation::Resume { paused } => super::save::resume(&c, running, paused).await,
         Operation::Device(change) => match plan(&c.spec, &c.uuid, change) {
             Ok(plan) => match reconfigure(&c, running.as_ref(), state, plan).await {
                 Ok(outcome) => outcome,

@@ -147,6 +147,11 @@ pub(super) enum Outcome {
     Failed(VmError),
     /// Failed, and the VM is Halted (a start undone).
     FailedHalted(VmError),
+    /// Saved into its suspend image, the domain gone: Suspended.
+    Suspended,
+    /// A save failed; the guest runs on (resumed if it had suspended: its
+    /// suspend, seen meanwhile, no longer counts).
+    FailedRunning(VmError),
 }
 
 impl DomainActor {
@@ -177,7 +182,22 @@ impl DomainActor {
                     .await
                     .map_err(|e| StartError::new(crate::error::chain(&e)))?;
                 let (state, running) = match found {
-                    None => (PowerState::Halted, None),
+                    // No domain: Suspended if it has an image (a partial
+                    // one, of a suspend cut short, goes).
+                    None => {
+                        let (images, uuid) = (c.env.suspends.clone(), c.uuid);
+                        let suspended = crate::drivers::blocking::run(move || {
+                            images.discard_partial(&uuid);
+                            images.exists(&uuid)
+                        })
+                        .await
+                        .map_err(|e| StartError::new(e.to_string()))?;
+                        if suspended {
+                            (PowerState::Suspended, None)
+                        } else {
+                            (PowerState::Halted, None)
+                        }
+                    }
                     Some(info) => {
                         let state = match info.shutdown {
                             Some(ShutdownReason::Crash) => PowerState::Crashed,
@@ -378,6 +398,16 @@ impl DomainActor {
             Outcome::Failed(e) => Err(e),
             Outcome::FailedHalted(e) => {
                 self.halted(ctx);
+                Err(e)
+            }
+            Outcome::Suspended => {
+                self.halted(ctx);
+                self.state = PowerState::Suspended;
+                Ok(OpReply::Done)
+            }
+            Outcome::FailedRunning(e) => {
+                self.deferred
+                    .retain(|(_, ev)| *ev != DomainEvent::Shutdown(ShutdownReason::Suspend));
                 Err(e)
             }
         })

@@ -77,6 +77,9 @@ impl GuestProfile {
 pub(super) struct Guest {
     domid: DomId,
     profile: GuestProfile,
+    /// It runs on from a suspend (a resume, a restore, a migration's
+    /// arrival) instead of booting.
+    resumed: bool,
     hv: Arc<Inner>,
     running: watch::Receiver<bool>,
     faults: watch::Receiver<GuestFaults>,
@@ -96,6 +99,7 @@ impl Guest {
     pub(super) fn new(
         domid: DomId,
         profile: GuestProfile,
+        resumed: bool,
         hv: Arc<Inner>,
         running: watch::Receiver<bool>,
         faults: watch::Receiver<GuestFaults>,
@@ -103,6 +107,7 @@ impl Guest {
         Self {
             domid,
             profile,
+            resumed,
             hv,
             running,
             faults,
@@ -144,7 +149,16 @@ impl Guest {
 
     async fn live(mut self, xs: XsClient) -> Result<(), Gone> {
         Self::wait_running(&mut self.running).await?;
-        self.boot_log();
+        if self.resumed {
+            // Linux's xen:manage after a suspend: the same kernel carries
+            // on, its frontends reconnect to the backends there are now.
+            self.console(&format!(
+                "\nPM: resume from suspend (domain {})\nxen:manage: resumed\n",
+                self.domid
+            ));
+        } else {
+            self.boot_log();
+        }
         for feature in ["feature-poweroff", "feature-reboot", "feature-suspend"] {
             xs.write(&format!("control/{feature}"), "1").await?;
         }

@@ -11,6 +11,7 @@
 
 mod backends;
 mod guest;
+mod save;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,6 +51,15 @@ struct SimDomain {
     watchers: Vec<mpsc::UnboundedSender<DomainEvent>>,
     /// The command line, until the guest boots with it.
     cmdline: Option<String>,
+    /// The command line it was built with (a restored guest runs with it).
+    built_cmdline: String,
+    /// The guest's next run is a resume from a suspend, not a boot.
+    resumed: bool,
+    /// What the guest's memory holds: page `pfn` is derived from the seed,
+    /// the pfn and its generation (how often the guest has written it;
+    /// the pages never written are generation 0, not kept).
+    memory_seed: u64,
+    generations: std::collections::HashMap<u64, u32>,
     /// Whether the guest's code runs (unpaused, not shut down); dropped,
     /// and so closed, when the domain is destroyed.
     running: watch::Sender<bool>,
@@ -118,6 +128,23 @@ struct Inner {
 }
 
 impl Inner {
+    /// Starts the domain's guest if it has one to run (built or restored,
+    /// not yet running), once guests are attached.
+    fn spawn_guest(self: &Arc<Self>, domid: DomId, d: &mut SimDomain) {
+        if let (Some(cmdline), Some((store, rt))) = (d.cmdline.take(), self.world.get()) {
+            let profile = GuestProfile::from_cmdline(&cmdline, domid);
+            let guest = guest::Guest::new(
+                domid,
+                profile,
+                std::mem::take(&mut d.resumed),
+                self.clone(),
+                d.running.subscribe(),
+                d.faults.subscribe(),
+            );
+            rt.spawn(guest.run(store.clone()));
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves the state as it was at that
         // point; the simulation goes on with it.
@@ -332,6 +359,10 @@ impl Hypervisor for SimHypervisor {
                 shutdown: None,
                 watchers: Vec::new(),
                 cmdline: None,
+                built_cmdline: String::new(),
+                resumed: false,
+                memory_seed: save::seed(&config.uuid, candidate),
+                generations: std::collections::HashMap::new(),
                 running: watch::Sender::new(false),
                 console: ConsoleRing::default(),
                 faults: watch::Sender::new(GuestFaults::default()),
@@ -355,6 +386,7 @@ impl Hypervisor for SimHypervisor {
         }
         d.built = true;
         d.cmdline = Some(image.cmdline.clone());
+        d.built_cmdline = image.cmdline.clone();
         // Guest frame numbers as a PV builder would place them, high in the guest's memory.
         let top = d.memory_mib * 256;
         Ok(Built {
@@ -375,18 +407,8 @@ impl Hypervisor for SimHypervisor {
         }
         d.paused = false;
         d.running.send_replace(d.shutdown.is_none());
-        // The first time it runs, its guest boots.
-        if let (Some(cmdline), Some((store, rt))) = (d.cmdline.take(), self.inner.world.get()) {
-            let profile = GuestProfile::from_cmdline(&cmdline, domid);
-            let guest = guest::Guest::new(
-                domid,
-                profile,
-                self.inner.clone(),
-                d.running.subscribe(),
-                d.faults.subscribe(),
-            );
-            rt.spawn(guest.run(store.clone()));
-        }
+        // The first time it runs, its guest boots (or resumes).
+        self.inner.spawn_guest(domid, d);
         Ok(())
     }
 

@@ -55,6 +55,8 @@ pub const CONTRACT_METHODS: &[&str] = &[
     "task.list",
     "task.get",
     "task.cancel",
+    "vm.suspend",
+    "vm.resume",
 ];
 
 /// Methods with no parameters still refuse unknown ones.
@@ -97,6 +99,15 @@ struct StartArgs {
     vm: String,
     #[serde(default)]
     paused: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuspendArgs {
+    vm: String,
+    /// Extension: how long the guest has to suspend (default 60 s).
+    #[serde(default)]
+    timeout_s: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -289,6 +300,16 @@ fn parse_plain(method: &str, args: Value) -> Result<Call, ApiError> {
             params::<RebootArgs>(method, args).map(|a| op(a.vm, VmOp::Reboot { force: a.force }))
         }
         "vm.pause" => params::<VmArg>(method, args).map(|a| op(a.vm, VmOp::Pause)),
+        "vm.suspend" => params::<SuspendArgs>(method, args).and_then(|a| {
+            Ok(Call::VmSuspend {
+                vm: a.vm,
+                timeout: crate::api::vm::suspend_timeout(a.timeout_s)?,
+            })
+        }),
+        "vm.resume" => params::<StartArgs>(method, args).map(|a| Call::VmResume {
+            vm: a.vm,
+            paused: a.paused,
+        }),
         "vm.unpause" => params::<VmArg>(method, args).map(|a| op(a.vm, VmOp::Unpause)),
         "vm.kill" => params::<VmArg>(method, args).map(|a| op(a.vm, VmOp::Kill)),
         "vm.set_memory_target" => params::<MemoryTargetArgs>(method, args)
